@@ -1,0 +1,56 @@
+"""Pieces shared by subcommands: run-folder argument, output paths, test images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from vaelab.errors import VaelabError
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_DIR", help="run folder written by vaelab train")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+
+
+def add_out_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    parser.add_argument(
+        "--out", default=None, help=f"output file (default: RUN_DIR/{default_name}, numbered "
+        "if it exists)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def output_path(args: argparse.Namespace, default_name: str) -> Path:
+    """Where to write: an explicit --out must not exist (unless --overwrite); the default
+    name gets a number instead of replacing an earlier result."""
+    if args.out:
+        path = Path(args.out)
+        if path.exists() and not args.overwrite:
+            raise VaelabError(f"--out {path}: exists; pass --overwrite to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(args.run) / default_name
+    stem, suffix, i = path.stem, path.suffix, 2
+    while path.exists():
+        path = path.with_name(f"{stem}-{i}{suffix}")
+        i += 1
+    return path
+
+
+def positive(flag: str, value: int) -> int:
+    if value < 1:
+        raise VaelabError(f"{flag}: must be at least 1, got {value}")
+    return value
+
+
+def test_images(model: torch.nn.Module) -> torch.Tensor:
+    """The run's test images (uint8, as the model is evaluated on them)."""
+    from vaelab.api import load_test_images
+    from vaelab.train.batches import eval_images
+
+    data = load_test_images(model)
+    return eval_images(data.test_x, model.config.data.binarize, model.config.train.seed)

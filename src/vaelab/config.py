@@ -1,0 +1,224 @@
+"""Typed, frozen configuration: defaults < config file < command-line flags.
+
+A run is described by one :class:`Config` of three sections. Every field has a
+unique name across sections, so the command line exposes each as
+``--field-name`` (underscores become dashes) and a file may use either the
+nested form ``{model: {latent_dim: 20}}`` or the flat form ``{latent_dim: 20}``.
+Unknown keys are errors, never ignored; values are checked against the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+from vaelab.errors import VaelabError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"  # builtin name or a path (IDX, .npz, image folder)
+    resize: str | None = None  # "HxW" or "S"; required when folder images differ in size
+    channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
+    test_fraction: float = 0.1  # held-out share when the data has no test split of its own
+    binarize: str = "none"  # none | static | dynamic (resampled every step)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = "vae"  # ae | vae
+    arch: str = "mlp"  # mlp | conv
+    hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
+    sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
+    prior: str = "normal"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "elbo"  # elbo | iwae
+    samples: int = 1  # K Monte Carlo / importance samples per image
+    beta: float = 1.0  # KL weight of the ELBO
+    warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | cosine | step (x0.5 every third of training)
+    clip_grad: float | None = None  # max global gradient norm
+    max_bad_steps: int = 20  # consecutive non-finite steps before training stops
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: each epoch only)
+    eval_samples: int = 1  # K for the per-epoch test-set bound
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA)
+    compile: bool = False  # torch.compile the training step
+    progress: bool = True  # tqdm bar with live loss
+    report: bool = True  # write samples/reconstructions at the end
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain-Python form (tuples become lists), for YAML/JSON."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Map each field name to (section, Field); names are unique across sections."""
+    index: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.name in index:
+                raise AssertionError(f"config field {f.name} appears in two sections")
+            index[f.name] = (section, f)
+    return index
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from YAML or a command-line string) to type ``tp`` or fail clearly."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(value, inner, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise VaelabError(f"{where}: expected a comma-separated list, got {value!r}")
+        return tuple(coerce(v, args[0], where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise VaelabError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise VaelabError(f"{where}: expected {tp.__name__}, got {value!r}")
+        try:
+            number = tp(value)
+        except (TypeError, ValueError):
+            raise VaelabError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != number:
+            raise VaelabError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise VaelabError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise AssertionError(f"unsupported config type {tp}")
+
+
+def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Return ``config`` with flat ``{field: value}`` overrides applied and type-checked."""
+    index = field_index()
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in overrides.items():
+        name = key.replace("-", "_")
+        if name not in index:
+            raise VaelabError(
+                f"{source}: unknown option {key!r}; valid: {', '.join(sorted(index))}"
+            )
+        section, _ = index[name]
+        tp = _field_type(SECTIONS[section], name)
+        per_section[section][name] = coerce(value, tp, f"{source}: {key}")
+    return replace(
+        config,
+        **{s: replace(getattr(config, s), **kv) for s, kv in per_section.items() if kv},
+    )
+
+
+def _flatten(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        elif key in SECTIONS:
+            raise VaelabError(f"{source}: section {key!r} must be a mapping")
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_config(path: str | Path, base: Config | None = None) -> Config:
+    """Read a YAML (.yaml/.yml/.json) or TOML (.toml) file onto ``base`` (default: defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"--config {path}: no such file")
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VaelabError(f"--config {path}: cannot parse ({first})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise VaelabError(f"--config {path}: expected a mapping of options")
+    return with_overrides(base or Config(), _flatten(raw, str(path)), str(path))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (nested by section)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Inverse of :meth:`Config.to_dict` (strict: unknown keys are errors)."""
+    return with_overrides(Config(), _flatten(raw, source), source)
+
+
+_POSITIVE = ("latent_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_CHOICES = {
+    "binarize": ("none", "static", "dynamic"),
+    "objective": ("elbo", "iwae"),
+    "schedule": ("none", "cosine", "step"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+
+
+def validate(config: Config) -> Config:
+    """Check values that a type alone cannot (sizes >= 1, choices); names of parts are
+    checked by their registries when the model is built."""
+    flat = {k: v for section in config.to_dict().values() for k, v in section.items()}
+    for name in _POSITIVE:
+        if flat[name] < 1:
+            raise VaelabError(f"--{name.replace('_', '-')}: must be at least 1, got {flat[name]}")
+    for name, choices in _CHOICES.items():
+        if flat[name] not in choices:
+            flag = name.replace("_", "-")
+            raise VaelabError(f"--{flag}: unknown {flat[name]!r}; valid: {', '.join(choices)}")
+    if any(h < 1 for h in flat["hidden"]):
+        raise VaelabError(f"--hidden: widths must be at least 1, got {flat['hidden']}")
+    if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
+        raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
+    if not 0 < flat["test_fraction"] < 1:
+        raise VaelabError(f"--test-fraction: must be in (0, 1), got {flat['test_fraction']}")
+    return config

@@ -1,0 +1,77 @@
+"""Generation from a trained model: prior samples, reconstructions, similar images.
+
+All functions take a loaded model and uint8 or float image tensors and return
+float images in [0, 1], ``(N, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vaelab.config import Config
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.plots import save_grid
+from vaelab.train.batches import eval_images, to_unit
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module, n: int, temperature: float = 1.0, seed: int | None = None
+) -> torch.Tensor:
+    """Decode ``z ~ N(0, temperature^2 I)``; the images are the means of p(x|z)."""
+    if n < 1:
+        raise VaelabError(f"-n: must be at least 1, got {n}")
+    if temperature <= 0:
+        raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    return model.sample(n, temperature)
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Means of p(x|z) at z = E_q[z|x] for uint8 images ``x``."""
+    model.eval()
+    return model.reconstruct(to_unit(x.to(_device(model))))
+
+
+@torch.no_grad()
+def similar(
+    model: torch.nn.Module, x: torch.Tensor, n: int = 16, spread: float = 1.0,
+    seed: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Images like ``x``, one uint8 image ``(C, H, W)``: decode z = mu + spread * sigma * eps.
+
+    ``spread`` = 1 samples the posterior q(z|x) itself; 0 returns the reconstruction n
+    times; larger values wander further from the input.
+    """
+    if spread < 0:
+        raise VaelabError(f"--spread: must be >= 0, got {spread}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    q = model.encode(to_unit(x.unsqueeze(0).to(_device(model))))
+    mu, std = q.mean, q.stddev
+    z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
+    return model.likelihood.mean(model.decode(z))
+
+
+def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
+    """samples.png (64 prior draws, VAE only) and reconstructions.png (test inputs above
+    their reconstructions) in the run folder."""
+    test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
+    recon = reconstruct(model, test)
+    pairs = torch.cat(
+        [to_unit(test[:16]), recon[:16].cpu(), to_unit(test[16:32]), recon[16:32].cpu()]
+    )
+    save_grid(pairs, out / "reconstructions.png", nrow=16)
+    if config.model.model != "ae":
+        save_grid(sample(model, 64, seed=config.train.seed).cpu(), out / "samples.png", nrow=8)

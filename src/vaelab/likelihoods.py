@@ -1,0 +1,139 @@
+"""Observation models p(x|z): the decoder emits ``n_params`` channels per image channel.
+
+Shapes: images ``x`` are ``(B, C, H, W)`` floats in [0, 1]; decoder parameters are
+``(..., B, n_params, C, H, W)`` (leading ``...`` is usually the K samples);
+:meth:`Likelihood.log_prob` sums over pixels and returns ``(..., B)`` in nats.
+
+Fixed-sigma Gaussian and the MSE loss: with p(x|z) = N(f(z), sigma^2 I) over D pixels,
+    -log p(x|z) = ||x - f(z)||^2 / (2 sigma^2) + D log sigma + (D/2) log(2 pi),
+so the ELBO is, up to a constant, -(D / (2 sigma^2)) * MSE - KL: a small sigma weights
+reconstruction over the KL term (sharper images, a less regular latent space); a
+large sigma does the opposite. ``beta`` in the ELBO plays the same role from the
+other side: sigma^2 = beta / 2 reproduces "MSE sum + beta * KL".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaelab.errors import VaelabError
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Likelihood(nn.Module):
+    """Base class; subclasses may hold parameters (a learned sigma)."""
+
+    n_params: int = 1
+
+    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z], shape ``(..., C, H, W)``: what a sample grid shows."""
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _sum_pixels(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(-3).sum(-1)
+
+
+class Bernoulli(Likelihood):
+    """p(x|z) = prod Bernoulli(x_i; sigmoid(l_i)); log p = -BCE(logits, x).
+
+    On non-binary intensities in [0, 1] this is the usual "BCE loss", which is not a
+    normalised density of continuous x; binarize the data (static or dynamic) for a
+    log-likelihood that means something.
+    """
+
+    n_params = 1
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        logits = params[..., 0, :, :, :]
+        target = x.to(logits.dtype).expand_as(logits)
+        return -_sum_pixels(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params[..., 0, :, :, :])
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.bernoulli(self.mean(params))
+
+
+class GaussianFixed(Likelihood):
+    """p(x|z) = N(f(z), sigma^2 I) with a fixed sigma (the tutorials' N(f(z), cI)).
+
+    The mean is the decoder's raw output (no squashing), so this is exactly the
+    Gaussian of the maths; pictures clamp it to [0, 1] for display.
+    """
+
+    n_params = 1
+
+    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
+        super().__init__(image_shape, sigma)
+        self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
+
+    def _log_sigma(self) -> torch.Tensor:
+        return self.log_sigma
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        mean = self.mean(params)
+        log_sigma = self._log_sigma().to(mean.dtype)
+        z = (x - mean) * torch.exp(-log_sigma)
+        per_pixel = -0.5 * z.square() - log_sigma - 0.5 * LOG_2PI
+        return _sum_pixels(per_pixel.expand_as(mean))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params[..., 0, :, :, :]
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        mean = self.mean(params)
+        return mean + torch.exp(self._log_sigma()) * torch.randn_like(mean)
+
+
+class GaussianLearned(GaussianFixed):
+    """As :class:`GaussianFixed`, with one learned log-sigma for all pixels."""
+
+    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
+        Likelihood.__init__(self, image_shape, sigma)
+        self.log_sigma_param = nn.Parameter(torch.full(self._shape(), math.log(sigma)))
+
+    def _shape(self) -> tuple[int, ...]:
+        return ()
+
+    def _log_sigma(self) -> torch.Tensor:
+        # Floor sigma at ~1/255: below one grey level the density is meaningless and the
+        # bound diverges on near-constant pixels (the background of most image sets).
+        return self.log_sigma_param.clamp(min=math.log(1 / 255))
+
+
+class GaussianPixel(GaussianLearned):
+    """As :class:`GaussianLearned`, with a learned log-sigma per pixel and channel."""
+
+    def _shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": Bernoulli,
+    "gaussian-fixed": GaussianFixed,
+    "gaussian-learned": GaussianLearned,
+    "gaussian-pixel": GaussianPixel,
+}
+
+
+def build_likelihood(name: str, image_shape: tuple[int, int, int], sigma: float) -> Likelihood:
+    if name not in LIKELIHOODS:
+        raise VaelabError(f"--likelihood: unknown {name!r}; valid: {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[name](image_shape, sigma)

@@ -1,0 +1,21 @@
+"""Model registry: ``--model NAME`` -> class with ``from_config(ModelConfig, image_shape)``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vaelab.config import ModelConfig
+from vaelab.errors import VaelabError
+from vaelab.models.autoencoder import Autoencoder
+from vaelab.models.vae import VAE
+
+MODELS: dict[str, type[VAE]] = {"ae": Autoencoder, "vae": VAE}
+
+
+def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    if cfg.model not in MODELS:
+        raise VaelabError(f"--model: unknown {cfg.model!r}; valid: {', '.join(MODELS)}")
+    return MODELS[cfg.model].from_config(cfg, image_shape)
+
+
+__all__ = ["MODELS", "VAE", "Autoencoder", "build_model"]

@@ -1,0 +1,92 @@
+"""The VAE: encoder -> q(z|x), prior p(z), decoder -> p(x|z); no loss inside.
+
+``forward(x, K)`` draws K reparameterized samples z ~ q(z|x) per image and returns
+the log-densities the objectives need (:class:`vaelab.objectives.Terms`). Images
+``x`` are floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaelab.config import ModelConfig
+from vaelab.latents import FAMILIES, NormalFamily, Prior, build_prior
+from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.nn import build_bodies
+from vaelab.objectives import Terms
+
+
+class VAE(nn.Module):
+    """A latent-variable model p(z) p(x|z) with an amortised posterior q(z|x)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: Prior,
+        likelihood: Likelihood,
+        image_shape: tuple[int, int, int],
+        family: NormalFamily | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.prior, self.likelihood = prior, likelihood
+        self.family = family or NormalFamily()
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = prior.latent_dim
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        family = FAMILIES["normal"]()
+        encoder, decoder = build_bodies(
+            cfg.arch,
+            image_shape,
+            cfg.hidden,
+            cfg.latent_dim,
+            family.params_size(cfg.latent_dim),
+            likelihood.n_params,
+        )
+        prior = build_prior(cfg.prior, cfg.latent_dim)
+        return cls(encoder, decoder, prior, likelihood, image_shape, family)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) for a batch ``(B, C, H, W)``; its event shape is ``(D,)``."""
+        return self.family.dist(self.encoder(x))
+
+    def latent_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """E_q[z], ``(B, D)``: the point a latent plot shows for each image."""
+        return self.family.mean(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters ``(..., n_params, C, H, W)`` for latents ``(..., D)``."""
+        lead = z.shape[:-1]
+        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        return params.reshape(*lead, *params.shape[1:])
+
+    def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
+        q = self.encode(x)
+        z = q.rsample((samples,))
+        return Terms(
+            log_px_z=self.likelihood.log_prob(x, self.decode(z)),
+            log_pz=self.prior.log_prob(z),
+            log_qz_x=q.log_prob(z),
+            kl=self.prior.analytic_kl(q),
+        )
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` images ``(n, C, H, W)``: the mean of p(x|z) at z ~ p(z) (spread x temperature)."""
+        z = self.prior.sample(n, temperature)
+        return self.likelihood.mean(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z) at z = E_q[z|x]."""
+        return self.likelihood.mean(self.decode(self.latent_mean(x)))

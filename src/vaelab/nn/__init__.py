@@ -1,0 +1,39 @@
+"""Encoder and decoder bodies: plain ``nn.Module`` builders, tensors in, tensors out.
+
+An encoder maps ``(N, C, H, W)`` to ``(N, out_features)``; a decoder maps ``(N, D)`` to
+``(N, n_params, C, H, W)``. Nothing here knows about distributions or datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from vaelab.errors import VaelabError
+from vaelab.nn.conv import conv_decoder, conv_encoder
+from vaelab.nn.mlp import mlp_decoder, mlp_encoder
+
+Builder = Callable[..., nn.Module]
+
+ARCHS: dict[str, tuple[Builder, Builder]] = {
+    "mlp": (mlp_encoder, mlp_decoder),
+    "conv": (conv_encoder, conv_decoder),
+}
+
+
+def build_bodies(
+    arch: str,
+    image_shape: tuple[int, int, int],
+    hidden: tuple[int, ...],
+    in_features: int,
+    out_features: int,
+    n_params: int,
+) -> tuple[nn.Module, nn.Module]:
+    """Encoder ``image -> (N, out_features)`` and decoder ``(N, in_features) -> params``."""
+    if arch not in ARCHS:
+        raise VaelabError(f"--arch: unknown {arch!r}; valid: {', '.join(ARCHS)}")
+    make_encoder, make_decoder = ARCHS[arch]
+    encoder = make_encoder(image_shape, hidden, out_features)
+    decoder = make_decoder(in_features, hidden, image_shape, n_params)
+    return encoder, decoder

@@ -1,0 +1,187 @@
+"""One checkpoint file per run, written atomically, loaded without unpickling.
+
+``checkpoint.safetensors`` holds every tensor (``model/*``, ``optim/<i>/<key>``,
+``rng/*``) and, in the safetensors header's string metadata, one JSON document with
+the step, epoch, position in the epoch, config, optimizer hyper-parameters,
+scheduler state and a sha256 of all tensor bytes. Writing goes to a temporary file
+in the same folder, is fsync'ed, then renamed over the old one: a crash or a full
+disk leaves the previous checkpoint intact. Loading checks the sha256, so a
+modified or truncated file is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vaelab.errors import VaelabError
+
+CHECKPOINT = "checkpoint.safetensors"
+FORMAT = 1
+
+
+@dataclass
+class TrainState:
+    """Where training is: the next (epoch, batch) to run and the counters so far."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    bad_steps: int = 0
+    skipped_steps: int = 0
+    best_test_elbo: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim/{idx}/{key}"] = value
+            else:
+                scalars[f"{idx}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim/"):
+            _, idx, key = name.split("/", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split("/", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsync'ed temp file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise VaelabError(
+            f"cannot write {path} ({exc.strerror or exc}); the previous file is intact"
+        ) from None
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    state: TrainState,
+    info: dict[str, Any],
+) -> None:
+    """Write model, optimizer, scheduler, RNG and progress to ``path`` atomically.
+
+    ``info`` carries what loading needs besides weights: the config, image shape,
+    class names, dataset name.
+    """
+    tensors = {f"model/{k}": v.detach() for k, v in model.state_dict().items()}
+    optim_meta = None
+    if optimizer is not None:
+        opt_tensors, optim_meta = _optimizer_tensors(optimizer)
+        tensors.update(opt_tensors)
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
+    meta = {
+        "format": FORMAT,
+        "state": asdict(state),
+        "info": info,
+        "optimizer": optim_meta,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "sha256": tensor_digest(tensors),
+    }
+    data = st_save(tensors, metadata={"vaelab": json.dumps(meta)})
+    atomic_write_bytes(Path(path), data)
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def state(self) -> TrainState:
+        return TrainState(**self.meta["state"])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.meta["info"]
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith("model/")}
+
+    def restore_training(
+        self, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device
+    ) -> None:
+        """Load optimizer/scheduler state and every RNG, so the next step is exact."""
+        if self.meta["optimizer"] is not None:
+            opt = _optimizer_state(self.tensors, self.meta["optimizer"])
+            optimizer.load_state_dict(opt)
+        if scheduler is not None and self.meta["scheduler"] is not None:
+            scheduler.load_state_dict(self.meta["scheduler"])
+        torch.set_rng_state(self.tensors["rng/torch"])
+        if "rng/cuda" in self.tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(self.tensors["rng/cuda"], device)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint; any damage is a :class:`VaelabError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"{path}: no checkpoint (expected {CHECKPOINT} written by vaelab train)")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        # The header is 8 bytes of little-endian length, then JSON with our metadata.
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["vaelab"])
+    except Exception as exc:  # any parse failure of a damaged/foreign file
+        kind = type(exc).__name__
+        raise VaelabError(
+            f"{path}: not a readable vaelab checkpoint (truncated, corrupted or not "
+            f"safetensors: {kind}); nothing was unpickled"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise VaelabError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    if tensor_digest(tensors) != meta.get("sha256"):
+        raise VaelabError(f"{path}: checksum mismatch; the file was modified after it was written")
+    return Checkpoint(tensors, meta)

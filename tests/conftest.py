@@ -1,0 +1,34 @@
+"""Shared fixtures: small real data and a tiny trained run, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaelab.config import Config, with_overrides
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fashion = pytest.mark.skipif(
+    not FASHION.is_file(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+def small_config(**overrides) -> Config:
+    """A digits (8x8, 1,797 real images) VAE that trains in about a second."""
+    base = {"dataset": "digits", "hidden": "64", "latent_dim": 4, "epochs": 2,
+            "batch_size": 64, "progress": False, "report": False}  # fmt: skip
+    base.update(overrides)
+    return with_overrides(Config(), base, "test")
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A VAE trained for 15 epochs on digits; shared by read-only tests."""
+    from vaelab.train.loop import fit
+
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    torch.manual_seed(0)
+    return fit(small_config(epochs=15, report=True, hidden="128", latent_dim=8), out)
