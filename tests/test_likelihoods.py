@@ -59,5 +59,5 @@ def test_learned_sigma_gets_gradient_and_per_pixel_shape():
 
 
 def test_unknown_likelihood_lists_valid_names():
-    with pytest.raises(VaelabError, match="bernoulli.*gaussian-fixed"):
+    with pytest.raises(VaelabError, match=r"bernoulli.*gaussian-fixed"):
         build_likelihood("poisson", SHAPE, 1.0)

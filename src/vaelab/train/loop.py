@@ -80,12 +80,17 @@ class Stepper:
         self.scaler = torch.amp.GradScaler("cuda") if amp and t.precision == "fp16" else None
         self.loss_fn = torch.compile(self._loss) if t.compile else self._loss
 
-    def _loss(self, x: torch.Tensor, beta: torch.Tensor):
-        return self.objective(self.model(x, self.config.train.samples), beta)
+    def _loss(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
+        k = self.config.train.samples
+        terms = self.model(x, k) if y is None else self.model(x, k, y=y)
+        return self.objective(terms, beta)
 
-    def __call__(self, x: torch.Tensor, beta: float) -> tuple[bool, torch.Tensor, dict]:
+    def __call__(
+        self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None
+    ) -> tuple[bool, torch.Tensor, dict]:
+        """One update; ``y`` (labels, -1 where hidden) goes to models with ``uses_labels``."""
         with self.autocast:
-            loss, stats = self.loss_fn(x, torch.tensor(beta, device=x.device))
+            loss, stats = self.loss_fn(x, torch.tensor(beta, device=x.device), y)
         if not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             return False, loss, stats
@@ -151,6 +156,8 @@ def fit(
     pin = device.type == "cuda"
     train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
     test_x = eval_images(data.test_x, config.data.binarize, t.seed).to(device)
+    # Labelled models (CVAE, M2) get each batch's labels; -1 marks a hidden label.
+    train_y = data.train_y.to(device) if getattr(model, "uses_labels", False) else None
     dynamic = config.data.binarize == "dynamic"
     n, bs = len(train_x), t.batch_size
     steps_per_epoch = math.ceil(n / bs)
@@ -167,8 +174,11 @@ def fit(
             disable=not (t.progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for b in bar:
-            x = prepare(train_x[perm[b * bs : (b + 1) * bs]], dynamic)
-            ok, loss, stats = stepper(x, beta_at(config, state.step, steps_per_epoch))
+            idx = perm[b * bs : (b + 1) * bs]
+            y = train_y[idx] if train_y is not None else None
+            ok, loss, stats = stepper(
+                prepare(train_x[idx], dynamic), beta_at(config, state.step, steps_per_epoch), y
+            )
             state.step += 1
             if ok:
                 state.bad_steps = 0
