@@ -1,0 +1,108 @@
+"""fit(): learning on real data, metrics, exact resume, and the run-folder rules."""
+
+import json
+
+import pytest
+import torch
+
+import vaelab
+from conftest import needs_fashion, small_config
+from vaelab.errors import VaelabError
+from vaelab.train.checkpoint import load_checkpoint
+from vaelab.train.loop import fit
+
+
+def weights(run):
+    return load_checkpoint(run / "checkpoint.safetensors").tensors
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    """N epochs in one run == N/2, then --resume for N/2 more (dynamic binarization and
+    reparameterization noise included: the RNG state travels in the checkpoint)."""
+    cfg = small_config(epochs=4, binarize="dynamic")
+    full = fit(cfg, tmp_path / "full")
+    half = fit(small_config(epochs=2, binarize="dynamic"), tmp_path / "half")
+    resumed = fit(cfg, half, resume=True)  # --epochs 4 extends the run
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith(("model/", "optim/")):
+            assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_mid_epoch_checkpoint(tmp_path, monkeypatch):
+    """A crash after a mid-epoch checkpoint resumes from that step exactly (the LR
+    schedule's state included)."""
+    cfg = small_config(epochs=3, checkpoint_every=5, schedule="cosine")
+    full = fit(cfg, tmp_path / "full")
+    from vaelab.train import loop
+
+    real = loop.Stepper.__call__
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 33:  # after the checkpoint at step 30, mid epoch 2
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Stepper, "__call__", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "crashed")
+    monkeypatch.setattr(loop.Stepper, "__call__", real)
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoint.safetensors").state.step == 30
+    resumed = fit(cfg, tmp_path / "crashed", resume=True)
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model/", "optim/")))
+
+
+def test_metrics_and_learning_on_digits(digits_run):
+    rows = [json.loads(line) for line in (digits_run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 15
+    for key in ("train_loss", "test_elbo", "test_recon", "test_kl", "images_per_s"):
+        assert key in rows[0]
+    # ELBO = recon - KL per row (to float rounding)
+    assert rows[-1]["test_elbo"] == pytest.approx(rows[-1]["test_recon"] - rows[-1]["test_kl"])
+    assert rows[-1]["test_elbo"] > rows[0]["test_elbo"] + 5  # it learned
+    assert (digits_run / "samples.png").is_file() and (digits_run / "reconstructions.png").is_file()
+
+
+@needs_fashion
+def test_reference_vae_learns_fashion_mnist(tmp_path):
+    """One epoch of the 784-400-20 Bernoulli VAE on real Fashion-MNIST.
+
+    Baseline: the best model that ignores the image, a per-pixel Bernoulli at the training
+    mean, costs sum_i BCE(x_i, mean_i) nats per test image. A VAE must do far better; 270
+    is 8 nats above the 262.3 measured here after one epoch (seed 0), a regression guard.
+    """
+    cfg = small_config(dataset="fashion-mnist", hidden="400", latent_dim=20, epochs=1,
+                       batch_size=128)  # fmt: skip
+    run = fit(cfg, tmp_path / "fm")
+    data = vaelab.api.load_test_images(vaelab.load(run))
+    mean = data.train_x.float().div(255).mean(0).clamp(1e-6, 1 - 1e-6)
+    x = data.test_x.float().div(255)
+    baseline = -(x * mean.log() + (1 - x) * (1 - mean).log()).flatten(1).sum(1).mean().item()
+    neg_elbo = -json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_elbo"]
+    assert neg_elbo < 270 < baseline - 50, (neg_elbo, baseline)
+
+
+def test_run_folder_rules(tmp_path):
+    run = fit(small_config(epochs=1), tmp_path / "r")
+    with pytest.raises(VaelabError, match="exists and is not empty"):
+        fit(small_config(epochs=1), run)
+    fit(small_config(epochs=1, seed=1), run, overwrite=True)  # asked: replaced
+    with pytest.raises(VaelabError, match="arch='mlp', this run asks arch='conv'"):
+        fit(small_config(epochs=2, arch="conv", hidden="8"), run, resume=True)
+    with pytest.raises(VaelabError, match="has no checkpoint.safetensors"):
+        fit(small_config(), tmp_path / "empty", resume=True)
+
+
+def test_python_api_round_trip(digits_run):
+    model = vaelab.load(digits_run)
+    assert isinstance(model, torch.nn.Module) and not model.training
+    images = model.sample(5)
+    assert images.shape == (5, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    result = vaelab.evaluate(digits_run, samples=50, limit=40)
+    assert result["images"] == 40 and result["nll_nats"] <= -result["elbo"] + 1e-6 + 1.0
