@@ -110,8 +110,9 @@ def test_bad_training_input(bad_inputs, tmp_path, capsys, args, expected):
 
 
 def test_run_folder_errors(tmp_path, capsys):
-    base = ["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--latent-dim",
-            "2", "--progress", "false", "--report", "false", "--out", str(tmp_path / "r")]  # fmt: skip
+    base = ["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16",
+            "--latent-dim", "2", "--progress", "false", "--report", "false",
+            "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(base) == 0
     assert main(base) == 2 and "--resume" in capsys.readouterr().err  # exists
     assert main([*base, "--resume", "--arch", "conv"]) == 2

@@ -33,7 +33,7 @@ def test_yaml_nested_and_flat_and_toml(tmp_path):
 
 def test_unknown_key_in_file_is_an_error(tmp_path):
     (tmp_path / "c.yaml").write_text("model:\n  latnt_dim: 7\n")
-    with pytest.raises(VaelabError, match="c.yaml: unknown option 'latnt_dim'"):
+    with pytest.raises(VaelabError, match=r"c\.yaml: unknown option 'latnt_dim'"):
         load_config(tmp_path / "c.yaml")
 
 
