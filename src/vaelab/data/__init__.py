@@ -1,0 +1,81 @@
+"""Image datasets in memory: builtin names, IDX files, .npz archives and image folders.
+
+``load_dataset(spec)`` returns an :class:`ImageData` whose images are uint8 ``(N, C, H, W)``
+tensors; every bad input raises :class:`~vaelab.errors.VaelabError` with one line naming the
+file or flag at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from vaelab.data.builtin import BUILTIN, cache_root
+from vaelab.data.folder import load_folder
+from vaelab.data.idx import find_idx_images, load_idx_dir, load_idx_file, read_idx, write_idx
+from vaelab.data.imagedata import ImageData
+from vaelab.data.npz import load_npz
+from vaelab.data.transforms import check_options, parse_resize
+from vaelab.errors import VaelabError
+
+__all__ = [
+    "BUILTIN",
+    "FILE_LOADERS",
+    "ImageData",
+    "cache_root",
+    "load_dataset",
+    "parse_resize",
+    "read_idx",
+    "write_idx",
+]
+
+# File suffix -> loader; any other file is read as IDX (raw or gzipped, sniffed by content).
+FILE_LOADERS: dict[str, Callable[..., ImageData]] = {".npz": load_npz}
+
+
+def load_dataset(
+    spec: str,
+    *,
+    resize: tuple[int, int] | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ImageData:
+    """Load the dataset named or located by ``spec``.
+
+    ``spec`` is a key of ``BUILTIN`` or a path: an .npz archive, an IDX file (raw or .gz), a
+    directory of ``*-images-idx3-ubyte[.gz]`` files (with matching ``*-labels-idx1-ubyte``;
+    ``t10k-``/``test-`` ones form the test set), or a folder of images (one sub-folder per
+    class, or unlabelled images directly inside).
+
+    ``resize = (H, W)`` resizes every image (bilinear, antialiased); ``channels`` forces 1
+    (luma) or 3 (gray repeated), default: the data's own. Sources without a test split get a
+    random ``test_fraction`` of their images as one, fixed by ``seed``. ``download`` and
+    ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
+    Returns train images ``(N, C, H, W)`` and test images ``(M, C, H, W)``, uint8.
+    """
+    resize, channels, test_fraction, seed = check_options(resize, channels, test_fraction, seed)
+    options = {"resize": resize, "channels": channels, "test_fraction": test_fraction, "seed": seed}
+    if not isinstance(spec, (str, Path)):
+        raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
+    if isinstance(spec, str) and spec in BUILTIN:
+        return BUILTIN[spec](download=download, cache_dir=cache_dir, **options)
+    path = Path(spec).expanduser()
+    try:
+        exists = str(spec) != "" and path.exists()
+    except (OSError, ValueError):  # a name too long for the OS, or holding a NUL byte
+        exists = False
+    if not exists:
+        names = ", ".join(sorted(BUILTIN))
+        raise VaelabError(
+            f"unknown dataset {str(spec)!r}: expected one of {names}, or the path of an .npz"
+            " file, an IDX file, or a folder of images (no such file or folder)"
+        )
+    if path.is_dir():
+        loader = load_idx_dir if find_idx_images(path) else load_folder
+        return loader(path, **options)
+    if not path.is_file():
+        raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")
+    return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, **options)

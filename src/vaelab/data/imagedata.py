@@ -1,0 +1,120 @@
+"""The in-memory dataset every loader returns, and the one function that builds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaelab.data.transforms import check_options, resize_images, split_indices, to_channels
+from vaelab.errors import VaelabError
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole image dataset held in memory as uint8 tensors.
+
+    ``train_x`` is ``(N, C, H, W)`` and ``test_x`` ``(M, C, H, W)``, C in {1, 3}, both
+    contiguous uint8 in 0..255 (scale or binarize inside the training step). Labels, when
+    known, are int64 ``(N,)`` / ``(M,)`` class indices; ``class_names[i]`` names class ``i``.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor | None
+    class_names: tuple[str, ...] | None
+
+    def __post_init__(self) -> None:
+        # Loaders validate user input with VaelabError; failing here means a loader bug.
+        for part, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
+            if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
+                raise ValueError(f"{part}_x must be uint8 (N, 1|3, H, W), got {x.dtype} {x.shape}")
+            if not x.is_contiguous() or x.shape[0] == 0:
+                raise ValueError(f"{part}_x must be contiguous and non-empty")
+            if y is not None and (y.dtype != torch.int64 or y.shape != x.shape[:1]):
+                raise ValueError(f"{part}_y must be int64 of shape ({x.shape[0]},)")
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise ValueError("train_x and test_x must share (C, H, W)")
+        if (self.train_y is None) != (self.test_y is None):
+            raise ValueError("train_y and test_y must both be set or both be None")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int | None:
+        """``len(class_names)`` when known, else ``max label + 1``; None when unlabelled."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        if self.train_y is None or self.test_y is None:
+            return None
+        return int(max(self.train_y.max(), self.test_y.max())) + 1
+
+
+def assemble(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray | None],
+    test: tuple[np.ndarray, np.ndarray | None] | None,
+    *,
+    class_names: tuple[str, ...] | None,
+    resize: tuple[int, int] | None,
+    channels: int | None,
+    test_fraction: float,
+    seed: int,
+) -> ImageData:
+    """Build an :class:`ImageData` from checked arrays (see :mod:`vaelab.data.arrays`).
+
+    ``train``/``test`` are ``(images (N, C, H, W) uint8, labels (N,) int64 or None)``. Without
+    ``test`` a seeded ``test_fraction`` of ``train`` becomes the test set. Then images are
+    converted to ``channels`` (default: 3 if either part is RGB, else 1) and resized to
+    ``resize = (H, W)``.
+    """
+    resize, channels, test_fraction, seed = check_options(resize, channels, test_fraction, seed)
+    train_x, train_y = _tensor(train[0]), _tensor(train[1])
+    if test is None:
+        train_idx, test_idx = split_indices(len(train_x), test_fraction, seed, name)
+        test_x, test_y = train_x[test_idx], None if train_y is None else train_y[test_idx]
+        train_x, train_y = train_x[train_idx], None if train_y is None else train_y[train_idx]
+    else:
+        test_x, test_y = _tensor(test[0]), _tensor(test[1])
+    if (train_y is None) != (test_y is None):
+        have, lack = ("train", "test") if test_y is None else ("test", "train")
+        raise VaelabError(f"{name}: the {have} images have labels but the {lack} images do not")
+    if class_names is not None:
+        top = max(int(train_y.max()), int(test_y.max())) if train_y is not None else -1
+        if top >= len(class_names):
+            raise VaelabError(
+                f"{name}: label {top} has no class name; expected labels below {len(class_names)}"
+            )
+    target = channels or max(train_x.shape[1], test_x.shape[1])
+    train_x, test_x = to_channels(train_x, target), to_channels(test_x, target)
+    if resize is not None:
+        train_x, test_x = resize_images(train_x, resize), resize_images(test_x, resize)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise VaelabError(
+            f"{name}: train images are {_hw(train_x)} but test images are {_hw(test_x)} (HxW);"
+            " pass --resize HxW"
+        )
+    return ImageData(name, train_x, train_y, test_x, test_y, class_names)
+
+
+def _tensor(arr: np.ndarray | None) -> torch.Tensor | None:
+    # from_numpy shares memory; a read-only array (np.frombuffer on bytes) must be copied first.
+    if arr is None:
+        return None
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _hw(x: torch.Tensor) -> str:
+    return f"{x.shape[2]}x{x.shape[3]}"
