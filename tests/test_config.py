@@ -1,5 +1,7 @@
 """Config: strict keys, typed coercion, file formats, precedence."""
 
+from pathlib import Path
+
 import pytest
 
 from vaelab.config import Config, load_config, save_config, validate, with_overrides
@@ -47,3 +49,8 @@ def test_round_trip_through_yaml(tmp_path):
 def test_zero_sizes_rejected(key):
     with pytest.raises(VaelabError, match=f"--{key.replace('_', '-')}: must be at least 1"):
         validate(with_overrides(Config(), {key: 0}, "cli"))
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))
+def test_shipped_configs_load_and_validate(path):
+    validate(load_config(path))
