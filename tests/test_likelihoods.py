@@ -61,3 +61,12 @@ def test_learned_sigma_gets_gradient_and_per_pixel_shape():
 def test_unknown_likelihood_lists_valid_names():
     with pytest.raises(VaelabError, match=r"bernoulli.*gaussian-fixed"):
         build_likelihood("poisson", SHAPE, 1.0)
+
+
+def test_bernoulli_accepts_batched_targets_and_unbatched_params():
+    lik = build_likelihood("bernoulli", SHAPE, 1.0)
+    logits = torch.randn(3, 7, 1, *SHAPE, dtype=torch.float64)
+    x = torch.bernoulli(torch.rand(3, 7, *SHAPE, dtype=torch.float64))  # one x per sample
+    ref = Bernoulli(logits=logits[:, :, 0]).log_prob(x).flatten(2).sum(-1)
+    torch.testing.assert_close(lik.log_prob(x, logits), ref)
+    torch.testing.assert_close(lik.log_prob(x[0], logits[0]), ref[0])  # no K dimension
