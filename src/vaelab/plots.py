@@ -1,12 +1,21 @@
-"""Pictures: image grids (Pillow) and charts (matplotlib, Agg backend)."""
+"""Pictures: image grids (Pillow) and charts (matplotlib).
+
+Charts are built on ``matplotlib.figure.Figure`` directly (it renders with Agg), never
+through pyplot, so no global figure state or GUI backend is involved.
+"""
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from PIL import Image
 
 
@@ -28,17 +37,122 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
     return array[:, :, 0] if c == 1 else array
 
 
+def grid_image(
+    images: torch.Tensor, nrow: int | None = None, scale: int | None = None
+) -> Image.Image:
+    """A grid as a Pillow image; small images are upscaled (nearest) so a grid is legible."""
+    img = Image.fromarray(grid_array(images, nrow))
+    scale = scale or max(1, 56 // images.shape[-2])
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def png_bytes(image: Image.Image | Figure) -> bytes:
+    """PNG encoding of a Pillow image or a matplotlib Figure (for embedding in HTML)."""
+    buf = io.BytesIO()
+    if isinstance(image, Figure):
+        image.savefig(buf, format="png", dpi=100)
+    else:
+        image.save(buf, format="png")
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def save_grid(
     images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None
 ) -> Path:
     """Write a PNG grid; small images are upscaled (nearest) so a grid is legible."""
-    array = grid_array(images, nrow)
-    img = Image.fromarray(array)
-    h = images.shape[-2]
-    scale = scale or max(1, 56 // h)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = grid_image(images, nrow, scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+# (title, y label, train key, test key) of the training-curve panels.
+CURVES = (
+    ("ELBO", "nats per image", "train_bound", "test_elbo"),
+    ("Reconstruction E_q log p(x|z)", "nats per image", "train_recon", "test_recon"),
+    ("KL(q(z|x) || p(z))", "nats per image", "train_kl", "test_kl"),
+)
+
+
+def training_curves(rows: Sequence[dict[str, Any]]) -> Figure:
+    """ELBO, reconstruction term and KL per epoch, train vs test (rows of metrics.jsonl)."""
+    # A fixed layout: constrained layout doubles the draw time, and this runs every epoch.
+    fig = Figure(figsize=(12, 3.6))
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.83, wspace=0.28)
+    epochs = [r["epoch"] for r in rows]
+    for i, (title, ylabel, train_key, test_key) in enumerate(CURVES):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=3, label="train")
+        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=3, label="test")
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves (train: mean over the epoch's batches; test: after it)")
+    return fig
+
+
+def latent_scatter(
+    ax: Any, coords: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None,
+    prefix: str = "z", title: str = "", size: float = 4.0,
+) -> None:  # fmt: skip
+    """Scatter 2-D points coloured by label (tab10 up to ten classes, else viridis),
+    with a legend of class names where known."""
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=size, color="C0", alpha=0.6, label="test image")
+    else:
+        classes = np.unique(labels)
+        cmap = "tab10" if len(classes) <= 10 else "viridis"
+        colours = colormaps[cmap]
+        for k, c in enumerate(classes):
+            pts = coords[labels == c]
+            name = class_names[c] if class_names and c < len(class_names) else str(c)
+            colour = colours(k) if cmap == "tab10" else colours(k / max(1, len(classes) - 1))
+            ax.scatter(pts[:, 0], pts[:, 1], s=size, color=colour, alpha=0.6, label=name)
+    ax.set(title=title, xlabel=f"{prefix}1", ylabel=f"{prefix}2")
+    ax.legend(markerscale=3, fontsize="small", loc="best", framealpha=0.8)
+
+
+def latent_figure(
+    coords: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None,
+    prefix: str, title: str,
+) -> Figure:  # fmt: skip
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    latent_scatter(fig.add_subplot(), coords, labels, class_names, prefix, title)
+    return fig
+
+
+def image_panel(
+    ax: Any, images: torch.Tensor, nrow: int, extent: Sequence[float] | None, title: str,
+    xlabel: str = "z1", ylabel: str = "z2",
+) -> None:  # fmt: skip
+    """A decoded grid drawn on axes: tiles placed over ``extent`` (x0, x1, y0, y1)."""
+    array = grid_array(images, nrow)
+    ax.imshow(array, cmap="gray", vmin=0, vmax=255, extent=extent, aspect="auto",
+              interpolation="nearest")  # fmt: skip
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+def traversal_figure(
+    images: torch.Tensor, row_labels: Sequence[str], offsets: Sequence[float], title: str
+) -> Figure:
+    """A traversal grid (one row per latent dimension) with the rows named on the y axis
+    and the offsets on the x axis."""
+    rows, cols = len(row_labels), len(offsets)
+    h, w = images.shape[-2:]
+    fig = Figure(figsize=(1.0 + 0.75 * cols * w / h, 0.9 + 0.75 * rows), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(grid_array(images, cols), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([1 + (w + 1) * (i + 0.5) for i in range(cols)], [f"{o:+.1f}" for o in offsets])
+    ax.set_yticks([1 + (h + 1) * (i + 0.5) for i in range(rows)], list(row_labels))
+    ax.set(title=title, xlabel="offset from the image's mean, in prior standard deviations")
+    return fig

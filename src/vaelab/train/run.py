@@ -5,6 +5,7 @@
     RUN/metrics.jsonl            one JSON line per epoch
     RUN/checkpoint.safetensors   weights + optimizer + RNG + progress (see checkpoint.py)
     RUN/samples.png, RUN/reconstructions.png
+    RUN/training_curves.png      redrawn each epoch; RUN/report.html at the end (vaelab.report)
 
 A new run refuses an existing non-empty folder unless told ``overwrite``; ``resume``
 requires a checkpoint there.

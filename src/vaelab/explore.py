@@ -1,0 +1,261 @@
+"""Looking inside a trained model: interpolation, traversals, latent embeddings, manifolds.
+
+Every function takes a loaded model (``vaelab.load``) and returns tensors: images are
+floats in [0, 1], ``(N, C, H, W)``; latents are ``(N, D)``. The latent point of an image
+is its posterior mean E_q[z|x] (the code itself for a plain autoencoder), so the
+endpoints of an interpolation decode to the images' reconstructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.latents import StandardNormalPrior
+from vaelab.plots import latent_figure
+from vaelab.train.batches import eval_images, to_unit
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z|x] for uint8 images ``x`` ``(N, C, H, W)``; returns ``(N, D)`` on the CPU."""
+    model.eval()
+    out = [
+        model.latent_mean(to_unit(x[i : i + batch_size].to(_device(model)))).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_mean(model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The mean of p(x|z) for latents ``(N, D)``; images ``(N, C, H, W)`` on the CPU."""
+    model.eval()
+    out = []
+    for i in range(0, len(z), batch_size):
+        params = model.decode(z[i : i + batch_size].to(_device(model)))
+        out.append(model.likelihood.mean(params).cpu())
+    return torch.cat(out)
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
+    """z(t) = (1 - t) z0 + t z1 at ``steps`` evenly spaced t in [0, 1]; ``(steps, D)``."""
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
+    """Spherical interpolation, ``(steps, D)``: the direction follows the great circle
+    from z0/|z0| to z1/|z1| (angle omega, u(t) = [sin((1-t) omega) u0 + sin(t omega) u1] /
+    sin omega) and the norm goes linearly from |z0| to |z1|.
+
+    Under a standard-normal prior the norm of a draw concentrates near sqrt(D); a linear
+    path between two such points cuts through the low-norm interior (|z(1/2)| can be far
+    below both ends), which the prior rarely produces. Here |z(t)| always lies between the
+    endpoints' norms. Parallel directions fall back to the (normalised) linear path.
+    """
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
+    n0, n1 = z0.norm(), z1.norm()
+    eps = torch.finfo(z0.dtype).eps
+    u0 = z0 / n0 if n0 > eps else z1 / n1.clamp_min(eps)
+    u1 = z1 / n1 if n1 > eps else u0
+    omega = torch.arccos((u0 @ u1).clamp(-1.0, 1.0))
+    if torch.sin(omega) < 1e-6:
+        u = (1 - t) * u0 + t * u1
+        u = u / u.norm(dim=1, keepdim=True).clamp_min(eps)
+    else:
+        u = (torch.sin((1 - t) * omega) * u0 + torch.sin(t * omega) * u1) / torch.sin(omega)
+    return ((1 - t) * n0 + t * n1) * u
+
+
+INTERPOLATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "linear": lerp,
+    "spherical": slerp,
+}
+
+
+def interpolate(
+    model: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10,
+    method: str = "linear",
+) -> torch.Tensor:  # fmt: skip
+    """Decodings along the path between the latent means of uint8 images ``x0``, ``x1``
+    ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions."""
+    if method not in INTERPOLATIONS:
+        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(INTERPOLATIONS)}")
+    if steps < 2:
+        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    z = latent_means(model, torch.stack([x0, x1]))
+    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps))
+
+
+def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
+    """The prior's per-dimension distribution (batch shape ``(D,)``) when it factorizes
+    into one (standard normal, Gamma, Beta priors); None for mixtures."""
+    dist = getattr(model.prior, "dist", None)
+    d = dist() if callable(dist) else None
+    return d.base_dist if isinstance(d, Independent) else None
+
+
+@torch.no_grad()
+def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Mean over images of KL(q(z_d|x) || p(z_d)) for each latent dimension d, ``(D,)``;
+    for the Normal pair 0.5 (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2). Dimensions near 0
+    are unused ("collapsed"); the active ones carry the information about x. With a
+    factorized prior the values sum to the ELBO's KL term. Raises VaelabError when the
+    prior does not factorize (mixture, VampPrior) or no closed form exists."""
+    model.eval()  # a plain autoencoder's encode() raises: it has no posterior
+    marginals = _prior_marginals(model)
+    total = None
+    for i in range(0, len(x), batch_size):
+        q = model.encode(to_unit(x[i : i + batch_size].to(_device(model))))
+        if marginals is None or not isinstance(q, Independent):
+            raise VaelabError("KL per dimension needs a prior that factorizes over dimensions")
+        try:
+            kl = kl_divergence(q.base_dist, marginals)
+        except NotImplementedError:
+            raise VaelabError(
+                "KL per dimension: no closed form for this posterior and prior"
+            ) from None
+        part = kl.sum(0).double().cpu()
+        total = part if total is None else total + part
+    return (total / len(x)).float()
+
+
+def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """How much each latent dimension is used, ``(D,)``, and the measure's name: the KL
+    per dimension where it has a closed form, else the *activity* Var_x(E_q[z_d|x])
+    (Burda et al., 2016), which also separates used dimensions from collapsed ones."""
+    try:
+        return kl_per_dim(model, x), "KL"
+    except VaelabError:
+        if model.config.model.model == "ae":
+            raise
+        return latent_means(model, x).var(0), "activity"
+
+
+def top_dims(kl: torch.Tensor, k: int) -> list[int]:
+    """Indices of the ``k`` dimensions with the largest KL, largest first."""
+    return torch.argsort(kl, descending=True)[: min(k, len(kl))].tolist()
+
+
+def traverse(
+    model: torch.nn.Module, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0
+) -> torch.Tensor:
+    """For each ``d`` in ``dims``, decode E_q[z|x] with z_d moved by ``linspace(-span, span,
+    steps)`` (units of the prior's standard deviation), the other dimensions fixed.
+    ``x`` is one uint8 image ``(C, H, W)``; returns ``(len(dims) * steps, C, H, W)``, one row
+    per dimension."""
+    if steps < 2:
+        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    if span <= 0:
+        raise VaelabError(f"--span: must be > 0, got {span}")
+    mu = latent_means(model, x.unsqueeze(0))[0]
+    offsets = torch.linspace(-span, span, steps)
+    z = mu.repeat(len(dims), steps, 1)
+    scale = prior_std(model)
+    for row, d in enumerate(dims):
+        z[row, :, d] += offsets * scale[d]
+    z = z.reshape(-1, len(mu))
+    bounds = getattr(model.prior, "bounds", None)  # Gamma/Beta: stay in the support
+    return decode_mean(model, z.clamp(*bounds) if bounds else z)
+
+
+@torch.no_grad()
+def prior_std(model: torch.nn.Module) -> torch.Tensor:
+    """Standard deviation of each latent dimension under p(z), ``(D,)`` (1 for N(0, I);
+    estimated from 20,000 draws for a mixture prior)."""
+    marginals = _prior_marginals(model)
+    if marginals is not None:
+        return marginals.stddev.float().cpu().expand(model.latent_dim)
+    return model.prior.sample(20000).float().cpu().std(0)
+
+
+def _pca(z: np.ndarray, seed: int) -> np.ndarray:
+    """Projection on the two leading principal axes (SVD of the centred points)."""
+    centred = z - z.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def _tsne(z: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(z) - 1) // 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+
+
+EMBEDDINGS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"pca": _pca, "tsne": _tsne}
+
+
+def embed(z: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates for latents ``(N, D)`` and the axis-name prefix. A 2-D latent is
+    returned as it is (``z``); larger ones go through ``method`` (pca | tsne)."""
+    if method not in EMBEDDINGS:
+        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(EMBEDDINGS)}")
+    array = z.double().numpy()
+    if array.shape[1] == 2:
+        return array, "z"
+    if array.shape[1] == 1:
+        return np.column_stack([array[:, 0], np.zeros(len(array))]), "z"
+    return EMBEDDINGS[method](array, seed), {"pca": "PC", "tsne": "t-SNE "}[method]
+
+
+def prior_quantile_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tensor, np.ndarray]:
+    """Decodings of a 2-D latent over an ``n x n`` grid of the prior's quantiles:
+    z_i = Phi^-1((i + 1/2) / n) per axis, so each tile stands for an equal share of p(z).
+    Rows go from high z_2 (top) to low, columns from low z_1 to high, as in a scatter plot.
+    Learned priors use the empirical quantiles of 20,000 draws per axis. Returns images
+    ``(n*n, C, H, W)`` and the axis values ``(2, n)`` (z_1's, z_2's, increasing)."""
+    if model.latent_dim != 2:
+        raise VaelabError(f"manifold grid: needs a 2-D latent, the model has {model.latent_dim}")
+    levels = (torch.arange(n) + 0.5) / n
+    if isinstance(model.prior, StandardNormalPrior):
+        qx = qy = Normal(0.0, 1.0).icdf(levels)
+    else:  # a learned prior (mixture, VampPrior): quantiles of its marginals, from draws
+        with torch.no_grad():
+            draws = model.prior.sample(20000).float().cpu()
+        qx, qy = (torch.quantile(draws[:, i], levels) for i in range(2))
+    z = torch.stack([qx.repeat(n), qy.flip(0).repeat_interleave(n)], dim=1)
+    return decode_mean(model, z), torch.stack([qx, qy]).numpy()
+
+
+def box_grid(lo: np.ndarray, hi: np.ndarray, n: int) -> torch.Tensor:
+    """``(n*n, 2)`` evenly spaced points of the box [lo, hi], top row = high z_2."""
+    xs = torch.linspace(float(lo[0]), float(hi[0]), n)
+    ys = torch.linspace(float(hi[1]), float(lo[1]), n)
+    return torch.stack([xs.repeat(n), ys.repeat_interleave(n)], dim=1)
+
+
+def uniform_box(lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` points drawn uniformly from the box [lo, hi], ``(n, D)``."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, len(lo), generator=gen)
+    return torch.as_tensor(lo, dtype=torch.float32) + u * torch.as_tensor(hi - lo).float()
+
+
+def latent_plot(
+    model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int | None = None,
+    seed: int = 0,
+) -> tuple[Figure, np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Scatter of the test set's latent means (the first ``limit`` images, default all),
+    one point per image, coloured by label; returns the figure, the plotted coordinates
+    ``(N, 2)`` and the labels ``(N,)`` (None for unlabelled data)."""
+    cfg = model.config
+    x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
+                    cfg.train.seed)  # fmt: skip
+    z = latent_means(model, x)
+    coords, prefix = embed(z, method, seed)
+    labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
+    how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
+    title = f"{data.name}: latent means of {len(x)} test images{how}"
+    return latent_figure(coords, labels, data.class_names, prefix, title), coords, labels

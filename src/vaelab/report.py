@@ -1,0 +1,235 @@
+"""One self-contained HTML report of a run: every picture is a base64 PNG inside the file.
+
+The page references nothing outside itself (a Content-Security-Policy forbids it), so
+it opens the same offline, from an e-mail attachment or from an archive. Sections:
+config, metrics, training curves, samples, reconstructions, similar images,
+interpolations, traversals, latent space (and the decoded manifold of a 2-D latent).
+A plain autoencoder has no prior or posterior: its samples, similar-image and
+traversal sections say so instead of showing pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.explore import (
+    dim_scores,
+    embed,
+    interpolate,
+    latent_means,
+    prior_quantile_grid,
+    top_dims,
+    traverse,
+)
+from vaelab.plots import (
+    grid_image,
+    image_panel,
+    latent_figure,
+    png_bytes,
+    training_curves,
+    traversal_figure,
+)
+from vaelab.train import run as runfs
+from vaelab.train.batches import eval_images, to_unit
+
+REPORT, CURVES_PNG = "report.html", "training_curves.png"
+SECTIONS = (
+    ("config", "Configuration"),
+    ("metrics", "Metrics per epoch"),
+    ("curves", "Training curves"),
+    ("samples", "Samples from the prior"),
+    ("reconstructions", "Reconstructions"),
+    ("similar", "Similar images"),
+    ("interpolations", "Interpolations"),
+    ("traversals", "Latent traversals"),
+    ("latent", "Latent space"),
+)
+METRIC_COLUMNS = (
+    ("epoch", "epoch", "{:d}"), ("train_bound", "train ELBO", "{:.2f}"),
+    ("test_elbo", "test ELBO", "{:.2f}"), ("test_recon", "test E log p(x|z)", "{:.2f}"),
+    ("test_kl", "test KL", "{:.2f}"), ("beta", "beta", "{:.3g}"), ("lr", "lr", "{:.3g}"),
+    ("seconds", "seconds", "{:.1f}"), ("images_per_s", "images/s", "{:.0f}"),
+)  # fmt: skip
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .6em;
+text-align:right}pre{background:#f6f6f6;padding:.8em;font-size:.85em}img{max-width:100%;
+image-rendering:pixelated}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
+    """RUN/training_curves.png from RUN/metrics.jsonl (None before the first epoch).
+
+    Drawing takes a few tenths of a second; with ``min_interval`` the picture is left
+    alone when it was redrawn less than that many seconds ago (for epochs shorter than
+    the drawing is worth); a final call without it brings it up to date."""
+    rows = runfs.read_metrics(Path(run))
+    path = Path(run) / CURVES_PNG
+    if not rows or (path.is_file() and time.time() - path.stat().st_mtime < min_interval):
+        return None
+    training_curves(rows).savefig(path, dpi=100)
+    return path
+
+
+def _img(data: bytes, caption: str, alt: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{src}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+
+
+def _grid(images: torch.Tensor, nrow: int, caption: str) -> str:
+    return _img(png_bytes(grid_image(images.cpu(), nrow)), caption, caption)
+
+
+def _note(text: str) -> str:
+    return f"<p><em>{html.escape(text)}</em></p>"
+
+
+def _metrics_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return _note("no epoch finished yet")
+    head = "".join(f"<th>{name}</th>" for _, name, _ in METRIC_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt.format(r[k]) if k in r else ''}</td>"
+                         for k, _, fmt in METRIC_COLUMNS) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    return f"<table><tr>{head}</tr>{body}</table>" + _note(
+        "ELBO and E log p(x|z) in nats per image (higher is better); KL in nats."
+    )
+
+
+def build_sections(
+    model: torch.nn.Module, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
+) -> dict[str, str]:
+    """The HTML body of each section of :data:`SECTIONS`, keyed by its id."""
+    cfg = model.config
+    is_vae = cfg.model.model != "ae"
+    test = eval_images(data.test_x, cfg.data.binarize, cfg.train.seed)
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(test), generator=gen)[:16].tolist()
+    out = {"config": f"<pre>{html.escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False))}</pre>"}
+    out["metrics"] = _metrics_table(rows)
+    out["curves"] = (_img(png_bytes(training_curves(rows)), "ELBO, reconstruction term and KL "
+                          "per epoch, train vs test", "training curves") if rows
+                     else _note("no epoch finished yet"))  # fmt: skip
+    no_prior = _note("a plain autoencoder has no prior or posterior: nothing to sample")
+    torch.manual_seed(seed)
+    out["samples"] = _grid(model.sample(64).cpu(), 8, "64 decodings of z ~ p(z) (means of "
+                           "p(x|z))") if is_vae else no_prior  # fmt: skip
+    x = test[picks[:16]]
+    recon = model.reconstruct(to_unit(x.to(model.device))).cpu()
+    out["reconstructions"] = _grid(torch.cat([to_unit(x[:8]), recon[:8], to_unit(x[8:]),
+                                              recon[8:]]), 8,
+                                   "rows 1 and 3: test images; rows 2 and 4: their "
+                                   "reconstructions at z = E_q[z|x]")  # fmt: skip
+    if is_vae:
+        from vaelab.generate import similar
+
+        sets = [torch.cat([to_unit(test[i : i + 1]), similar(model, test[i], 11).cpu()])
+                for i in picks[:4]]  # fmt: skip
+        out["similar"] = _grid(torch.cat(sets), 12, "first column: a test image; then 11 "
+                               "decodings of z = mu(x) + sigma(x) * eps")  # fmt: skip
+    else:
+        out["similar"] = no_prior
+    pairs = [(picks[2 * k], picks[2 * k + 1]) for k in range(3)]
+    rows_ = [torch.cat([to_unit(test[a : a + 1]), interpolate(model, test[a], test[b], 10, m),
+                        to_unit(test[b : b + 1])])
+             for a, b in pairs for m in ("linear", "spherical")]  # fmt: skip
+    out["interpolations"] = _grid(torch.cat(rows_), 12, "three pairs of test images (first and "
+                                  "last column); for each, a linear then a spherical path of 10 "
+                                  "decodings between their latent means (the second and "
+                                  "eleventh columns are their reconstructions)")  # fmt: skip
+    if is_vae:
+        scores, kind = dim_scores(model, test)
+        dims = top_dims(scores, 6)
+        names = [f"z{d} ({kind} {scores[d]:.2f})" for d in dims]
+        offsets = torch.linspace(-3, 3, 9).tolist()
+        out["traversals"] = "".join(
+            _img(png_bytes(traversal_figure(traverse(model, test[i], dims, 9), names, offsets,
+                                            f"Traversals around test image {i}")),
+                 f"test image {i}: each row moves one latent dimension (the {len(dims)} with "
+                 f"the most {kind}; KL in nats) about the image's posterior mean", "traversal")
+            for i in picks[:2]
+        )  # fmt: skip
+    else:
+        out["traversals"] = _note("a plain autoencoder has no posterior to rank dimensions by KL")
+    out["latent"] = _latent_section(model, data, test)
+    return out
+
+
+def _latent_section(model: torch.nn.Module, data: ImageData, test: torch.Tensor) -> str:
+    z = latent_means(model, test)
+    coords, prefix = embed(z, "pca")
+    labels = data.test_y.numpy() if data.test_y is not None else None
+    how = "directly" if z.shape[1] <= 2 else "on their first two principal components"
+    title = f"{data.name}: {len(z)} test-set latent means, {how}"
+    part = _img(png_bytes(latent_figure(coords, labels, data.class_names, prefix, title)),
+                title, "latent scatter")  # fmt: skip
+    if z.shape[1] == 2 and model.config.model.model != "ae":  # an AE has no p(z) to tile
+        from matplotlib.figure import Figure
+
+        tiles, q = prior_quantile_grid(model, 15)
+        fig = Figure(figsize=(7, 7), layout="constrained")
+        step_x, step_y = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
+        extent = (q[0][0] - step_x, q[0][-1] + step_x, q[1][0] - step_y, q[1][-1] + step_y)
+        image_panel(fig.add_subplot(), tiles, 15, extent, "Decoded manifold over the prior's "
+                    "quantiles (15 x 15)")  # fmt: skip
+        part += _img(png_bytes(fig), "decodings at z = (Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)):"
+                     " each tile stands for an equal share of p(z)", "manifold")  # fmt: skip
+    return part
+
+
+def render(title: str, sections: dict[str, str]) -> str:
+    """The page: every section of :data:`SECTIONS` in order, with an anchor id."""
+    nav = " | ".join(f'<a href="#{k}">{html.escape(t)}</a>' for k, t in SECTIONS)
+    body = "".join(f'<section id="{k}"><h2>{html.escape(t)}</h2>{sections[k]}</section>'
+                   for k, t in SECTIONS)  # fmt: skip
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>written {stamp} by vaelab</p><nav>{nav}</nav>"
+            f"{body}</body></html>\n")  # fmt: skip
+
+
+def write_report(
+    run: str | Path, out: str | Path | None = None, model: torch.nn.Module | None = None,
+    data: ImageData | None = None, seed: int = 0,
+) -> Path:  # fmt: skip
+    """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
+    replaced if present); returns the path. ``model``/``data`` skip reloading them."""
+    from vaelab.api import load, load_test_images
+
+    run = Path(run)
+    if not run.is_dir():
+        raise VaelabError(f"{run}: no such run folder")
+    model = model if model is not None else load(run)
+    data = load_test_images(model, data)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
+            sections = build_sections(model, data, runfs.read_metrics(run), seed)
+    finally:
+        model.train(was_training)
+    path = Path(out) if out else run / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(f"vaelab run {run.name}: {cfg_line(model)}", sections))
+    return path
+
+
+def cfg_line(model: torch.nn.Module) -> str:
+    m, d = model.config.model, model.config.data
+    return f"{m.model} {m.arch} latent {m.latent_dim}, {m.likelihood}, on {d.dataset}"
