@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,11 @@ needs_fashion = pytest.mark.skipif(
     not FASHION.is_file(),
     reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
 )
+
+
+def pytest_configure(config):
+    # Classifiers and downloads the tests cause go to a throw-away cache, never the user's.
+    os.environ["VAELAB_CACHE"] = tempfile.mkdtemp(prefix="vaelab-test-cache-")
 
 
 def small_config(**overrides) -> Config:

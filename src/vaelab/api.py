@@ -17,6 +17,7 @@ import torch
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
 from vaelab.data import ImageData
 from vaelab.errors import VaelabError
+from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
 from vaelab.train.batches import eval_images
@@ -24,7 +25,7 @@ from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.loop import fit, load_data
 from vaelab.train.run import resolve_device
 
-__all__ = ["evaluate", "load", "load_test_images", "train"]
+__all__ = ["classify", "complete", "evaluate", "load", "load_test_images", "train"]
 
 
 def train(
@@ -63,6 +64,7 @@ def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
     model = model.to(resolve_device(device)).eval()
     model.config = config
     model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}
+    model.run_dir = run  # where per-run artefacts (e.g. a fitted GMM sampler) are kept
     return model
 
 
@@ -76,16 +78,68 @@ def evaluate(
     samples: int = 1000,
     limit: int | None = None,
     data: ImageData | None = None,
+    *,
+    extras: bool = True,
+    quality: bool = True,
+    samplers: tuple[str, ...] = ("prior",),
+    quality_samples: int = 5000,
+    components: int = 10,
 ) -> dict[str, Any]:
-    """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluate.nll)."""
+    """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluate.nll);
+    with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
+    sample metrics per sampler (see vaelab.evaluate.extras)."""
     model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
     if samples < 1:
         raise VaelabError(f"--samples: must be at least 1, got {samples}")
     if model.config.model.model == "ae":
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
+    if getattr(model, "uses_labels", False):  # encode/decode would score log p(x | y-hat)
+        raise VaelabError(
+            "evaluate: cvae/m2 runs report their bound on log p(x) as test_elbo in "
+            "metrics.jsonl; use vaelab classify for their labels"
+        )
     data = load_test_images(model, data)
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, model.config.data.binarize, model.config.train.seed)
     result = evaluate_model(model, x, samples=samples)
     result["dataset"] = data.name
+    if extras:
+        run_dir = getattr(model, "run_dir", None)
+        result.update(
+            extra_metrics(
+                model, data, x, quality=quality, samplers=tuple(samplers),
+                quality_samples=quality_samples, components=components, run_dir=run_dir,
+            )
+        )  # fmt: skip
     return result
+
+
+def classify(
+    run_or_model: str | Path | torch.nn.Module, limit: int | None = None,
+    baseline: bool = False, baseline_steps: int = 2000, data: ImageData | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Test accuracy, error and confusion matrix of an m2/cvae run; with ``baseline`` also of
+    the same classifier network trained on the run's labels alone (vaelab.classify)."""
+    from vaelab.classify import evaluate_classifier
+
+    model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
+    return evaluate_classifier(model, load_test_images(model, data), limit, baseline,
+                               baseline_steps)  # fmt: skip
+
+
+def complete(
+    run_or_model: str | Path | torch.nn.Module,
+    x: torch.Tensor,
+    mask: str | torch.Tensor | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
+    name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
+    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``)."""
+    from vaelab.complete import complete as run_chains
+    from vaelab.complete import make_mask
+
+    model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
+    if isinstance(mask, str):
+        mask = make_mask(mask, model.image_shape, options.get("seed") or 0)
+    return run_chains(model, x, mask, **options).images

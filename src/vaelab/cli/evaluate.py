@@ -7,8 +7,13 @@ import json
 
 from vaelab.api import evaluate
 from vaelab.cli.common import output_path
+from vaelab.evaluate.extras import print_extras
+from vaelab.samplers import SAMPLERS
 
-HELP = "test-set ELBO and importance-sampled log-likelihood (nats, bits/dim) as JSON"
+HELP = (
+    "test-set ELBO, importance-sampled log-likelihood (nats, bits/dim), latent health, "
+    "reconstruction and sample quality, as JSON"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output file (default: RUN_DIR/evaluation.json, numbered if it exists)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    parser.add_argument(
+        "--no-quality", action="store_true",
+        help="skip the classifier sample metrics (the slow part; trains a classifier once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sampler", action="append", choices=sorted(SAMPLERS), default=None,
+        help="latent sampler for the sample metrics; repeat for several (default: prior)",
+    )  # fmt: skip
+    parser.add_argument("--components", type=int, default=10, help="GMM sampler components")
+    parser.add_argument(
+        "--quality-samples", type=int, default=5000, help="generated and test images compared"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
         raise VaelabError(f"--limit: must be at least 1, got {args.limit}")
     path = output_path(args, "evaluation.json")
-    result = evaluate(load(args.run, args.device), samples=args.samples, limit=args.limit)
+    result = evaluate(
+        load(args.run, args.device), samples=args.samples, limit=args.limit,
+        quality=not args.no_quality, samplers=tuple(args.sampler or ["prior"]),
+        quality_samples=args.quality_samples, components=args.components,
+    )  # fmt: skip
     result["seed"] = args.seed
     path.write_text(json.dumps(result, indent=2) + "\n")
     rows = [
@@ -49,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     for name, value in rows:
         print(f"{name:<32}{value:>12.3f}")
+    print_extras(result)
     print(
         f"{result['images']} test images, {result['seconds_nll']:.1f} s for the NLL; wrote {path}"
     )

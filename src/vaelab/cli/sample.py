@@ -8,8 +8,10 @@ import numpy as np
 
 from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
-from vaelab.generate import sample
+from vaelab.errors import VaelabError
+from vaelab.labels import label_samples
 from vaelab.plots import save_grid
+from vaelab.samplers import SAMPLERS, sample_with
 
 HELP = "draw images from the prior and decode them into a PNG grid"
 
@@ -20,14 +22,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="scale of the prior's standard deviation"
     )
+    parser.add_argument(
+        "--sampler", choices=sorted(SAMPLERS), default="prior",
+        help="z from the prior, or from a Gaussian mixture fitted to the training latents",
+    )  # fmt: skip
+    parser.add_argument("--components", type=int, default=10, help="GMM sampler components")
+    parser.add_argument(
+        "--label", default=None, help="cvae/m2: class index or name (e.g. 7, sneaker), or 'all' "
+        "for one row per class with the same z in each column",
+    )  # fmt: skip
     parser.add_argument("--npy", default=None, help="also save the images as a .npy array")
     add_out_arguments(parser, "sample.png")
 
 
 def run(args: argparse.Namespace) -> int:
     model = load(args.run, args.device)
-    images = sample(model, args.n, args.temperature, seed=args.seed).cpu()
-    path = save_grid(images, output_path(args, "sample.png"))
+    nrow = None
+    if args.label is not None:
+        if args.sampler != "prior":
+            raise VaelabError("--label: draws z from the prior; drop --sampler")
+        images, nrow = label_samples(model, args.n, args.label, args.temperature, args.seed)
+    else:
+        images = sample_with(
+            model, args.n, args.sampler, args.temperature, args.components, seed=args.seed
+        ).cpu()
+    path = save_grid(images, output_path(args, "sample.png"), nrow=nrow)
     print(f"wrote {path}")
     if args.npy:
         np.save(args.npy, images.numpy())

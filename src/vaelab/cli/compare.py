@@ -1,0 +1,46 @@
+"""vaelab compare: the evaluations of several runs side by side (table + bar chart)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vaelab.errors import VaelabError
+from vaelab.evaluate.compare import compare
+
+HELP = "compare the evaluations of several runs: a table (printed, .md, .json) and a bar chart"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN",
+        help="run folders (their newest evaluation*.json) or evaluation JSON files",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", default=None,
+        help="chart path (.png; the table goes next to it as .md and .json); default "
+        "comparison.png here, numbered if it exists",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _out_path(args: argparse.Namespace) -> Path:
+    if args.out:
+        path = Path(args.out)
+        if path.suffix.lower() != ".png":
+            raise VaelabError(f"--out {path}: expected a .png path")
+        if path.exists() and not args.overwrite:
+            raise VaelabError(f"--out {path}: exists; pass --overwrite to replace it")
+        return path
+    path, i = Path("comparison.png"), 2
+    while path.exists() or path.with_suffix(".md").exists():
+        path, i = Path(f"comparison-{i}.png"), i + 1
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    path = _out_path(args)
+    result = compare(args.runs, path)
+    print(result["markdown"], end="")
+    print(f"wrote {path}, {path.with_suffix('.md')}, {path.with_suffix('.json')}")
+    return 0

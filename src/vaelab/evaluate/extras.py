@@ -1,0 +1,82 @@
+"""The parts of ``vaelab evaluate`` beyond the likelihood: latent health, reconstruction and
+sample quality, gathered into one JSON-ready dict."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.evaluate.health import latent_health
+from vaelab.evaluate.quality import load_classifier, reconstruction_quality, sample_quality
+from vaelab.samplers import SAMPLERS, prepare_sampler, sample_images
+from vaelab.train.batches import eval_images
+
+
+def extra_metrics(
+    model: torch.nn.Module,
+    data: ImageData,
+    x: torch.Tensor,
+    *,
+    quality: bool = True,
+    samplers: tuple[str, ...] = ("prior",),
+    quality_samples: int = 5000,
+    components: int = 10,
+    run_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Health and reconstruction on the evaluation images ``x`` (uint8, as the model sees
+    them); with ``quality``, sample metrics for each sampler against the first
+    ``quality_samples`` raw test images (grey levels: a Bernoulli decoder's means are
+    compared with the images it models, not with one binarized draw of them)."""
+    for name in samplers:
+        if name not in SAMPLERS:
+            raise VaelabError(f"--sampler: unknown {name!r}; valid: {', '.join(SAMPLERS)}")
+    if quality_samples < 10:
+        raise VaelabError(f"--quality-samples: must be at least 10, got {quality_samples}")
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {
+        "health": latent_health(model, x),
+        "reconstruction": reconstruction_quality(model, x),
+    }
+    if quality:
+        net, info = load_classifier(data)
+        reference = data.test_x[:quality_samples]
+        out["classifier"] = info
+        out["quality"] = {}
+        # The training images as the model was trained on them (binarized if it was).
+        train_x = eval_images(
+            data.train_x[:20000], model.config.data.binarize, model.config.train.seed
+        )
+        for name in samplers:
+            options = prepare_sampler(name, model, lambda: train_x, components, run_dir)
+            images = sample_images(model, len(reference), name, **options)
+            out["quality"][name] = sample_quality(net, images, reference)
+    out["seconds_extras"] = time.perf_counter() - t0
+    return out
+
+
+def print_extras(result: dict[str, Any]) -> None:
+    """The health / reconstruction / quality part of ``vaelab evaluate``'s table."""
+    if "health" not in result:
+        return
+    h, r = result["health"], result["reconstruction"]
+    print(f"{'active units (Cov E[z|x] > 0.01)':<32}{h['active_units']:>8d} / {h['latent_dim']}")
+    for warning in h["warnings"]:
+        print(f"warning: {warning}")
+    print(f"{'reconstruction MSE / pixel':<32}{r['mse']:>12.5f}")
+    print(f"{'reconstruction PSNR (dB)':<32}{r['psnr_db']:>12.2f}")
+    if "quality" not in result:
+        return
+    acc = result["classifier"]["test_accuracy"]
+    print(f"sample quality in the {result['dataset']} classifier (test accuracy {acc:.3f});")
+    print("Frechet distances in its features, not the Inception FID:")
+    print(f"{'sampler':<10}{'FD':>10}{'precision':>11}{'recall':>8}{'H(class)':>10}{'H(test)':>9}")
+    for name, q in result["quality"].items():
+        print(
+            f"{name:<10}{q['frechet_distance']:>10.2f}{q['precision']:>11.3f}{q['recall']:>8.3f}"
+            f"{q['class_entropy_samples']:>10.3f}{q['class_entropy_test']:>9.3f}"
+        )

@@ -1,0 +1,70 @@
+"""Latent health: how much each latent dimension is used.
+
+* KL per dimension: E_x KL(q(z_d|x) || p(z_d)), in closed form for a Gaussian posterior
+  against a factorised Gaussian prior (the standard prior). Learned mixture priors do not
+  factorise over dimensions, so for them a per-dimension KL is not defined: None.
+* Active units (Burda et al., 2016): dimension d is active when
+  A_d = Cov_x( E_q[z_d | x] ) > 0.01, i.e. the posterior mean moves with the input. A
+  collapsed dimension has q(z_d|x) = p(z_d) for every x: its mean is constant, A_d ~ 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributions import Independent, Normal
+
+from vaelab.latents import StandardNormalPrior
+from vaelab.train.batches import to_unit
+
+ACTIVE_THRESHOLD = 0.01
+
+
+@torch.inference_mode()
+def posterior_stats(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior means ``(N, D)`` of uint8 images ``x``, and the per-image, per-dimension KL
+    against a standard normal prior ``(N, D)`` (None when q or p is not of that form)."""
+    param = next(model.parameters())
+    means, kls = [], []
+    factorised = isinstance(model.prior, StandardNormalPrior)
+    for start in range(0, len(x), batch_size):
+        xb = to_unit(x[start : start + batch_size].to(param.device), param.dtype)
+        q = model.encode(xb)
+        base = q.base_dist if isinstance(q, Independent) else q
+        means.append(q.mean.double().cpu())
+        if factorised and isinstance(base, Normal):
+            mu, var = base.loc.double(), base.scale.double().square()
+            kls.append((0.5 * (mu.square() + var - 1.0 - var.log())).cpu())
+    return torch.cat(means), (torch.cat(kls) if len(kls) == len(means) else None)
+
+
+def unit_activity(means: torch.Tensor) -> torch.Tensor:
+    """A_d = Var_x(E_q[z_d|x]) for posterior means ``(N, D)``; returns ``(D,)`` activities."""
+    return means.double().var(0, unbiased=True)
+
+
+def latent_health(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """KL per dimension, activity per dimension, the active-unit count and warnings."""
+    means, kl = posterior_stats(model, x)
+    activity = unit_activity(means)
+    active = int((activity > ACTIVE_THRESHOLD).sum())
+    dims = means.shape[1]
+    warnings = []
+    if active == 0:
+        warnings.append(
+            "posterior collapse: no latent dimension is active (Cov_x E[z|x] <= 0.01); "
+            "the decoder ignores z"
+        )
+    elif active < dims:
+        warnings.append(f"{dims - active} of {dims} latent dimensions are inactive (collapsed)")
+    return {
+        "active_units": active,
+        "latent_dim": dims,
+        "activity_per_dim": activity.tolist(),
+        "kl_per_dim": kl.mean(0).tolist() if kl is not None else None,
+        "collapsed": active == 0,
+        "warnings": warnings,
+    }

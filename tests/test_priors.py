@@ -1,0 +1,113 @@
+"""Learned priors: mixture densities against torch.distributions, the VampPrior's reduction
+to N(0, I), and a VampPrior run that saves and reloads through safetensors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+from vaelab.latents import NormalFamily, StandardNormalPrior, build_prior
+from vaelab.priors import MixturePrior, VampPrior, diag_normal_mixture_log_prob
+
+
+def torch_mixture(mu, logvar, logits):
+    comp = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    return MixtureSameFamily(Categorical(logits=logits), comp)
+
+
+def test_mixture_prior_log_prob_matches_mixture_same_family():
+    torch.manual_seed(0)
+    prior = MixturePrior(5, components=7).double()
+    with torch.no_grad():  # away from the initial values so every parameter matters
+        prior.logvars.normal_(0.0, 0.5)
+        prior.logits.normal_(0.0, 1.0)
+    z = 2.0 * torch.randn(3, 11, 5, dtype=torch.float64)  # (K, B, D), some far from all modes
+    ref = torch_mixture(prior.means, prior.logvars, prior.logits).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z), ref, rtol=1e-10, atol=1e-9)
+    assert prior.analytic_kl(NormalFamily().dist(torch.zeros(2, 10))) is None
+
+
+def test_mixture_prior_samples_have_the_mixture_moments():
+    torch.manual_seed(1)
+    prior = MixturePrior(2, components=3).double()
+    ref = torch_mixture(prior.means, prior.logvars, prior.logits)
+    s = prior.sample(200_000)
+    # Mean of n draws: SE = std / sqrt(n) < 0.01 here; 5 SE bound.
+    se = ref.variance.sqrt() / math.sqrt(len(s))
+    assert ((s.mean(0) - ref.mean).abs() < 5 * se).all(), (s.mean(0), ref.mean)
+    torch.testing.assert_close(s.var(0), ref.variance.detach(), rtol=0.02, atol=0)
+
+
+def test_expanded_square_distance_is_exact_in_float64():
+    torch.manual_seed(2)
+    mu, logvar = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    logits = torch.randn(4, dtype=torch.float64)
+    z = torch.randn(50, 3, dtype=torch.float64) * 3
+    ours = diag_normal_mixture_log_prob(z, mu, logvar, torch.log_softmax(logits, 0))
+    torch.testing.assert_close(ours, torch_mixture(mu, logvar, logits).log_prob(z))
+
+
+def test_vamp_prior_with_a_constant_encoder_is_the_standard_normal():
+    """An encoder that outputs mu = 0, log sigma^2 = 0 for every input makes each component
+    q(z|u_n) = N(0, I); a uniform mixture of identical N(0, I) is N(0, I) itself, whatever
+    the pseudo-inputs are. So log p(z) and the sample moments must be the standard prior's."""
+    torch.manual_seed(3)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 6)).double()
+    nn.init.zeros_(encoder[1].weight)
+    nn.init.zeros_(encoder[1].bias)
+    prior = VampPrior(3, components=9, image_shape=(1, 4, 4)).double()
+    prior.bind(encoder, NormalFamily())
+    z = torch.randn(4, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(prior.log_prob(z), StandardNormalPrior(3).double().log_prob(z))
+    s = prior.sample(100_000)
+    # Mean SE = 1/sqrt(n) ~ 0.003; var rel. SE = sqrt(2/n) ~ 0.45%: 5 SE bounds.
+    assert s.mean(0).abs().max() < 0.016 and (s.var(0) - 1).abs().max() < 0.023
+
+
+def test_vamp_prior_is_a_mixture_of_posteriors_at_its_pseudo_inputs():
+    torch.manual_seed(4)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 6)).double()
+    prior = VampPrior(3, components=5, image_shape=(1, 4, 4)).double()
+    prior.bind(encoder, NormalFamily())
+    u = prior.pseudo_inputs()
+    assert u.min() >= 0 and u.max() <= 1
+    mu, logvar = encoder(u).chunk(2, -1)
+    z = torch.randn(7, 3, dtype=torch.float64)
+    ref = torch_mixture(mu, logvar, torch.zeros(5, dtype=torch.float64)).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z), ref)
+    # The pseudo-inputs learn: log p(z) has a gradient with respect to them.
+    prior.log_prob(z).sum().backward()
+    assert prior.pseudo_logits.grad.abs().sum() > 0
+
+
+def test_unbound_vamp_prior_and_bad_components_fail_clearly():
+    with pytest.raises(RuntimeError, match="bind"):
+        VampPrior(2, 3, (1, 2, 2)).log_prob(torch.zeros(1, 2))
+    with pytest.raises(Exception, match="--prior-components"):
+        build_prior("mixture", 2, components=0)
+    # Options a prior does not take are ignored (the standard prior has no components).
+    assert isinstance(build_prior("normal", 2, components=5), StandardNormalPrior)
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_learned_prior_trains_saves_and_reloads(tmp_path, prior):
+    from tests.conftest import small_config
+
+    import vaelab
+    from vaelab.train.loop import fit
+
+    torch.manual_seed(0)
+    run = fit(small_config(prior=prior, prior_components=6, epochs=1), tmp_path / prior)
+    model = vaelab.load(run)
+    names = list(model.state_dict())
+    # The VampPrior holds its pseudo-inputs but not a second copy of the encoder.
+    assert not any(n.startswith("prior.encoder") for n in names)
+    assert (prior == "vamp") == ("prior.pseudo_logits" in names)
+    x = torch.rand(3, 1, 8, 8)
+    terms = model(x, 4)
+    assert terms.kl is None and terms.log_pz.shape == (4, 3)
+    assert torch.isfinite(terms.log_pz).all()
+    images = model.sample(5)
+    assert images.shape == (5, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
