@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vaelab.errors import VaelabError
+from vaelab.estimators import surrogate_loss
 
 
 @dataclass
@@ -54,21 +55,40 @@ def elbo(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch
     recon = terms.log_px_z.mean(0)
     kl = terms.kl_per_image()
     loss = -(recon - beta * kl).mean()
+    if terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
+        f = terms.log_px_z if terms.kl is not None else terms.log_px_z - beta * (
+            terms.log_qz_x - terms.log_pz
+        )
+        loss = loss + surrogate_loss(terms.extras, f)
     bound = recon - kl
     return loss, {"bound": bound.mean(), "recon": recon.mean(), "kl": kl.mean()}
 
 
 def iwae(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative IWAE bound with K importance samples (``beta`` is ignored: it has no KL)."""
+    if "score" in terms.extras:
+        raise VaelabError("--objective iwae: needs --estimator reparam (or elbo for the others)")
     bound = logmeanexp(terms.log_w(), 0)
     recon = terms.log_px_z.mean(0)
     stats = {"bound": bound.mean(), "recon": recon.mean(), "kl": terms.kl_per_image().mean()}
     return -bound.mean(), stats
 
 
+def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """M2's J^alpha / N (Kingma et al. 2014): the negative beta-bound (labelled images: L(x, y),
+    unlabelled: U(x); see vaelab.models.m2) plus ``ce_weight`` (alpha / N) times the mean
+    classification loss -log q(y|x) over the labelled images, both from ``extras``."""
+    recon = terms.log_px_z.mean(0)
+    kl = terms.kl_per_image()
+    class_loss = terms.extras["class_loss"]
+    loss = -(recon - beta * kl).mean() + terms.extras["ce_weight"] * class_loss
+    stats = {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+    return loss, {**stats, "class_loss": class_loss.detach()}
+
+
 Objective = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
-OBJECTIVES: dict[str, Objective] = {"elbo": elbo, "iwae": iwae}
+OBJECTIVES: dict[str, Objective] = {"elbo": elbo, "iwae": iwae, "m2": m2}
 
 
 def get_objective(name: str) -> Objective:

@@ -1,18 +1,22 @@
 """The VAE: encoder -> q(z|x), prior p(z), decoder -> p(x|z); no loss inside.
 
-``forward(x, K)`` draws K reparameterized samples z ~ q(z|x) per image and returns
-the log-densities the objectives need (:class:`vaelab.objectives.Terms`). Images
+``forward(x, K)`` draws K samples z ~ q(z|x) per image through the model's gradient
+estimator (:mod:`vaelab.estimators`) and returns the log-densities the objectives need
+(:class:`vaelab.objectives.Terms`; score-function estimators add ``extras``). Images
 ``x`` are floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
-from vaelab.latents import FAMILIES, NormalFamily, Prior, build_prior
+from vaelab.estimators import Reparam, build_estimator
+from vaelab.latents import FAMILIES, NormalFamily, Prior, build_prior, resolve_prior
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.nn import build_bodies
 from vaelab.objectives import Terms
@@ -29,18 +33,26 @@ class VAE(nn.Module):
         likelihood: Likelihood,
         image_shape: tuple[int, int, int],
         family: NormalFamily | None = None,
+        estimator: Reparam | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.prior, self.likelihood = prior, likelihood
         self.family = family or NormalFamily()
+        self.estimator = estimator or Reparam()
+        getattr(prior, "bind", lambda *_: None)(encoder, self.family)  # VampPrior
         self.image_shape = tuple(image_shape)
         self.latent_dim = prior.latent_dim
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
-        family = FAMILIES["normal"]()
+        prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
+        family = FAMILIES[cfg.posterior]()
+        estimator = build_estimator(
+            cfg.estimator, cfg.posterior, cfg.baseline_decay, cfg.learned_baseline,
+            in_features=math.prod(image_shape),
+        )  # fmt: skip
         encoder, decoder = build_bodies(
             cfg.arch,
             image_shape,
@@ -49,8 +61,11 @@ class VAE(nn.Module):
             family.params_size(cfg.latent_dim),
             likelihood.n_params,
         )
-        prior = build_prior(cfg.prior, cfg.latent_dim)
-        return cls(encoder, decoder, prior, likelihood, image_shape, family)
+        prior = build_prior(
+            prior_name, cfg.latent_dim, components=cfg.prior_components, image_shape=image_shape,
+            a=cfg.prior_a, b=cfg.prior_b,
+        )  # fmt: skip
+        return cls(encoder, decoder, prior, likelihood, image_shape, family, estimator)
 
     @property
     def device(self) -> torch.device:
@@ -72,13 +87,20 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
         q = self.encode(x)
-        z = q.rsample((samples,))
-        return Terms(
+        draw = self.estimator.draw(q, samples)
+        z = draw.z
+        terms = Terms(
             log_px_z=self.likelihood.log_prob(x, self.decode(z)),
             log_pz=self.prior.log_prob(z),
             log_qz_x=q.log_prob(z),
             kl=self.prior.analytic_kl(q),
         )
+        if draw.score is not None:
+            # The learning signal at beta = 1, for the baseline only (objectives rebuild f
+            # with their own beta): log p(x|z) with an analytic KL, else log w.
+            f = terms.log_px_z if terms.kl is not None else terms.log_w()
+            terms.extras.update(self.estimator.extras(x, f.detach(), draw.score))
+        return terms
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,272 @@
+"""Gradient variance: many independent gradient estimates on one batch, per estimator.
+
+For a fixed batch x and model parameters, each estimator e gives a random gradient g of the
+training loss (the negative ELBO averaged over the batch). Drawing ``draws`` independent g
+(fresh z each time) gives, per parameter group G (encoder, decoder, ...; the model's direct
+children with parameters), with m = mean of g and v_i the per-coordinate sample variance:
+
+    variance  = sum_{i in G} v_i          (= E ||g - E g||^2: the total variance of one estimate)
+    mean_norm = sqrt(||m||^2 - variance/n) (||E g||, debiased: ||m||^2 alone overstates it by
+                                            variance/n, the noise left in a mean of n draws)
+    snr       = mean_norm / sqrt(variance) (norm ratio; > 1: one estimate points roughly right)
+    snr_coord = mean_i sqrt(m_i^2 - v_i/n) / sqrt(v_i)  (per-coordinate SNR, Rainforth et al.
+                                            2018, debiased likewise, averaged over coordinates)
+    seconds   = forward + backward time per estimate
+
+Decoder gradients are pathwise for every estimator, so only the encoder (and a learned
+baseline) separate them. Sums use float64 running moments, so memory is O(parameters).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.errors import VaelabError
+from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
+from vaelab.latents import FAMILIES
+from vaelab.objectives import elbo
+
+
+def posterior_name(model: torch.nn.Module) -> str:
+    return next(n for n, cls in FAMILIES.items() if isinstance(model.family, cls))
+
+
+def valid_estimators(model: torch.nn.Module) -> list[str]:
+    """The estimators that apply to the model's posterior family, in registry order."""
+    post = posterior_name(model)
+    return [n for n, c in ESTIMATORS.items() if c.families is None or post in c.families]
+
+
+def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    groups = {}
+    for name, child in model.named_children():
+        params = [p for p in child.parameters() if p.requires_grad]
+        if params:
+            groups[name] = params
+    return groups
+
+
+def _estimator_for(
+    model: torch.nn.Module, trained: torch.nn.Module, name: str, x: torch.Tensor, samples: int
+):
+    """The trained estimator when it is the one asked for, else a fresh one; a score-baseline
+    that has no running mean yet starts at this batch's mean learning signal (a constant
+    with respect to the later draws, so they stay unbiased)."""
+    est = trained
+    if type(trained) is not ESTIMATORS[name]:
+        est = build_estimator(name, posterior_name(model)).to(x.device)
+    if isinstance(est, ScoreBaseline) and int(est.count) == 0:  # never updated: no mean yet
+        est = copy.deepcopy(est)  # measuring must not change the model's own state
+        with torch.no_grad():
+            terms = model(x, samples)
+        est.warm_up(terms.log_px_z if terms.kl is not None else terms.log_w())
+    return est
+
+
+def gradient_stats(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    estimators: list[str] | None = None,
+    draws: int = 100,
+    samples: int = 1,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """``{estimator: {"seconds": s, "groups": {group: {mean_norm, variance, snr, snr_coord}}}}``
+    from ``draws`` independent estimates of grad(-ELBO) on the float batch ``x`` (B, C, H, W).
+    The model is left as it was (estimator, mode, gradients)."""
+    estimators = estimators or valid_estimators(model)
+    allowed = valid_estimators(model)
+    for name in estimators:
+        if name not in allowed:
+            raise VaelabError(
+                f"--estimators: {name!r} does not apply to --posterior {posterior_name(model)}; "
+                f"valid: {', '.join(allowed)}"
+            )
+    if draws < 2:
+        raise VaelabError(f"--draws: need at least 2 to measure a variance, got {draws}")
+    original, was_training = model.estimator, model.training
+    groups = parameter_groups(model)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name in estimators:
+            torch.manual_seed(seed)
+            model.eval()  # no running-mean updates while measuring
+            model.estimator = _estimator_for(model, original, name, x, samples)
+            groups = parameter_groups(model)
+            s1 = {g: 0.0 for g in groups}
+            s2 = {g: 0.0 for g in groups}
+            elapsed = 0.0
+            elbo(model(x, samples))[0].backward()  # untimed: first-call allocations
+            for _ in range(draws):
+                model.zero_grad(set_to_none=True)
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                loss, _ = elbo(model(x, samples))
+                loss.backward()
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                elapsed += time.perf_counter() - t0
+                for g, params in groups.items():
+                    vec = torch.cat(
+                        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                         for p in params]
+                    ).double()  # fmt: skip
+                    s1[g] = s1[g] + vec
+                    s2[g] = s2[g] + vec * vec
+            results[name] = {"seconds": elapsed / draws, "groups": {}}
+            for g in groups:
+                m = s1[g] / draws
+                var = ((s2[g] / draws - m * m) * draws / (draws - 1)).clamp_min(0.0)
+                total = float(var.sum())
+                # E||m_hat||^2 = ||m||^2 + variance / draws: without the correction a noisy
+                # estimator's |mean| (and SNR) would sit at the noise floor 1/sqrt(draws).
+                norm = math.sqrt(max(float(m.square().sum()) - total / draws, 0.0))
+                m2 = (m.square() - var / draws).clamp_min(0.0)
+                live = var > 0
+                coord = (m2[live] / var[live]).sqrt().mean() if live.any() else torch.nan
+                results[name]["groups"][g] = {
+                    "mean_norm": norm,
+                    "variance": total,
+                    "snr": norm / math.sqrt(total) if total > 0 else math.inf,
+                    "snr_coord": float(coord),
+                }
+    finally:
+        model.estimator = original
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return results
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One line per (estimator, group): mean norm, variance, SNRs, ms per estimate."""
+    head = f"{'estimator':<15} {'group':<10} {'|mean|':>10} {'variance':>11} {'SNR':>9} "
+    head += f"{'SNR/coord':>9} {'ms/est':>8}"
+    lines = [head]
+    for name, res in results.items():
+        for g, s in res["groups"].items():
+            lines.append(
+                f"{name:<15} {g:<10} {s['mean_norm']:>10.4g} {s['variance']:>11.4g} "
+                f"{s['snr']:>9.3g} {s['snr_coord']:>9.3g} {1000 * res['seconds']:>8.2f}"
+            )
+    return "\n".join(lines)
+
+
+def plot_stats(results: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Log-scale grouped bars: variance and SNR per parameter group, one colour per estimator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    # A learned baseline adds an "estimator" group to one estimator only: plot shared groups.
+    groups = [
+        g for g in results[names[0]]["groups"] if all(g in r["groups"] for r in results.values())
+    ]
+    width = 0.8 / len(names)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (("variance", "total variance"), ("snr", "SNR = |mean|/std"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, name in enumerate(names):
+            vals = [results[name]["groups"][g][key] for g in groups]
+            pos = [j + (i - (len(names) - 1) / 2) * width for j in range(len(groups))]
+            ax.bar(pos, vals, width, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylabel(f"{label} (log scale)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0].legend(title="estimator")
+    fig.suptitle(title or "gradient estimates on one batch")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_over_training(
+    rows: list[dict[str, Any]], path: str | Path, group: str = "encoder"
+) -> Path:
+    """Variance and SNR of ``group`` after each epoch, one line per estimator (log y)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = list(rows[0]["stats"])
+    epochs = [r["epoch"] for r in rows]
+    for ax, key in zip(axes, ("variance", "snr"), strict=True):
+        for name in names:
+            ax.plot(epochs, [r["stats"][name]["groups"][group][key] for r in rows], "o-",
+                    label=name)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{group} {key} (log scale)")
+        ax.grid(which="both", alpha=0.3)
+    axes[0].legend(title="estimator")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def during_training(
+    config: Any,
+    data: Any,
+    epochs: int,
+    estimators: list[str] | None = None,
+    draws: int = 50,
+    batch_size: int = 128,
+    samples: int = 1,
+) -> list[dict[str, Any]]:
+    """Train a fresh model of ``config`` (its own estimator) for ``epochs`` epochs on ``data``
+    and measure :func:`gradient_stats` on the first ``batch_size`` test images at
+    initialisation and after each epoch; rows ``{"epoch", "test_elbo", "stats"}``."""
+    from vaelab.evaluate.nll import test_bound
+    from vaelab.models import build_model
+    from vaelab.train.batches import (
+        binarize_fixed,
+        epoch_permutation,
+        eval_images,
+        prepare,
+        to_unit,
+    )
+    from vaelab.train.loop import Stepper, make_optimizer
+    from vaelab.train.run import resolve_device
+
+    t = config.train
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    model = build_model(config.model, data.image_shape).to(device)
+    optimizer, _ = make_optimizer(model, config, device)
+    stepper = Stepper(model, optimizer, config, device)
+    train_x = data.train_x
+    if config.data.binarize == "static":
+        train_x = binarize_fixed(train_x, t.seed)
+    train_x = train_x.to(device)
+    test_x = eval_images(data.test_x, config.data.binarize, t.seed).to(device)
+    x = to_unit(test_x[:batch_size])
+    dynamic = config.data.binarize == "dynamic"
+
+    def row(epoch: int) -> dict[str, Any]:
+        stats = gradient_stats(model, x, estimators, draws, samples, seed=t.seed + epoch)
+        return {"epoch": epoch, "test_elbo": test_bound(model, test_x)["elbo"], "stats": stats}
+
+    rows = [row(0)]
+    for epoch in range(epochs):
+        model.train()
+        perm = epoch_permutation(len(train_x), t.seed, epoch, device)
+        for start in range(0, len(train_x), t.batch_size):
+            stepper(prepare(train_x[perm[start : start + t.batch_size]], dynamic), t.beta)
+        rows.append(row(epoch + 1))
+    return rows
