@@ -3,10 +3,12 @@
 ``checkpoint.safetensors`` holds every tensor (``model/*``, ``optim/<i>/<key>``,
 ``rng/*``) and, in the safetensors header's string metadata, one JSON document with
 the step, epoch, position in the epoch, config, optimizer hyper-parameters,
-scheduler state and a sha256 of all tensor bytes. Writing goes to a temporary file
-in the same folder, is fsync'ed, then renamed over the old one: a crash or a full
-disk leaves the previous checkpoint intact. Loading checks the sha256, so a
-modified or truncated file is refused rather than silently used.
+scheduler state and a sha256 of all tensor bytes and of that JSON document. Writing
+goes to a temporary file in the same folder, is fsync'ed, then renamed over the old
+one: a crash (even ``kill -9``) or a full disk leaves the previous checkpoint intact,
+and a left-over temporary file is never read. Loading parses only the safetensors
+format and JSON (never pickle) and checks the sha256, so a modified, truncated or
+foreign file is refused with a :class:`VaelabError` rather than silently used.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from safetensors.torch import save as st_save
 from vaelab.errors import VaelabError
 
 CHECKPOINT = "checkpoint.safetensors"
-FORMAT = 1
+FORMAT = 2  # 2: the sha256 also covers the JSON metadata
+TEMP_PREFIX = f".{CHECKPOINT}.tmp-"
 
 
 @dataclass
@@ -50,6 +54,24 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def checkpoint_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """sha256 of the tensors and of the metadata (all of it but the digest itself)."""
+    h = hashlib.sha256(tensor_digest(tensors).encode())
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files left by a writer that was killed mid-write."""
+    removed = []
+    for tmp in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -78,7 +100,7 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsync'ed temp file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # never matches a load path
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -106,11 +128,13 @@ def save_checkpoint(
     scheduler: Any,
     state: TrainState,
     info: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write model, optimizer, scheduler, RNG and progress to ``path`` atomically.
 
     ``info`` carries what loading needs besides weights: the config, image shape,
-    class names, dataset name.
+    class names, dataset name. ``extra_tensors`` are stored as they are (under
+    torchrun: the RNG states of ranks 1..N-1, ``rng/torch/<rank>``).
     """
     tensors = {f"model/{k}": v.detach() for k, v in model.state_dict().items()}
     optim_meta = None
@@ -120,6 +144,7 @@ def save_checkpoint(
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    tensors.update(extra_tensors or {})
     tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
     meta = {
         "format": FORMAT,
@@ -127,8 +152,8 @@ def save_checkpoint(
         "info": info,
         "optimizer": optim_meta,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "sha256": tensor_digest(tensors),
     }
+    meta["sha256"] = checkpoint_digest(tensors, meta)
     data = st_save(tensors, metadata={"vaelab": json.dumps(meta)})
     atomic_write_bytes(Path(path), data)
 
@@ -149,18 +174,44 @@ class Checkpoint:
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith("model/")}
 
+    def check_compatible(self, now: dict[str, Any], out: Path) -> None:
+        """Resuming with another model or data setup would silently train something else;
+        ``now`` is the new run's ``Config.to_dict()``."""
+        saved = self.info["config"]
+        for section in ("model", "data"):
+            for key, value in saved[section].items():
+                if now[section].get(key) != value:
+                    raise VaelabError(
+                        f"--resume: the checkpoint in {out} was trained with {key}={value!r}, "
+                        f"this run asks {key}={now[section].get(key)!r}"
+                    )
+
     def restore_training(
-        self, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        device: torch.device,
+        rank: int = 0,
     ) -> None:
-        """Load optimizer/scheduler state and every RNG, so the next step is exact."""
+        """Load optimizer/scheduler state and this rank's RNG, so the next step is exact."""
         if self.meta["optimizer"] is not None:
             opt = _optimizer_state(self.tensors, self.meta["optimizer"])
             optimizer.load_state_dict(opt)
         if scheduler is not None and self.meta["scheduler"] is not None:
             scheduler.load_state_dict(self.meta["scheduler"])
-        torch.set_rng_state(self.tensors["rng/torch"])
-        if "rng/cuda" in self.tensors and device.type == "cuda":
-            torch.cuda.set_rng_state(self.tensors["rng/cuda"], device)
+        suffix = f"/{rank}" if rank else ""
+        if rank and f"rng/torch{suffix}" not in self.tensors:
+            # Saved by fewer processes: this rank's noise stream cannot be the old one.
+            warnings.warn(
+                f"checkpoint has no RNG state for rank {rank}; resuming with a fresh seed "
+                "(not bit-exact: resume with the world size the run was saved with)",
+                stacklevel=2,
+            )
+            torch.manual_seed(1_000_003 * (self.state.step + 1) + rank)
+            return
+        torch.set_rng_state(self.tensors[f"rng/torch{suffix}"])
+        if f"rng/cuda{suffix}" in self.tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(self.tensors[f"rng/cuda{suffix}"], device)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -181,7 +232,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"safetensors: {kind}); nothing was unpickled"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise VaelabError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
-    if tensor_digest(tensors) != meta.get("sha256"):
-        raise VaelabError(f"{path}: checksum mismatch; the file was modified after it was written")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise VaelabError(
+            f"{path}: unsupported checkpoint format {found!r} (this vaelab reads {FORMAT})"
+        )
+    if checkpoint_digest(tensors, meta) != meta.get("sha256"):
+        raise VaelabError(
+            f"{path}: checksum mismatch (sha256 recorded at write time); the file was "
+            "modified after it was written, refusing to load it"
+        )
     return Checkpoint(tensors, meta)

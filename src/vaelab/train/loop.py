@@ -6,17 +6,17 @@ A step whose loss or gradient norm is not finite is skipped and counted; too man
 in a row stop the run with the last good checkpoint intact. After each epoch:
 test-set ELBO, one JSON line of metrics, one atomic checkpoint. Resume is exact:
 the epoch order is a function of (seed, epoch) and the RNG state is checkpointed.
+Under torchrun the same loop runs in every process with DDP (train/distributed.py).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,12 +24,20 @@ from tqdm import tqdm
 from vaelab.config import Config, save_config, validate
 from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
-from vaelab.evaluate.nll import test_bound
+from vaelab.labels import prepare_labels
 from vaelab.models import build_model
 from vaelab.objectives import get_objective
+from vaelab.report import write_curves
 from vaelab.train import run as runfs
 from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
-from vaelab.train.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
+from vaelab.train.checkpoint import (
+    CHECKPOINT,
+    TrainState,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+)
+from vaelab.train.distributed import World, check_batch, setup
 
 
 def load_data(config: Config) -> ImageData:
@@ -66,11 +74,20 @@ def beta_at(config: Config, step: int, steps_per_epoch: int) -> float:
 
 
 class Stepper:
-    """The forward/backward/update of one batch, optionally under autocast/compile."""
+    """The forward/backward/update of one batch, optionally under autocast/compile.
 
-    def __init__(self, model, optimizer, config: Config, device: torch.device) -> None:
+    ``model`` is what the step calls (the DDP wrapper under torchrun, whose forward does
+    the gradient all-reduce bookkeeping). A step is applied only if the loss and the
+    global gradient norm are finite (on every rank); otherwise it is skipped.
+    """
+
+    def __init__(
+        self, model, optimizer, config: Config, device: torch.device, world: World | None = None
+    ) -> None:
         t = config.train
         self.model, self.optimizer, self.config = model, optimizer, config
+        self.world = world or World(device=device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.objective = get_objective(t.objective)
         amp = device.type == "cuda" and t.precision != "fp32"
         if t.precision != "fp32" and device.type != "cuda":
@@ -86,25 +103,29 @@ class Stepper:
         return self.objective(terms, beta)
 
     def __call__(
-        self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None
+        self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None, scale: float = 1.0
     ) -> tuple[bool, torch.Tensor, dict]:
-        """One update; ``y`` (labels, -1 where hidden) goes to models with ``uses_labels``."""
+        """One update; ``y`` (labels, -1 where hidden) goes to models with ``uses_labels``;
+        ``scale`` multiplies the loss that is differentiated (an uneven DDP shard's weight)."""
         with self.autocast:
             loss, stats = self.loss_fn(x, torch.tensor(beta, device=x.device), y)
-        if not torch.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            return False, loss, stats
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        # Backward even a non-finite loss: under DDP every rank must join the all-reduce.
+        scaled = loss * scale if scale != 1.0 else loss
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         clip = self.config.train.clip_grad
         if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        else:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step.
+        if not self.world.all_true(torch.isfinite(loss) & torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
-            if not torch.isfinite(norm):
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler:
-                    self.scaler.update()
-                return False, loss, stats
+                self.scaler.update()
+            return False, loss, stats
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -122,19 +143,42 @@ def fit(
     overwrite: bool = False,
     data: ImageData | None = None,
 ) -> Path:
-    """Train ``config`` into run folder ``out``; returns the folder. See module docstring."""
+    """Train ``config`` into run folder ``out``; returns the folder. See module docstring.
+
+    Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
+    (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
+    """
     validate(config)
+    world = setup(config.train.device)
+    try:
+        return _fit(config, out, resume, overwrite, data, world)
+    finally:
+        world.close()
+
+
+def _fit(config, out, resume, overwrite, data, world: World) -> Path:
+    t = config.train
+    if out is None and world.distributed:
+        raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
-    out = runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
+
+    def prepare_dir() -> None:
+        runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
+        remove_stale_temps(out)  # left by a process killed mid-write; never read
+
+    world.on_main(prepare_dir, "preparing the run folder")
     ckpt = load_checkpoint(out / CHECKPOINT) if resume else None
     if ckpt is not None:
-        _check_compatible(ckpt.info["config"], config, out)
-    t = config.train
-    device = runfs.resolve_device(t.device)
+        ckpt.check_compatible(config.to_dict(), out)
+    check_batch(world, t.batch_size)
+    device = world.device
     data = data or load_data(config)
-    torch.manual_seed(t.seed)
-    model = build_model(config.model, data.image_shape).to(device)
-    optimizer, scheduler = make_optimizer(model, config, device)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    raw = build_model(config.model, data.image_shape).to(device)
+    data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
+    optimizer, scheduler = make_optimizer(raw, config, device)
+    if world.rank:  # rank 0's noise is one process's noise; the others draw their own
+        torch.manual_seed(t.seed + world.rank)
     info = {
         "dataset": data.name,
         "image_shape": list(data.image_shape),
@@ -143,57 +187,71 @@ def fit(
     }
     state = TrainState()
     if ckpt is not None:
-        model.load_state_dict(ckpt.model_state())
-        ckpt.restore_training(optimizer, scheduler, device)
+        raw.load_state_dict(ckpt.model_state())
+        ckpt.restore_training(optimizer, scheduler, device, world.rank)
         state = ckpt.state
-        runfs.truncate_metrics(out, state.step)
-    save_config(config, out / runfs.CONFIG)
-    runfs.write_info(out, {k: v for k, v in info.items() if k != "config"})
+        world.on_main(lambda: runfs.truncate_metrics(out, state.step), "rewriting metrics")
+
+    def write_setup() -> None:
+        save_config(config, out / runfs.CONFIG)
+        runfs.write_info(out, {k: v for k, v in info.items() if k != "config"})
+
+    world.on_main(write_setup, "writing config.yaml")
+    model = world.wrap(raw)
 
     train_x = data.train_x
     if config.data.binarize == "static":
         train_x = binarize_fixed(train_x, t.seed)
     pin = device.type == "cuda"
     train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
-    test_x = eval_images(data.test_x, config.data.binarize, t.seed).to(device)
+    test_x = eval_images(data.test_x, config.data.binarize, t.seed)[world.rank :: world.size]
+    test_x = test_x.to(device)
     # Labelled models (CVAE, M2) get each batch's labels; -1 marks a hidden label.
-    train_y = data.train_y.to(device) if getattr(model, "uses_labels", False) else None
+    train_y = data.train_y.to(device) if getattr(raw, "uses_labels", False) else None
     dynamic = config.data.binarize == "dynamic"
     n, bs = len(train_x), t.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    stepper = Stepper(model, optimizer, config, device)
-    save = lambda: save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, state, info)  # noqa: E731
+    steps_per_epoch = world.steps_per_epoch(n, bs)
+    stepper = Stepper(model, optimizer, config, device, world)
+    main_progress = t.progress and world.is_main
 
-    model.train()
+    def save() -> None:
+        rng = world.gather_rng()  # collective: every rank takes part
+        world.on_main(
+            lambda: save_checkpoint(out / CHECKPOINT, raw, optimizer, scheduler, state, info, rng),
+            "writing the checkpoint",
+        )
+
+    raw.train()
     for epoch in range(state.epoch, t.epochs):
         perm = epoch_permutation(n, t.seed, epoch, device)
-        sums = torch.zeros(4, device=device)
-        counted, t0 = 0, time.perf_counter()
+        sums = torch.zeros(5, device=device)  # loss, bound, recon, kl, steps counted
+        t0 = time.perf_counter()
         bar = tqdm(
             range(state.batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=not (t.progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
+            disable=not (main_progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for b in bar:
-            idx = perm[b * bs : (b + 1) * bs]
+            idx, scale = world.shard(perm[b * bs : (b + 1) * bs])
             y = train_y[idx] if train_y is not None else None
-            ok, loss, stats = stepper(
-                prepare(train_x[idx], dynamic), beta_at(config, state.step, steps_per_epoch), y
-            )
+            beta = beta_at(config, state.step, steps_per_epoch)
+            ok, loss, stats = stepper(prepare(train_x[idx], dynamic), beta, y, scale)
             state.step += 1
             if ok:
                 state.bad_steps = 0
-                sums += torch.stack([loss.detach(), stats["bound"], stats["recon"], stats["kl"]])
-                counted += 1
+                one = torch.ones((), device=device)
+                sums += torch.stack(
+                    [loss.detach(), stats["bound"], stats["recon"], stats["kl"], one]
+                )
             else:
                 state.bad_steps += 1
                 state.skipped_steps += 1
-                if state.bad_steps >= t.max_bad_steps:
+                if state.bad_steps >= t.max_bad_steps:  # the same decision on every rank
                     raise VaelabError(
                         f"training stopped at step {state.step}: {state.bad_steps} consecutive "
                         f"steps with a non-finite loss or gradient (--max-bad-steps); the last "
                         f"good checkpoint is {out / CHECKPOINT}"
                     )
-            if t.progress and b % 20 == 0:
+            if main_progress and b % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}")
             if (
                 t.checkpoint_every
@@ -205,8 +263,9 @@ def fit(
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
-        train = (sums / max(counted, 1)).tolist()
-        test = test_bound(model, test_x, samples=t.eval_samples)
+        sums = world.all_sum(sums)
+        train = (sums[:4] / sums[4].clamp(min=1)).tolist()
+        test = world.test_bound(raw, test_x, t.eval_samples)
         row = {
             "epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
             "beta": beta_at(config, state.step, steps_per_epoch),
@@ -216,8 +275,10 @@ def fit(
             "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
             "skipped_steps": state.skipped_steps,
         }  # fmt: skip
-        runfs.append_metrics(out, row)
-        if t.progress:
+        world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
+        if t.report:  # redrawn each epoch (at most every 2 s) to watch a running job
+            world.on_main(partial(write_curves, out, 2.0), "drawing training_curves.png")
+        if main_progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
                 f"(recon {test['recon']:.2f}, KL {test['kl']:.2f})  {seconds:.1f}s"
@@ -229,17 +290,7 @@ def fit(
     if t.report:
         from vaelab.generate import write_run_pictures
 
-        write_run_pictures(model, data, out, config)
+        world.on_main(
+            lambda: write_run_pictures(raw, data, out, config), "drawing the run's pictures"
+        )
     return out
-
-
-def _check_compatible(saved: dict[str, Any], config: Config, out: Path) -> None:
-    """Resuming with another model or data setup would silently train something else."""
-    now = config.to_dict()
-    for section in ("model", "data"):
-        for key, value in saved[section].items():
-            if now[section].get(key) != value:
-                raise VaelabError(
-                    f"--resume: the checkpoint in {out} was trained with {key}={value!r}, "
-                    f"this run asks {key}={now[section].get(key)!r}"
-                )
