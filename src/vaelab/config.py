@@ -41,6 +41,15 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
     prior: str = "normal"
+    prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
+    posterior: str = "normal"  # normal | gamma | beta (vaelab.latents.FAMILIES)
+    prior_a: float = 1.0  # Gamma(a, b) shape / Beta(a, b) first parameter
+    prior_b: float = 1.0  # Gamma(a, b) rate / Beta(a, b) second parameter
+    estimator: str = "reparam"  # reparam | score | score-baseline | grep (vaelab.estimators)
+    baseline_decay: float = 0.9  # score-baseline: EMA decay of the running mean of f
+    learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
+    num_classes: int = 10  # cvae | m2: number of classes of the labels
+    m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA)
     compile: bool = False  # torch.compile the training step
     progress: bool = True  # tqdm bar with live loss
-    report: bool = True  # write samples/reconstructions at the end
+    report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
+    alpha: float | None = None  # m2: weight of the classification loss (None: 0.1 * N)
+    labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
 
 
 @dataclass(frozen=True)
@@ -198,7 +209,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 _POSITIVE = ("latent_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
-    "objective": ("elbo", "iwae"),
+    "objective": ("elbo", "iwae", "m2"),
     "schedule": ("none", "cosine", "step"),
     "precision": ("fp32", "bf16", "fp16"),
 }

@@ -11,7 +11,22 @@ import sys
 from types import ModuleType
 
 from vaelab import __version__
-from vaelab.cli import evaluate, reconstruct, sample, similar, train
+from vaelab.cli import (
+    ae_vs_vae,
+    compare,
+    evaluate,
+    gradvar,
+    interpolate,
+    latent_plot,
+    reconstruct,
+    sample,
+    similar,
+    train,
+    traverse,
+)
+from vaelab.cli import classify as classify_cmd
+from vaelab.cli import complete as complete_cmd
+from vaelab.cli import report as report_cmd
 from vaelab.errors import VaelabError
 
 COMMANDS: dict[str, ModuleType] = {
@@ -20,6 +35,15 @@ COMMANDS: dict[str, ModuleType] = {
     "reconstruct": reconstruct,
     "similar": similar,
     "evaluate": evaluate,
+    "gradvar": gradvar,
+    "interpolate": interpolate,
+    "traverse": traverse,
+    "latent-plot": latent_plot,
+    "ae-vs-vae": ae_vs_vae,
+    "report": report_cmd,
+    "compare": compare,
+    "classify": classify_cmd,
+    "complete": complete_cmd,
 }
 
 

@@ -1,0 +1,51 @@
+"""vaelab classify: test accuracy and confusion matrix of a CVAE or M2 run (and a baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from vaelab.api import load, load_test_images
+from vaelab.classify import evaluate_classifier, save_confusion
+from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
+
+HELP = "classify the test set with an m2 (or cvae) run: accuracy and confusion matrix PNG"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_argument(parser)
+    parser.add_argument("--limit", type=int, default=None, help="first N test images only")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also train the same classifier network on "
+        "the run's labelled images alone (supervised-only baseline) and report it",
+    )  # fmt: skip
+    parser.add_argument("--baseline-steps", type=int, default=2000, help="its Adam steps")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    add_out_arguments(parser, "confusion.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load(args.run, args.device)
+    data = load_test_images(model)
+    result = evaluate_classifier(
+        model, data, args.limit, args.baseline, args.baseline_steps, seed=args.seed
+    )
+    path = save_confusion(
+        torch.tensor(result["confusion"]), result["class_names"],
+        output_path(args, "confusion.png"),
+        f"{result['model']} on {result['dataset']}: test error {100 * result['error']:.2f}%",
+    )  # fmt: skip
+    print(f"test accuracy {100 * result['accuracy']:.2f}% (error {100 * result['error']:.2f}%) "
+          f"on {result['images']} images")  # fmt: skip
+    if "baseline" in result:
+        b = result["baseline"]
+        print(f"supervised-only baseline: accuracy {100 * b['accuracy']:.2f}% "
+              f"(error {100 * b['error']:.2f}%)")  # fmt: skip
+    print(f"wrote {path}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,160 @@
+"""Labels for the label-using models (CVAE, M2): hiding labels, naming classes, class grids.
+
+``--labels-per-class N`` keeps N labels of each class (a seeded, balanced choice) and marks
+the others -1 (hidden); :func:`prepare_labels` does that inside ``fit()`` and hands M2 its
+labelled stream and its alpha. A class is named on the command line by index (``7``) or by
+name (``sneaker``, matched case-insensitively against the run's class names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from vaelab.config import Config
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.train.batches import binarize_fixed
+
+
+def keep_per_class(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices (sorted) of ``per_class`` labels of every class, drawn with ``seed``.
+
+    Raises if a class has fewer than ``per_class`` images (the choice would not be balanced).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    y = y.cpu()
+    keep = []
+    for c in torch.unique(y[y >= 0]).tolist():
+        members = torch.nonzero(y == c).flatten()
+        if len(members) < per_class:
+            raise VaelabError(
+                f"--labels-per-class {per_class}: class {c} has only {len(members)} images"
+            )
+        keep.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.sort(torch.cat(keep)).values
+
+
+def hide_labels(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """A copy of labels ``y`` ``(N,)`` with all but ``per_class`` per class set to -1."""
+    if per_class <= 0:
+        return y.clone()
+    out = torch.full_like(y, -1)
+    keep = keep_per_class(y, per_class, seed)
+    out[keep] = y[keep]
+    return out
+
+
+def prepare_labels(model: torch.nn.Module, config: Config, data: ImageData) -> ImageData:
+    """Check the labels a model needs, hide them per ``--labels-per-class`` and give M2 its
+    alpha and labelled stream. Returns the data to train on (unchanged for other models)."""
+    t = config.train
+    uses, semi = getattr(model, "uses_labels", False), getattr(model, "semi_supervised", False)
+    if t.labels_per_class and not semi:
+        raise VaelabError("--labels-per-class: only --model m2 learns from unlabelled images")
+    if t.alpha is not None and not semi:
+        raise VaelabError("--alpha: weights M2's classification loss; use it with --model m2")
+    if t.objective == "m2" and not semi:
+        raise VaelabError("--objective m2: needs --model m2")
+    if not uses:
+        return data
+    if data.train_y is None:
+        raise VaelabError(f"--model {config.model.model}: dataset {data.name} has no labels")
+    if data.num_classes != model.num_classes:
+        raise VaelabError(
+            f"--num-classes: dataset {data.name} has {data.num_classes} classes, the model "
+            f"{model.num_classes}; pass --num-classes {data.num_classes}"
+        )
+    if not semi:
+        return data
+    if t.objective != "m2":
+        raise VaelabError("--model m2: train it with --objective m2 (bound + alpha * class loss)")
+    if t.labels_per_class < 0:
+        raise VaelabError(f"--labels-per-class: must be >= 0, got {t.labels_per_class}")
+    train_y = hide_labels(data.train_y, t.labels_per_class, t.seed)
+    n = len(train_y)
+    alpha = 0.1 * n if t.alpha is None else t.alpha
+    if alpha < 0:
+        raise VaelabError(f"--alpha: must be >= 0, got {alpha}")
+    model.ce_weight = alpha / n  # J^alpha / N: the class loss is a mean over labelled images
+    known = torch.nonzero(train_y >= 0).flatten()
+    x = data.train_x
+    if config.data.binarize == "static":  # the same fixed draw fit() trains on
+        x = binarize_fixed(x, t.seed)
+    device = next(model.parameters()).device
+    model.attach_labelled(
+        x[known].to(device), train_y[known].to(device), config.data.binarize == "dynamic"
+    )
+    model.labelled_batch = min(t.batch_size, max(len(known), 1))
+    return dataclasses.replace(data, train_y=train_y)
+
+
+def class_names(model: torch.nn.Module) -> list[str]:
+    """The run's class names (run.json), else the indices as strings."""
+    names = (getattr(model, "run_info", None) or {}).get("class_names")
+    return list(names) if names else [str(i) for i in range(model.num_classes)]
+
+
+def resolve_label(model: torch.nn.Module, label: str | int) -> int:
+    """Class index of ``label``: an index, or a class name (case-insensitive)."""
+    if not getattr(model, "uses_labels", False):
+        raise VaelabError("--label: this run's model has no labels; train --model cvae or m2")
+    names = class_names(model)
+    text = str(label).strip()
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if text.lstrip("-").isdigit() and 0 <= int(text) < model.num_classes:
+        return int(text)
+    raise VaelabError(
+        f"--label {label}: expected a class index 0..{model.num_classes - 1} or a name: "
+        + ", ".join(names)
+    )
+
+
+@torch.no_grad()
+def class_grid(
+    model: torch.nn.Module, n: int, temperature: float = 1.0, seed: int | None = None
+) -> torch.Tensor:
+    """One row per class, the same ``n`` latents z in every row: ``(C * n, C, H, W)``.
+
+    Down a column only the label changes, so the column shows one style in every class."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    z = model.prior.sample(n, temperature)
+    labels = torch.arange(model.num_classes, device=z.device)
+    params = model.decode(z[None].expand(model.num_classes, -1, -1), labels[:, None])
+    return _to_images(model, model.likelihood.mean(params).flatten(0, 1))
+
+
+@torch.no_grad()
+def sample_class(
+    model: torch.nn.Module, n: int, label: int, temperature: float = 1.0, seed: int | None = None
+) -> torch.Tensor:
+    """``n`` images ``(n, C, H, W)`` of class ``label`` from a CVAE or M2."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    return model.sample(n, temperature, label)
+
+
+def _to_images(model: torch.nn.Module, out: torch.Tensor) -> torch.Tensor:
+    m1 = getattr(getattr(model, "features", None), "m1", None)
+    return m1.likelihood.mean(m1.decode(out.flatten(1))) if m1 is not None else out
+
+
+def label_samples(
+    model: torch.nn.Module, n: int, label: str, temperature: float = 1.0, seed: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """What ``vaelab sample --label`` draws: ``n`` images of one class, or with ``all`` one
+    row per class over min(n, 10) shared latents. Returns (images on CPU, images per row)."""
+    if n < 1 or temperature <= 0:
+        raise VaelabError(f"-n must be >= 1 and --temperature > 0, got {n}, {temperature}")
+    if str(label).lower() == "all":
+        resolve_label(model, 0)  # the same error for a model without labels
+        cols = min(n, 10)
+        return class_grid(model, cols, temperature, seed).cpu(), cols
+    images = sample_class(model, n, resolve_label(model, label), temperature, seed)
+    return images.cpu(), min(n, 8)

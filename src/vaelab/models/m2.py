@@ -1,0 +1,161 @@
+"""M2 of Kingma, Rezende, Mohamed & Welling (2014): semi-supervised learning with a VAE.
+
+Generative model p(y) p(z) p(x|y,z) (the CVAE's, :mod:`vaelab.models.cvae`); inference
+q(y|x) = Cat(classifier(x)) and q(z|x,y). For a labelled image the bound is on log p(x, y),
+
+    L(x, y) = E_q(z|x,y) [log p(x|y,z) + log p(y)] - KL(q(z|x,y) || p(z)),
+
+and for an unlabelled one on log p(x), summing over all classes:
+
+    U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)).
+
+Training minimises -(sum_labelled L + sum_unlabelled U) + alpha * E_labelled[-log q(y|x)]
+(the paper's J^alpha with alpha = 0.1 * N). ``forward(x, K, y)`` takes labels with -1 where
+hidden (``y=None``: all hidden) and returns Terms whose recon - kl is L or U per image; the
+classification loss is in ``extras`` for the ``m2`` objective. While training through
+:func:`vaelab.labels.prepare_labels` the model also draws a batch from the labelled images
+every step (the paper's separate labelled stream): with 100 labels in 60,000 images a
+uniform batch would hold a label once in five steps.
+
+M1+M2 (``m1_run``): ``features`` is the frozen encoder of a trained VAE (M1), x -> E_q[z1|x]
+shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaelab.config import ModelConfig
+from vaelab.errors import VaelabError
+from vaelab.models.cvae import CVAE
+from vaelab.nn import ARCHS
+from vaelab.objectives import Terms
+
+
+class M1Features(nn.Module):
+    """x -> the posterior mean of a trained VAE, ``(B, 1, 1, D1)``; frozen (no gradients)."""
+
+    def __init__(self, m1: nn.Module) -> None:
+        super().__init__()
+        self.m1 = m1.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> M1Features:
+        return super().train(False)  # M1 is fixed: never in training mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.m1.latent_mean(x)[:, None, None, :]
+
+
+def load_m1(run: str) -> nn.Module:
+    """The trained VAE of run folder ``run`` (weights are then overwritten by M2's own copy
+    when an M2 checkpoint is loaded)."""
+    from vaelab.api import load  # late: api imports the model registry
+
+    if not Path(run).is_dir():
+        raise VaelabError(f"--m1-run {run}: no such run folder (train a VAE there first)")
+    m1 = load(run)
+    if type(m1).__name__ != "VAE":
+        raise VaelabError(f"--m1-run {run}: expected a --model vae run, got {type(m1).__name__}")
+    return m1
+
+
+class M2(CVAE):
+    """CVAE + classifier q(y|x); see the module docstring."""
+
+    semi_supervised = True
+
+    def __init__(self, classifier: nn.Module, **parts) -> None:
+        super().__init__(**parts)
+        self.classifier = classifier
+        self.ce_weight = 0.1  # alpha / N, set from the training set by prepare_labels
+        self.labelled_x: torch.Tensor | None = None  # uint8 labelled stream (not saved)
+        self.labelled_y: torch.Tensor | None = None
+        self.labelled_batch = 100
+        self.dynamic = False
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> M2:
+        features: nn.Module = nn.Identity()
+        if cfg.m1_run:
+            if not cfg.likelihood.startswith("gaussian"):
+                raise VaelabError(
+                    "--likelihood: M1+M2 models real-valued M1 features; pass gaussian-learned "
+                    f"or gaussian-pixel, not {cfg.likelihood}"
+                )
+            m1 = load_m1(cfg.m1_run)
+            features = M1Features(m1)
+            image_shape = (1, 1, m1.latent_dim)
+            cfg = replace(cfg, arch="mlp")  # features are vectors: only MLP bodies apply
+        parts = cls.parts(cfg, image_shape)
+        parts["features"] = features
+        return cls(classifier_net(cfg, image_shape), **parts)
+
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x), ``(B, C)``."""
+        return self.classifier(self.features(x))
+
+    def class_log_probs(self, x: torch.Tensor, samples: int = 1) -> torch.Tensor:
+        return torch.log_softmax(self.class_logits(x), -1)
+
+    def attach_labelled(self, x: torch.Tensor, y: torch.Tensor, dynamic: bool) -> None:
+        """The labelled images (uint8, on the model's device) drawn from every training step."""
+        self.labelled_x, self.labelled_y, self.dynamic = x, y, dynamic
+
+    def _labelled_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.training or self.labelled_x is None or len(self.labelled_x) == 0:
+            return None
+        # Indices from the CPU generator: checkpointed, so resume stays exact on CUDA too.
+        idx = torch.randint(len(self.labelled_x), (self.labelled_batch,))
+        idx = idx.to(self.labelled_x.device)
+        x = self.labelled_x[idx].float().div_(255.0)
+        return (torch.bernoulli(x) if self.dynamic else x), self.labelled_y[idx]
+
+    def forward(self, x: torch.Tensor, samples: int = 1, y: torch.Tensor | None = None) -> Terms:
+        log_q = self.class_log_probs(x)  # (B, C)
+        if y is None:
+            y = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        known = (y >= 0)[:, None]
+        onehot = F.one_hot(y.clamp(min=0), self.num_classes).to(log_q.dtype)
+        q = log_q.exp()
+        w = torch.where(known, onehot, q)
+        log_w = torch.where(known, torch.zeros_like(log_q), log_q)
+        entropy = torch.where(known[:, 0], 0.0, -(q * log_q).sum(-1))
+        terms = self.marginal_terms(self.class_terms(x, samples), w, log_w, entropy)
+        stream = self._labelled_batch()
+        if stream is not None:
+            ce = F.cross_entropy(self.class_logits(stream[0]), stream[1])
+        else:  # no labelled stream (evaluation, direct calls): the batch's own labels
+            ce_each = -(onehot * log_q).sum(-1) * known[:, 0]
+            ce = ce_each.sum() / known.sum().clamp(min=1)
+        terms.extras = {"class_loss": ce, "ce_weight": torch.tensor(self.ce_weight)}
+        return terms
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, temperature: float = 1.0, y: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        out = super().sample(n, temperature, y)
+        if isinstance(self.features, M1Features):  # M2 drew M1 latents: decode them with M1
+            m1 = self.features.m1
+            return m1.likelihood.mean(m1.decode(out.flatten(1)))
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().reconstruct(x, y)
+        if isinstance(self.features, M1Features):
+            m1 = self.features.m1
+            return m1.likelihood.mean(m1.decode(out.flatten(1)))
+        return out
+
+
+def classifier_net(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    """q(y|x)'s network: the encoder body of ``cfg.arch`` with C outputs (logits). The
+    supervised-only baseline of :mod:`vaelab.classify` builds the same network."""
+    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes)

@@ -1,0 +1,183 @@
+"""CVAE and M2: the class-enumerated bounds, q(y|x), hidden labels, class names, samples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
+
+from conftest import small_config
+from single_thread import one_thread
+from vaelab.config import ModelConfig
+from vaelab.data import load_dataset
+from vaelab.errors import VaelabError
+from vaelab.labels import class_grid, hide_labels, resolve_label
+from vaelab.models import CVAE, M2
+from vaelab.objectives import m2 as m2_objective
+from vaelab.train.loop import fit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _tiny(cls, digits):
+    torch.manual_seed(0)
+    cfg = ModelConfig(model=cls.__name__.lower(), hidden=(16,), latent_dim=2)
+    return cls.from_config(cfg, digits.image_shape).eval()
+
+
+def test_m2_unlabelled_bound_is_q_weighted_class_bounds_plus_entropy(digits):
+    """U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)), with each L(x, y) computed class by class.
+
+    The KL part is analytic, so it must agree to float precision; the reconstruction part
+    is a K-sample Monte Carlo mean on both sides, so they agree within 5 standard errors."""
+    model = _tiny(M2, digits)
+    x = digits.test_x[:4].float() / 255
+    k = 4000
+    torch.manual_seed(1)
+    u = model(x, k)
+    q = model.class_log_probs(x).exp()
+    entropy = -(q * q.log()).sum(-1)
+    log_c = math.log(10)
+    kl_sum, recon_sum, var = torch.zeros(4), torch.zeros(4), torch.zeros(4)
+    std_normal = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    for c in range(10):
+        y = torch.full((4,), c)
+        qz = model.encode(x, y)
+        kl_c = kl_divergence(qz, std_normal)  # brute force: torch's own closed form
+        t = model(x, k, y=y)  # labelled bound of class c: recon - (KL + log C)
+        torch.testing.assert_close(t.kl, kl_c + log_c, rtol=1e-5, atol=1e-5)
+        kl_sum += q[:, c] * (kl_c + log_c)
+        recon_sum += q[:, c] * t.log_px_z.mean(0)
+        var += (q[:, c] * t.log_px_z.std(0)).square() / k
+    torch.testing.assert_close(u.kl, kl_sum - entropy, rtol=1e-5, atol=1e-5)
+    recon_u = u.log_px_z.mean(0)
+    se = (var + u.log_px_z.var(0) / k).sqrt()
+    assert ((recon_u - recon_sum).abs() < 5 * se).all(), (recon_u, recon_sum, se)
+    # The whole bound: U = sum_y q (recon_y - KL_y - log C) + H.
+    bound = recon_u - u.kl
+    assert ((bound - (recon_sum - kl_sum + entropy)).abs() < 5 * se).all()
+
+
+@pytest.mark.parametrize("cls", [M2, CVAE])
+def test_class_posterior_sums_to_one(cls, digits):
+    model = _tiny(cls, digits)
+    x = digits.test_x[:16].float() / 255
+    p = model.class_log_probs(x).exp()
+    assert p.shape == (16, 10) and (p >= 0).all()
+    torch.testing.assert_close(p.sum(-1), torch.ones(16))
+
+
+def test_cvae_marginal_bound_is_logsumexp_of_class_bounds(digits):
+    """Without a label the CVAE bounds log p(x) by logsumexp_y(ELBO(x, y) + log p(y)), the
+    tightest class-weighted bound; its value must equal that logsumexp for the same draw."""
+    model = _tiny(CVAE, digits)
+    x = digits.test_x[:8].float() / 255
+    torch.manual_seed(3)
+    t = model(x, 1)
+    torch.manual_seed(3)
+    elbos = model.class_elbos(x, 1)
+    torch.testing.assert_close(
+        t.log_px_z.mean(0) - t.kl, torch.logsumexp(elbos - math.log(10), -1), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_m2_objective_adds_weighted_class_loss(digits):
+    model = _tiny(M2, digits)
+    x = digits.train_x[:32].float() / 255
+    y = digits.train_y[:32].clone()
+    y[16:] = -1
+    terms = model(x, 1, y=y)
+    loss, stats = m2_objective(terms, 1.0)
+    log_q = model.class_log_probs(x)
+    ce = -log_q[torch.arange(16), y[:16]].mean()  # batch labels: no labelled stream attached
+    bound = terms.log_px_z.mean(0) - terms.kl
+    torch.testing.assert_close(loss, -bound.mean() + 0.1 * ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats["class_loss"], ce.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_hide_labels_keeps_a_seeded_balanced_subset(digits):
+    y = digits.train_y
+    hidden = hide_labels(y, 5, seed=0)
+    kept = hidden[hidden >= 0]
+    assert torch.equal(torch.bincount(kept, minlength=10), torch.full((10,), 5))
+    assert torch.equal(hidden[hidden >= 0], y[hidden >= 0])  # kept labels are the true ones
+    assert torch.equal(hidden, hide_labels(y, 5, seed=0))
+    assert not torch.equal(hidden, hide_labels(y, 5, seed=1))
+    with pytest.raises(VaelabError, match="labels-per-class"):
+        hide_labels(y, 10_000, seed=0)
+
+
+def test_resolve_label_by_index_and_name(digits):
+    model = _tiny(CVAE, digits)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker"]
+    model.run_info = {"class_names": [*names, "Bag", "Ankle boot"]}
+    assert resolve_label(model, "sneaker") == 7
+    assert resolve_label(model, "ANKLE BOOT") == 9
+    assert resolve_label(model, "3") == 3
+    for bad in ("10", "-1", "shoe"):
+        with pytest.raises(VaelabError, match="--label"):
+            resolve_label(model, bad)
+
+
+def test_labels_per_class_needs_m2(tmp_path):
+    with pytest.raises(VaelabError, match="labels-per-class"):
+        fit(small_config(labels_per_class=5, epochs=0), tmp_path / "r")
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = small_config(model="cvae", epochs=20, hidden="128", latent_dim=4, batch_size=32)
+    with one_thread():
+        return fit(cfg, tmp_path_factory.mktemp("runs") / "cvae")
+
+
+def test_cvae_samples_of_a_label_are_classified_as_it(cvae_run, digits):
+    """A 3-nearest-neighbour classifier of the real digits (about 98% test accuracy) labels
+    CVAE samples of class c as c far above chance (10%): the label controls the class."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import vaelab
+
+    model = vaelab.load(cvae_run)
+    clf = KNeighborsClassifier(3).fit(
+        digits.train_x.flatten(1).numpy() / 255, digits.train_y.numpy()
+    )
+    torch.manual_seed(0)
+    y = torch.arange(10).repeat_interleave(30)
+    images = model.sample(300, 1.0, y)
+    acc = (clf.predict(images.flatten(1).numpy()) == y.numpy()).mean()
+    assert acc > 0.6, acc
+    grid = class_grid(model, 5, seed=0)  # rows are classes, columns share z
+    assert grid.shape == (50, 1, 8, 8)
+    rows = torch.arange(10).repeat_interleave(5).numpy()
+    assert (clf.predict(grid.flatten(1).numpy()) == rows).mean() > 0.6
+
+
+@pytest.mark.parametrize("model", ["cvae", "m2"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-pixel"])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_label_model_terms_contract(model, likelihood, arch):
+    """The Terms contract with labels, with some hidden (-1) and with none (y=None)."""
+    cfg = ModelConfig(model=model, likelihood=likelihood, arch=arch, hidden=(8,), latent_dim=3)
+    m = (CVAE if model == "cvae" else M2).from_config(cfg, (1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    y = torch.tensor([0, 3, -1, 9, -1]) if model == "m2" else torch.tensor([0, 3, 1, 9, 2])
+    for labels in (y, None):
+        terms = m(x, 4, y=labels)
+        for t in (terms.log_px_z, terms.log_pz, terms.log_qz_x):
+            assert t.shape == (4, 5) and torch.isfinite(t).all()
+        assert terms.kl_per_image().shape == (5,) and torch.isfinite(terms.kl).all()
+    assert m.reconstruct(x).shape == x.shape
+    assert m.sample(3, 1.0, 2).shape == (3, 1, 8, 8)
