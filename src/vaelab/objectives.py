@@ -56,8 +56,10 @@ def elbo(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch
     kl = terms.kl_per_image()
     loss = -(recon - beta * kl).mean()
     if terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
-        f = terms.log_px_z if terms.kl is not None else terms.log_px_z - beta * (
-            terms.log_qz_x - terms.log_pz
+        f = (
+            terms.log_px_z
+            if terms.kl is not None
+            else terms.log_px_z - beta * (terms.log_qz_x - terms.log_pz)
         )
         loss = loss + surrogate_loss(terms.extras, f)
     bound = recon - kl

@@ -50,8 +50,8 @@ def log_likelihood(
     model: torch.nn.Module,
     x: torch.Tensor,
     samples: int = 1000,
-    batch_size: int = 100,
-    chunk: int = 250,
+    batch_size: int = 16,
+    chunk: int = 256,
 ) -> torch.Tensor:
     """Per-image importance-sampled log p(x), ``(N,)`` float64, for uint8 images ``x``.
 
@@ -101,9 +101,11 @@ def evaluate_model(
     t0 = time.perf_counter()
     bound = test_bound(model, x, samples=1)
     t1 = time.perf_counter()
-    # Keep ~250k decoded images per chunk: bounded memory, large matmuls.
-    batch = batch_size or max(1, min(len(x), 250_000 // samples, 1000))
-    chunk = max(1, min(samples, 250_000 // batch))
+    # ~4k decoded images per chunk (16 images x 256 samples): measured fastest on CPU
+    # (6.5 s per 1000 images at K=1000 vs 10 s with 100k-row chunks that spill the cache),
+    # and memory stays bounded whatever K is.
+    chunk = min(samples, 256)
+    batch = batch_size or max(1, 4096 // chunk)
     log_px = log_likelihood(model, x, samples=samples, batch_size=batch, chunk=chunk)
     t2 = time.perf_counter()
     nll = summarize_nll(log_px, dims)
