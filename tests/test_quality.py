@@ -3,6 +3,7 @@ and reconstruction MSE/PSNR, on digits (a classifier trains in seconds)."""
 
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,3 +104,17 @@ def test_reconstruction_mse_and_psnr_closed_form(digits):
     assert out["mse"] == pytest.approx(mse_i.mean().item(), rel=1e-6)
     assert out["psnr_db"] == pytest.approx((10 * torch.log10(1 / mse_i)).mean().item(), rel=1e-6)
     assert out["images"] == 50
+
+
+def test_damaged_classifier_cache_is_rebuilt_not_fatal(digits, classifier, tmp_path):
+    """The cache is disposable: a truncated weights file warns and retrains (same seed, so
+    the same accuracy), and the rebuilt entry loads again."""
+    _, info, cache = classifier
+    own = tmp_path / "cache"
+    shutil.copytree(cache, own)
+    weights = own / "classifiers" / f"{info['key']}.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="damaged classifier cache"):
+        _, rebuilt = load_classifier(digits, cache_dir=own)
+    assert rebuilt["test_accuracy"] == pytest.approx(info["test_accuracy"])
+    assert load_classifier(digits, cache_dir=own)[1] == rebuilt

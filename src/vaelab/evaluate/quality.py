@@ -24,17 +24,20 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 from torch import nn
 
 from vaelab.data import ImageData, cache_root
 from vaelab.errors import VaelabError
 from vaelab.train.batches import to_unit
+from vaelab.train.checkpoint import atomic_write_bytes
 
 CLASSIFIER_VERSION = 2  # bump when the architecture or training recipe changes
 FEATURES = 128
@@ -117,8 +120,15 @@ def load_classifier(
     weights, meta = folder / f"{key}.safetensors", folder / f"{key}.json"
     net = Classifier(data.image_shape, data.num_classes)
     if weights.is_file() and meta.is_file():
-        net.load_state_dict(load_file(weights))
-        return net.eval(), json.loads(meta.read_text())
+        try:
+            net.load_state_dict(load_file(weights))
+            return net.eval(), json.loads(meta.read_text())
+        except Exception as exc:  # a cache: a damaged entry is rebuilt, not fatal
+            warnings.warn(
+                f"{weights}: damaged classifier cache ({type(exc).__name__}); retraining",
+                stacklevel=2,
+            )
+            net = Classifier(data.image_shape, data.num_classes)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     # Convolutions this small run several times faster on one CPU thread than on two
@@ -138,8 +148,10 @@ def load_classifier(
         "train_seconds": time.perf_counter() - t0,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
-    meta.write_text(json.dumps(info, indent=2) + "\n")
+    # Written atomically, weights first: a half-written entry is never mistaken for a cache hit.
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    atomic_write_bytes(weights, st_save(state))
+    atomic_write_bytes(meta, (json.dumps(info, indent=2) + "\n").encode())
     return net, info
 
 
