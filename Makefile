@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 data:
 	@bash scripts/get_data.sh >/dev/null
 
-demo: venv data
+demo: venv
 	$(BIN)/vaelab train --dataset $$(bash scripts/get_data.sh) --out $(RUN) --overwrite
 	$(BIN)/vaelab evaluate $(RUN) --samples 100 --limit 1000
 	@echo "samples and reconstructions: $(RUN)/samples.png $(RUN)/reconstructions.png"
