@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from vaelab.data import ImageData
 from vaelab.errors import VaelabError
 from vaelab.labels import class_names, keep_per_class
 from vaelab.models.m2 import classifier_net
+from vaelab.plots import save_figure
 from vaelab.train.batches import binarize_fixed, eval_images, prepare, to_unit
 
 
@@ -37,12 +39,8 @@ def confusion_matrix(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> t
 
 def save_confusion(cm: torch.Tensor, names: list[str], path: str | Path, title: str) -> Path:
     """The confusion matrix as a PNG heat map with counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    fig = Figure(figsize=(6.5, 5.5), dpi=100)
+    ax = fig.subplots()
     ax.imshow(cm.numpy(), cmap="Blues")
     ticks = range(len(names))
     ax.set_xticks(ticks, names, rotation=45, ha="right")
@@ -57,10 +55,7 @@ def save_confusion(cm: torch.Tensor, names: list[str], path: str | Path, title: 
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if v > top / 2 else "black")  # fmt: skip
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _scores(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> dict[str, Any]:

@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from vaelab.errors import VaelabError
 from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
 from vaelab.latents import FAMILIES
 from vaelab.objectives import elbo
+from vaelab.plots import save_figure
 
 
 def posterior_name(model: torch.nn.Module) -> str:
@@ -160,10 +162,6 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 def plot_stats(results: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Log-scale grouped bars: variance and SNR per parameter group, one colour per estimator."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     names = list(results)
     # A learned baseline adds an "estimator" group to one estimator only: plot shared groups.
@@ -171,7 +169,8 @@ def plot_stats(results: dict[str, dict[str, Any]], path: str | Path, title: str 
         g for g in results[names[0]]["groups"] if all(g in r["groups"] for r in results.values())
     ]
     width = 0.8 / len(names)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     panels = (("variance", "total variance"), ("snr", "SNR = |mean|/std"))
     for ax, (key, label) in zip(axes, panels, strict=True):
         for i, name in enumerate(names):
@@ -185,23 +184,16 @@ def plot_stats(results: dict[str, dict[str, Any]], path: str | Path, title: str 
     axes[0].legend(title="estimator")
     fig.suptitle(title or "gradient estimates on one batch")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_over_training(
     rows: list[dict[str, Any]], path: str | Path, group: str = "encoder"
 ) -> Path:
     """Variance and SNR of ``group`` after each epoch, one line per estimator (log y)."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     names = list(rows[0]["stats"])
     epochs = [r["epoch"] for r in rows]
     for ax, key in zip(axes, ("variance", "snr"), strict=True):
@@ -214,10 +206,7 @@ def plot_over_training(
         ax.grid(which="both", alpha=0.3)
     axes[0].legend(title="estimator")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def during_training(

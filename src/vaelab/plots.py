@@ -58,10 +58,11 @@ def png_bytes(image: Image.Image | Figure) -> bytes:
     return buf.getvalue()
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib ``Figure`` (made without pyplot: no global backend or state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     return path
 
 

@@ -36,6 +36,7 @@ from vaelab.plots import (
     image_panel,
     latent_figure,
     png_bytes,
+    save_figure,
     training_curves,
     traversal_figure,
 )
@@ -78,8 +79,7 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
     path = Path(run) / CURVES_PNG
     if not rows or (path.is_file() and time.time() - path.stat().st_mtime < min_interval):
         return None
-    training_curves(rows).savefig(path, dpi=100)
-    return path
+    return save_figure(training_curves(rows), path)
 
 
 def _img(data: bytes, caption: str, alt: str) -> str:

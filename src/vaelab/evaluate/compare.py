@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from vaelab.errors import VaelabError
+from vaelab.plots import save_figure
 
 # (column title, function of an evaluation dict -> number or None, format)
 COLUMNS: list[tuple[str, Any, str]] = [
@@ -83,16 +86,13 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def comparison_chart(evaluations: list[dict[str, Any]], path: str | Path) -> Path:
     """Bars per run: NLL with +-2 SE error bars, and the Frechet distance per sampler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     names = [r["name"] for r in evaluations]
     samplers = sorted({s for r in evaluations for s in r.get("quality", {})})
     panels = 2 if samplers else 1
-    fig, axes = plt.subplots(1, panels, figsize=(max(5, 1.4 * len(names)) * panels, 4))
+    fig = Figure(figsize=(max(5, 1.4 * len(names)) * panels, 4))
+    axes = fig.subplots(1, panels)
     axes = np.atleast_1d(axes)
     x = np.arange(len(names))
     nll = [r["nll_nats"] for r in evaluations]
@@ -114,11 +114,7 @@ def comparison_chart(evaluations: list[dict[str, Any]], path: str | Path) -> Pat
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def compare(runs: list[str | Path], out: str | Path | None = None) -> dict[str, Any]:
