@@ -224,7 +224,8 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     raw.train()
     for epoch in range(state.epoch, t.epochs):
         perm = epoch_permutation(n, t.seed, epoch, device)
-        sums = torch.zeros(5, device=device)  # loss, bound, recon, kl, steps counted
+        sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
+        counted = 0
         t0 = time.perf_counter()
         bar = tqdm(
             range(state.batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -238,10 +239,8 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             state.step += 1
             if ok:
                 state.bad_steps = 0
-                one = torch.ones((), device=device)
-                sums += torch.stack(
-                    [loss.detach(), stats["bound"], stats["recon"], stats["kl"], one]
-                )
+                counted += 1
+                sums += torch.stack([loss.detach(), stats["bound"], stats["recon"], stats["kl"]])
             else:
                 state.bad_steps += 1
                 state.skipped_steps += 1
@@ -263,7 +262,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
-        sums = world.all_sum(sums)
+        sums = world.all_sum(torch.cat([sums, sums.new_tensor([counted])]))
         train = (sums[:4] / sums[4].clamp(min=1)).tolist()
         test = world.test_bound(raw, test_x, t.eval_samples)
         row = {
