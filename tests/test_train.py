@@ -1,6 +1,7 @@
 """fit(): learning on real data, metrics, exact resume, and the run-folder rules."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -105,5 +106,10 @@ def test_python_api_round_trip(digits_run):
     images = model.sample(5)
     assert images.shape == (5, 1, 8, 8)
     assert images.min() >= 0 and images.max() <= 1
-    result = vaelab.evaluate(digits_run, samples=50, limit=40)
-    assert result["images"] == 40 and result["nll_nats"] <= -result["elbo"] + 1e-6 + 1.0
+    result = vaelab.evaluate(digits_run, samples=50, limit=40, quality=False)
+    assert result["images"] == 40 and result["samples"] == 50 and result["dims"] == 64
+    # The report's numbers are consistent with each other (the bound's ordering in K is
+    # tested in test_objectives; on 40 images the K=50 gap is within the noise).
+    assert result["gap_nats"] == pytest.approx(result["nll_nats"] - result["negative_elbo"])
+    assert result["bits_per_dim"] == pytest.approx(result["nll_nats"] / (64 * math.log(2)))
+    assert result["elbo"] == pytest.approx(result["recon"] - result["kl"])
