@@ -7,7 +7,9 @@ vaelab variant, for ``--steps`` steps each) so machine noise hits them alike. va
 runs through the objects fit() uses (build_model, make_optimizer, Stepper, prepare),
 so what is timed is its real training step. Prints images/s medians and ratios and
 writes JSON. Also times ``vaelab.evaluate`` (importance-sampled NLL, K=1000) against
-the minimal loop's straightforward equivalent.
+the minimal loop's straightforward equivalent. ``--references`` adds hand-tuned
+minimal loops (fused Adam; fused Adam + torch.compile of the loss) as yardsticks for
+what the same maths can reach on the machine.
 
     python benchmarks/train_throughput.py --rounds 7 --steps 150
 """
@@ -60,11 +62,12 @@ class MinimalVAE(nn.Module):
 
 
 def minimal_round(model, opt, x_all: torch.Tensor, steps: int, bs: int, offset: int) -> float:
+    loss_fn = getattr(model, "compiled_loss", model.loss)
     t0 = time.perf_counter()
     for i in range(steps):
         start = ((offset + i) * bs) % (len(x_all) - bs)
         x = x_all[start : start + bs]
-        loss = model.loss(x)
+        loss = loss_fn(x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -76,7 +79,7 @@ def vaelab_round(stepper: Stepper, train_x: torch.Tensor, perm, steps: int, bs: 
     t0 = time.perf_counter()
     for i in range(steps):
         b = (offset + i) % (len(perm) // bs)
-        x = prepare(train_x[perm[b * bs : (b + 1) * bs]], dynamic=False)
+        x = prepare(train_x.index_select(0, perm[b * bs : (b + 1) * bs]), dynamic=False)
         _, loss, stats = stepper(x, 1.0)
         sums += torch.stack([loss.detach(), stats["bound"], stats["recon"], stats["kl"]])
     return steps * bs / (time.perf_counter() - t0)
@@ -115,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--variants", default="eager,compile")
+    ap.add_argument(
+        "--references",
+        default="minimal-fused,minimal-fused-compile",
+        help="hand-tuned minimal loops to time beside vaelab ('' for none)",
+    )
     ap.add_argument("--eval-images", type=int, default=500, help="images for the NLL timing")
     ap.add_argument("--eval-full", action="store_true", help="also time K=1000 on all 10k")
     ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
@@ -127,17 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     minimal = MinimalVAE()
     min_opt = torch.optim.Adam(minimal.parameters(), lr=1e-3)
+    # References, not vaelab: the minimal loop with fused Adam, and with fused Adam and
+    # torch.compile of its loss: what the same maths reaches when hand-tuned here.
+    references = {}
+    for name in args.references.split(",") if args.references else []:
+        torch.manual_seed(0)
+        ref = MinimalVAE()
+        if name == "minimal-fused-compile":
+            ref.compiled_loss = torch.compile(ref.loss)
+        references[name] = (ref, torch.optim.Adam(ref.parameters(), lr=1e-3, fused=True))
     variants = [v for v in args.variants.split(",") if v]
     steppers = {v: make_vaelab(v, data.image_shape) for v in variants}
     perm = epoch_permutation(len(train_u8), 0, 0, torch.device("cpu"))
     # Warm-up (compilation, allocator, caches) outside the timed rounds.
     minimal_round(minimal, min_opt, x_float, 20, bs, 0)
+    for ref, opt in references.values():
+        minimal_round(ref, opt, x_float, 20, bs, 0)
     for st in steppers.values():
         vaelab_round(st, train_u8, perm, 20, bs, 0)
-    speeds: dict[str, list[float]] = {"minimal": [], **{f"vaelab-{v}": [] for v in variants}}
+    speeds: dict[str, list[float]] = {"minimal": [], **{k: [] for k in references}}
+    speeds.update({f"vaelab-{v}": [] for v in variants})
     for r in range(args.rounds):
         off = 20 + r * args.steps
         speeds["minimal"].append(minimal_round(minimal, min_opt, x_float, args.steps, bs, off))
+        for name, (ref, opt) in references.items():
+            speeds[name].append(minimal_round(ref, opt, x_float, args.steps, bs, off))
         for v, st in steppers.items():
             speeds[f"vaelab-{v}"].append(vaelab_round(st, train_u8, perm, args.steps, bs, off))
         print(
@@ -160,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # Importance-sampled NLL, K = 1000: the vaelab model's weights after the timed rounds,
     # copied into the minimal model, so both sides estimate the same log p(x).
-    vae = steppers[variants[0]].model
+    vae = steppers[variants[0]].model.model  # Stepper -> LossModule -> VAE
     for src, dst in zip(
         [vae.encoder[1], vae.decoder[0], vae.decoder[2]],
         [minimal.fc1, minimal.fc3, minimal.fc4],

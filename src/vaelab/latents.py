@@ -10,6 +10,7 @@ it may learn parameters) with ``log_prob(z) -> (...)`` and ``sample(n)``.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -31,9 +32,14 @@ class NormalFamily:
     def params_size(self, latent_dim: int) -> int:
         return 2 * latent_dim
 
-    def dist(self, params: torch.Tensor) -> Distribution:
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each ``(..., D)``, the log-variance clamped."""
         mu, logvar = params.chunk(2, dim=-1)
-        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def dist(self, params: torch.Tensor) -> Distribution:
+        mu, logvar = self.split(params)
+        std = torch.exp(0.5 * logvar)
         return Independent(Normal(mu, std, validate_args=False), 1, validate_args=False)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -108,6 +114,19 @@ class Prior(nn.Module):
         """KL(q || p) per image, ``(B,)``, when it has a closed form; else None."""
         return None
 
+    def normal_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`analytic_kl` for q = N(mu, diag(exp(logvar))), given its parameters."""
+        q = Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+        return self.analytic_kl(q)
+
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) for ``z (..., D)``, summed over the last dimension: ``(...)``."""
+    return -0.5 * (z.square().sum(-1) + z.shape[-1] * LOG_2PI)
+
 
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I)."""
@@ -121,18 +140,21 @@ class StandardNormalPrior(Prior):
         return Independent(Normal(zeros, zeros + 1.0, validate_args=False), 1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return self.dist().log_prob(z)
+        return standard_normal_log_prob(z)
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         z = torch.randn(n, self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
         return temperature * z
 
+    def normal_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        # The tutorials' closed form, 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2).
+        return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
     def analytic_kl(self, q: Distribution) -> torch.Tensor | None:
         if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
-            # 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2): the closed form kl_divergence
-            # also computes, without materialising the prior's expanded parameters.
-            mu, std = q.base_dist.loc, q.base_dist.scale
-            return 0.5 * (mu.square() + std.square() - 1.0 - 2.0 * std.log()).sum(-1)
+            # The same closed form kl_divergence computes, without materialising the
+            # prior's expanded parameters.
+            return self.normal_kl(q.base_dist.loc, 2.0 * q.base_dist.scale.log())
         try:
             return kl_divergence(q, self.dist())
         except NotImplementedError:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from vaelab.config import Config, save_config, validate
@@ -73,22 +74,53 @@ def beta_at(config: Config, step: int, steps_per_epoch: int) -> float:
     return t.beta * min(1.0, step / (t.warmup_epochs * steps_per_epoch))
 
 
+def grads_finite(params: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool: every gradient is finite. One foreach pass (GradScaler's own check, with
+    scale 1): about a fifth of the cost of a global norm, which needs a pass, a stack, and a
+    second norm (measured: 305 vs 67 us per step of the reference MLP VAE on CPU)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    found = torch.zeros(1, device=grads[0].device)
+    one = torch.ones(1, device=grads[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+    return found[0] == 0
+
+
+class LossModule(nn.Module):
+    """A model and its objective as one module, ``(x, beta, y) -> (loss, stats)``.
+
+    This is what DDP wraps: its search for unused parameters starts from the forward's
+    outputs, and a model's ``Terms`` may compute log p(z) and log q(z|x) only when the
+    objective asks (a learned prior's parameters are reached only through them).
+    """
+
+    def __init__(self, model: nn.Module, objective, samples: int) -> None:
+        super().__init__()
+        self.model, self.objective, self.samples = model, objective, samples
+
+    def forward(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
+        terms = self.model(x, self.samples) if y is None else self.model(x, self.samples, y=y)
+        return self.objective(terms, beta)
+
+
 class Stepper:
     """The forward/backward/update of one batch, optionally under autocast/compile.
 
-    ``model`` is what the step calls (the DDP wrapper under torchrun, whose forward does
-    the gradient all-reduce bookkeeping). A step is applied only if the loss and the
-    global gradient norm are finite (on every rank); otherwise it is skipped.
+    ``model`` is the VAE; the step calls it with its objective as one
+    :class:`LossModule`, wrapped in DDP under torchrun (whose forward does the gradient
+    all-reduce bookkeeping). A step is applied only if the loss and every gradient are
+    finite (on every rank); otherwise it is skipped.
     """
 
     def __init__(
         self, model, optimizer, config: Config, device: torch.device, world: World | None = None
     ) -> None:
         t = config.train
-        self.model, self.optimizer, self.config = model, optimizer, config
+        self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.objective = get_objective(t.objective)
+        self.model = self.world.wrap(LossModule(model, get_objective(t.objective), t.samples))
         amp = device.type == "cuda" and t.precision != "fp32"
         if t.precision != "fp32" and device.type != "cuda":
             warnings.warn(f"--precision {t.precision} needs CUDA; training in fp32", stacklevel=2)
@@ -98,9 +130,7 @@ class Stepper:
         self.loss_fn = torch.compile(self._loss) if t.compile else self._loss
 
     def _loss(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
-        k = self.config.train.samples
-        terms = self.model(x, k) if y is None else self.model(x, k, y=y)
-        return self.objective(terms, beta)
+        return self.model(x, beta, y)
 
     def __call__(
         self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None, scale: float = 1.0
@@ -117,11 +147,11 @@ class Stepper:
         clip = self.config.train.clip_grad
         if clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+            finite = torch.isfinite(loss) & torch.isfinite(norm)
         else:
-            grads = [p.grad for p in self.params if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            finite = torch.isfinite(loss) & grads_finite(self.params)
         # One host sync decides: a NaN/inf loss or gradient anywhere skips the step.
-        if not self.world.all_true(torch.isfinite(loss) & torch.isfinite(norm)):
+        if not self.world.all_true(finite):
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.update()
@@ -197,7 +227,6 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         runfs.write_info(out, {k: v for k, v in info.items() if k != "config"})
 
     world.on_main(write_setup, "writing config.yaml")
-    model = world.wrap(raw)
 
     train_x = data.train_x
     if config.data.binarize == "static":
@@ -211,7 +240,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     dynamic = config.data.binarize == "dynamic"
     n, bs = len(train_x), t.batch_size
     steps_per_epoch = world.steps_per_epoch(n, bs)
-    stepper = Stepper(model, optimizer, config, device, world)
+    stepper = Stepper(raw, optimizer, config, device, world)
     main_progress = t.progress and world.is_main
 
     def save() -> None:
@@ -235,7 +264,8 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             idx, scale = world.shard(perm[b * bs : (b + 1) * bs])
             y = train_y[idx] if train_y is not None else None
             beta = beta_at(config, state.step, steps_per_epoch)
-            ok, loss, stats = stepper(prepare(train_x[idx], dynamic), beta, y, scale)
+            x = prepare(train_x.index_select(0, idx), dynamic)  # ~8x faster than x[idx]
+            ok, loss, stats = stepper(x, beta, y, scale)
             state.step += 1
             if ok:
                 state.bad_steps = 0
