@@ -12,9 +12,9 @@ from PIL import Image
 from vaelab.cli import main
 
 
-def vaelab(*args, check=True):
+def vaelab(*args, check=True, cwd=None):
     proc = subprocess.run([sys.executable, "-m", "vaelab", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300, cwd=cwd)  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr)
     return proc
@@ -50,11 +50,12 @@ def test_train_then_every_generating_command(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
 
-def test_user_error_is_one_line_without_traceback():
-    proc = vaelab("train", "--dataset", "no-such-set", check=False)
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    proc = vaelab("train", "--dataset", "no-such-set", check=False, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "fashion-mnist" in proc.stderr  # lists the valid names
+    assert not (tmp_path / "runs").exists()  # no empty run folder left behind
 
 
 def _idx(path, magic, dims, payload):

@@ -196,13 +196,14 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
+    # Data first: a mistyped --dataset must not leave an empty run folder behind.
+    data = data or load_data(config)
     world.on_main(prepare_dir, "preparing the run folder")
     ckpt = load_checkpoint(out / CHECKPOINT) if resume else None
     if ckpt is not None:
         ckpt.check_compatible(config.to_dict(), out)
     check_batch(world, t.batch_size)
     device = world.device
-    data = data or load_data(config)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     raw = build_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
