@@ -121,6 +121,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         result = evaluate(name, run, args)
         result["seconds_evaluate"] = time.perf_counter() - t0
+        # Rows may come from different invocations (--models subsets): keep each one's own.
+        result["command"] = " ".join(["python", "benchmarks/fashion_density.py", *sys.argv[1:]])
+        result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         report["models"][name] = result
         q = result.get("quality", {})
         print(
@@ -144,13 +147,14 @@ def main(argv=None) -> int:
 
 def table(report: dict) -> str:
     """The README table: NLL, SE, bound, epochs, time and sample metrics per sampler."""
-    lines = ["| model | NLL (nats) | SE | -ELBO | AU | epochs | train s | eval s "
+    lines = ["| model | NLL (nats) | SE | K / images | -ELBO | AU | epochs | train s | eval s "
              "| FD prior | P/R prior | FD gmm | P/R gmm | H(class) prior/gmm/test |",
-             "|" + "---|" * 13]  # fmt: skip
+             "|" + "---|" * 14]  # fmt: skip
     for name, r in report["models"].items():
         q = r["quality"]
         lines.append(
-            f"| {name} | {r['nll_nats']:.2f} | {r['nll_nats_se']:.2f} | {r['negative_elbo']:.2f} "
+            f"| {name} | {r['nll_nats']:.2f} | {r['nll_nats_se']:.2f} "
+            f"| {r['samples']} / {r['images']} | {r['negative_elbo']:.2f} "
             f"| {r['health']['active_units']} | {r['epochs']} | {r['train_seconds']:.0f} "
             f"({r.get('median_epoch_seconds', 0):.1f}/epoch) "
             f"| {r['seconds_evaluate']:.0f} | {q['prior']['frechet_distance']:.1f} "

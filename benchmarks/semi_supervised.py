@@ -50,6 +50,14 @@ def main() -> None:
     p.add_argument("--m2-epochs", type=int, default=5)
     p.add_argument("--m1m2-epochs", type=int, default=20)
     p.add_argument("--alpha", type=float, default=None, help="None: the paper's 0.1 * N")
+    p.add_argument(
+        "--alpha-n",
+        type=float,
+        default=None,
+        help="alpha as a multiple of N, the training images (overrides --alpha)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--m1-run", default=None, help="reuse this trained M1 run (else train one)")
     p.add_argument("--hidden", default="500")
     p.add_argument("--baseline-steps", type=int, default=2000)
     p.add_argument("--runs", default="/tmp/vaelab-bench-semi")
@@ -58,14 +66,22 @@ def main() -> None:
     torch.manual_seed(0)
     data = subset(load_dataset(args.dataset), args.train_images)
     runs = Path(args.runs) / args.dataset
-    common = {"dataset": args.dataset, "hidden": args.hidden, "seed": 0}
+    common = {"dataset": args.dataset, "hidden": args.hidden, "seed": 0, "lr": args.lr}
+    alpha = args.alpha if args.alpha_n is None else args.alpha_n * len(data.train_x)
     t0 = time.perf_counter()
-    m1 = train({**common, "model": "vae", "latent_dim": 50, "epochs": args.m1_epochs},
-               runs / "m1", data)  # fmt: skip
+    m1 = (
+        Path(args.m1_run)
+        if args.m1_run
+        else train(
+            {**common, "model": "vae", "latent_dim": 50, "epochs": args.m1_epochs},
+            runs / "m1",
+            data,
+        )
+    )
     rows = []
     for n in (int(v) for v in args.labels.split(",")):
         semi = {**common, "model": "m2", "objective": "m2", "labels_per_class": n,
-                "latent_dim": 50, "alpha": args.alpha}  # fmt: skip
+                "latent_dim": 50, "alpha": alpha}  # fmt: skip
         variants = {
             "m2": {**semi, "epochs": args.m2_epochs},
             "m1+m2": {**semi, "epochs": args.m1m2_epochs, "m1_run": str(m1),
@@ -85,7 +101,8 @@ def main() -> None:
     out = {
         "benchmark": "semi_supervised", "dataset": args.dataset,
         "train_images": len(data.train_x), "m1_epochs": args.m1_epochs,
-        "alpha": args.alpha if args.alpha is not None else "0.1 * N", "hidden": args.hidden,
+        "alpha": alpha if alpha is not None else "0.1 * N", "hidden": args.hidden,
+        "lr": args.lr,
         "baseline_steps": args.baseline_steps, "rows": rows,
         "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
