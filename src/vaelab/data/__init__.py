@@ -13,15 +13,16 @@ from pathlib import Path
 from vaelab.data.builtin import BUILTIN, cache_root
 from vaelab.data.folder import load_folder
 from vaelab.data.idx import find_idx_images, load_idx_dir, load_idx_file, read_idx, write_idx
-from vaelab.data.imagedata import ImageData
+from vaelab.data.imagedata import ImageData, LoadOptions
 from vaelab.data.npz import load_npz
-from vaelab.data.transforms import check_options, parse_resize
+from vaelab.data.transforms import parse_resize
 from vaelab.errors import VaelabError
 
 __all__ = [
     "BUILTIN",
     "FILE_LOADERS",
     "ImageData",
+    "LoadOptions",
     "cache_root",
     "load_dataset",
     "parse_resize",
@@ -56,12 +57,11 @@ def load_dataset(
     ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
     Returns train images ``(N, C, H, W)`` and test images ``(M, C, H, W)``, uint8.
     """
-    resize, channels, test_fraction, seed = check_options(resize, channels, test_fraction, seed)
-    options = {"resize": resize, "channels": channels, "test_fraction": test_fraction, "seed": seed}
+    options = LoadOptions(resize, channels, test_fraction, seed).checked()
     if not isinstance(spec, (str, Path)):
         raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
     if isinstance(spec, str) and spec in BUILTIN:
-        return BUILTIN[spec](download=download, cache_dir=cache_dir, **options)
+        return BUILTIN[spec](options, download=download, cache_dir=cache_dir)
     path = Path(spec).expanduser()
     try:
         exists = str(spec) != "" and path.exists()
@@ -75,7 +75,7 @@ def load_dataset(
         )
     if path.is_dir():
         loader = load_idx_dir if find_idx_images(path) else load_folder
-        return loader(path, **options)
+        return loader(path, options)
     if not path.is_file():
         raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")
-    return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, **options)
+    return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, options)

@@ -15,7 +15,7 @@ import numpy as np
 from vaelab.data.arrays import as_images, as_labels
 from vaelab.data.download import download as download_file
 from vaelab.data.idx import read_pair
-from vaelab.data.imagedata import ImageData, assemble
+from vaelab.data.imagedata import ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
 
 # Debian's dataset-fashion-mnist package (`apt-get install dataset-fashion-mnist`).
@@ -64,11 +64,8 @@ def _locate(name: str, cache: Path, download: bool) -> Path:
 
 
 def fashion_mnist(
+    options: LoadOptions,
     *,
-    resize: tuple[int, int] | None = None,
-    channels: int | None = None,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     download: bool = True,
     cache_dir: str | Path | None = None,
 ) -> ImageData:
@@ -84,20 +81,14 @@ def fashion_mnist(
         "fashion-mnist",
         train,
         test,
-        class_names=FASHION_MNIST_CLASSES,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
+        FASHION_MNIST_CLASSES,
     )
 
 
 def mnist_5k(
+    options: LoadOptions,
     *,
-    resize: tuple[int, int] | None = None,
-    channels: int | None = None,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     download: bool = True,
     cache_dir: str | Path | None = None,
 ) -> ImageData:
@@ -116,20 +107,14 @@ def mnist_5k(
         "mnist-5k",
         (x, y),
         None,
-        class_names=DIGIT_CLASSES,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
+        DIGIT_CLASSES,
     )
 
 
 def digits(
+    options: LoadOptions,
     *,
-    resize: tuple[int, int] | None = None,
-    channels: int | None = None,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     download: bool = True,
     cache_dir: str | Path | None = None,
 ) -> ImageData:
@@ -145,11 +130,8 @@ def digits(
         "digits",
         (as_images(x, "sklearn load_digits()"), as_labels(bunch.target, "digits")),
         None,
-        class_names=DIGIT_CLASSES,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
+        DIGIT_CLASSES,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vaelab.data.arrays import one_line
-from vaelab.data.imagedata import ImageData, assemble
+from vaelab.data.imagedata import ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -31,11 +31,7 @@ _GRAY = ("1", "L", "LA", "La")
 
 def load_folder(
     root: Path,
-    *,
-    resize: tuple[int, int] | None,
-    channels: int | None,
-    test_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> ImageData:
     """Load every image under ``root`` into ``(N, C, H, W)`` uint8, C = 1 if all are gray.
 
@@ -70,17 +66,14 @@ def load_folder(
             f" (e.g. {skipped[0]}); expected {', '.join(IMAGE_EXTENSIONS)}",
             stacklevel=3,
         )
-    x = _stack(files, resize, root)
+    x = _stack(files, options.resize, root)
     y = None if labels is None else np.asarray(labels, dtype=np.int64)
     return assemble(
         str(root),
         (x, y),
         None,
-        class_names=class_names,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
+        class_names,
     )
 
 

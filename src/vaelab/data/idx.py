@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from vaelab.data.arrays import as_images, as_labels, one_line
-from vaelab.data.imagedata import ImageData, assemble
+from vaelab.data.imagedata import ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -170,11 +170,7 @@ def read_pair(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray
 
 def load_idx_dir(
     directory: Path,
-    *,
-    resize: tuple[int, int] | None,
-    channels: int | None,
-    test_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> ImageData:
     """Load a directory of IDX files: one training prefix, optionally ``t10k``/``test`` too."""
     found = find_idx_images(directory)
@@ -192,21 +188,13 @@ def load_idx_dir(
         str(directory),
         train,
         test,
-        class_names=None,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
     )
 
 
 def load_idx_file(
     path: Path,
-    *,
-    resize: tuple[int, int] | None,
-    channels: int | None,
-    test_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> ImageData:
     """Load one IDX images file; a matching ``*-labels-idx1-ubyte[.gz]`` beside it gives labels.
 
@@ -216,9 +204,5 @@ def load_idx_file(
         str(path),
         read_pair(path, _labels_for(path)),
         None,
-        class_names=None,
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -60,25 +60,38 @@ class ImageData:
         return int(max(self.train_y.max(), self.test_y.max())) + 1
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """What every loader does to its images after reading them (``--resize``,
+    ``--channels``, ``--test-fraction``, ``--seed``); checked by :meth:`checked`."""
+
+    resize: tuple[int, int] | None = None
+    channels: int | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def checked(self) -> LoadOptions:
+        """The same options normalized, or a VaelabError naming the flag."""
+        return LoadOptions(
+            *check_options(self.resize, self.channels, self.test_fraction, self.seed)
+        )
+
+
 def assemble(
     name: str,
     train: tuple[np.ndarray, np.ndarray | None],
     test: tuple[np.ndarray, np.ndarray | None] | None,
-    *,
-    class_names: tuple[str, ...] | None,
-    resize: tuple[int, int] | None,
-    channels: int | None,
-    test_fraction: float,
-    seed: int,
+    options: LoadOptions,
+    class_names: tuple[str, ...] | None = None,
 ) -> ImageData:
     """Build an :class:`ImageData` from checked arrays (see :mod:`vaelab.data.arrays`).
 
     ``train``/``test`` are ``(images (N, C, H, W) uint8, labels (N,) int64 or None)``. Without
     ``test`` a seeded ``test_fraction`` of ``train`` becomes the test set. Then images are
     converted to ``channels`` (default: 3 if either part is RGB, else 1) and resized to
-    ``resize = (H, W)``.
+    ``resize = (H, W)`` (``options``).
     """
-    resize, channels, test_fraction, seed = check_options(resize, channels, test_fraction, seed)
+    resize, channels, test_fraction, seed = astuple(options.checked())
     train_x, train_y = _tensor(train[0]), _tensor(train[1])
     if test is None:
         train_idx, test_idx = split_indices(len(train_x), test_fraction, seed, name)

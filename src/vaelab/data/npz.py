@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data.arrays import as_images, as_labels, check_count, one_line
-from vaelab.data.imagedata import ImageData, assemble
+from vaelab.data.imagedata import ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
 
 # role -> accepted key names, first preferred
@@ -71,11 +71,7 @@ def _describe(err: BaseException) -> str:
 
 def load_npz(
     path: Path,
-    *,
-    resize: tuple[int, int] | None,
-    channels: int | None,
-    test_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> ImageData:
     """Load an .npz archive; its ``test_images`` are the test set, else a seeded fraction."""
     arrays = read_npz(path)
@@ -89,11 +85,8 @@ def load_npz(
         str(path),
         train,
         test,
-        class_names=_class_names(arrays, path),
-        resize=resize,
-        channels=channels,
-        test_fraction=test_fraction,
-        seed=seed,
+        options,
+        _class_names(arrays, path),
     )
 
 
