@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from provenance import provenance  # benchmarks/provenance.py
 from semi_supervised import subset
 from vaelab.api import load, load_test_images
 from vaelab.complete import complete, downscale, make_mask, upsample
@@ -84,8 +84,7 @@ def main() -> None:
     out = {
         "benchmark": "completion", "run": str(run), "dataset": data.name,
         "config": model.config.to_dict(), "rows": rows, "seconds": time.perf_counter() - t0,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
+        **provenance(),
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

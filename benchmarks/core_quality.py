@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 import vaelab
+from provenance import provenance  # benchmarks/provenance.py
 from vaelab.config import load_config, with_overrides
 from vaelab.train.run import read_metrics
 
@@ -95,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.runs)
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
+        **provenance(),
     }
     parts = args.parts.split(",")
     if "reference" in parts:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from provenance import provenance  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.evaluate.nll import test_bound
@@ -147,9 +146,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "part": args.part, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}", "seconds_per_run": args.seconds,
+        "part": args.part, **provenance(), "seconds_per_run": args.seconds,
         "steps_per_run": args.steps, "draws": args.draws,
         "model": "MLP 784-400-20, Bernoulli, Adam 1e-3, batch 128, K=1", "runs": {},
     }  # fmt: skip

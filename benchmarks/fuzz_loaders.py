@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import platform
 import sys
 import time
 import traceback
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import provenance  # benchmarks/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "fuzz_loaders",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.platform()},"
-        f" python {platform.python_version()}",
+        **provenance(),
+        "platform": f"{platform.platform()}, python {platform.python_version()}",
         "seconds": round(elapsed, 1),
         "inputs_tried": {name: c["tried"] for name, c in outcomes.items()},
         "loaded_ok": {name: c["ok"] for name, c in outcomes.items()},

@@ -19,11 +19,11 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from provenance import provenance  # benchmarks/provenance.py
 from vaelab.config import Config, validate, with_overrides
 from vaelab.data import load_dataset
 from vaelab.models import build_model
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_vs_first"] = row["images_per_s"] / base
     out = {
         "benchmark": "gpu_throughput",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(args.device),
         "device": torch.cuda.get_device_name(device) if pin else platform.processor() or "cpu",
         "torch": torch.__version__,
         "python": sys.version.split()[0],

@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from provenance import provenance  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.evaluate.nll import log_likelihood
@@ -200,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     flops_per_image = 3 * fwd - 2 * 784 * 400
     floor_ms = matmul_floor_ms(bs, args.rounds)
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
+        **provenance(),
         "batch_size": bs,
         "images_per_s_median": med,
         "images_per_s_rounds": speeds,
