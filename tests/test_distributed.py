@@ -141,11 +141,12 @@ def test_global_batch_must_split_evenly():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
-def test_gpu_benchmark_skips_cleanly_without_cuda(tmp_path, capsys):
+def test_gpu_benchmark_skips_cleanly_without_cuda(tmp_path, capsys, monkeypatch):
     """benchmarks/gpu_throughput.py --device cuda exits 0 and writes nothing here."""
     import importlib.util
 
     path = Path(__file__).parents[1] / "benchmarks" / "gpu_throughput.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python benchmarks/...` does
     spec = importlib.util.spec_from_file_location("gpu_throughput", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # ae | vae
+    model: str = "vae"  # ae | vae | hvae | cvae | m2 (vaelab.models.MODELS)
     arch: str = "mlp"  # mlp | conv
     hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
     latent_dim: int = 20
@@ -50,6 +50,8 @@ class ModelConfig:
     learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
     num_classes: int = 10  # cvae | m2: number of classes of the labels
     m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
+    z1_dim: int = 64  # hvae: size of the lower stochastic layer z1 (z2 is --latent-dim)
+    z1_hidden: tuple[int, ...] = (128,)  # hvae: widths of the MLPs between z1 and z2
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return with_overrides(Config(), _flatten(raw, source), source)
 
 
-_POSITIVE = ("latent_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
     "objective": ("elbo", "iwae", "m2"),
@@ -226,8 +228,10 @@ def validate(config: Config) -> Config:
         if flat[name] not in choices:
             flag = name.replace("_", "-")
             raise VaelabError(f"--{flag}: unknown {flat[name]!r}; valid: {', '.join(choices)}")
-    if any(h < 1 for h in flat["hidden"]):
-        raise VaelabError(f"--hidden: widths must be at least 1, got {flat['hidden']}")
+    for name in ("hidden", "z1_hidden"):
+        if any(h < 1 for h in flat[name]):
+            flag = name.replace("_", "-")
+            raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
     if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
         raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
     if not 0 < flat["test_fraction"] < 1:

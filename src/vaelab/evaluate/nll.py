@@ -55,8 +55,8 @@ def log_likelihood(
 ) -> torch.Tensor:
     """Per-image importance-sampled log p(x), ``(N,)`` float64, for uint8 images ``x``.
 
-    Each image gets ``samples`` draws from q(z|x), taken ``chunk`` at a time; the log
-    weights of all chunks are combined with one logsumexp.
+    Each image gets ``samples`` draws from q(z|x), taken ``chunk`` at a time
+    (``model.log_weights``); the log weights of all chunks are combined with one logsumexp.
     """
     was_training = model.training
     model.eval()
@@ -64,15 +64,10 @@ def log_likelihood(
     out = []
     for xb in _batches(x, batch_size):
         xf = to_unit(xb.to(param.device), param.dtype)
-        q = model.encode(xf)
-        log_w = []
-        for start in range(0, samples, chunk):
-            k = min(chunk, samples - start)
-            z = q.sample((k,))
-            params = model.decode(z)
-            log_w.append(
-                model.likelihood.log_prob(xf, params) + model.prior.log_prob(z) - q.log_prob(z)
-            )
+        log_w = [
+            model.log_weights(xf, min(chunk, samples - start))
+            for start in range(0, samples, chunk)
+        ]
         out.append(logmeanexp(torch.cat(log_w).double(), 0).cpu())
     model.train(was_training)
     return torch.cat(out)

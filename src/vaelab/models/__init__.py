@@ -8,10 +8,13 @@ from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
+from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 
-MODELS: dict[str, type[VAE]] = {"ae": Autoencoder, "vae": VAE, "cvae": CVAE, "m2": M2}
+MODELS: dict[str, type[VAE]] = {
+    "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
+}  # fmt: skip
 
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
@@ -20,4 +23,4 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Modul
     return MODELS[cfg.model].from_config(cfg, image_shape)
 
 
-__all__ = ["CVAE", "M2", "MODELS", "VAE", "Autoencoder", "build_model"]
+__all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "build_model"]

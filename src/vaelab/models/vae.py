@@ -129,6 +129,11 @@ class VAE(nn.Module):
             kl=self.prior.normal_kl(mu, logvar),
         )
 
+    def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x), ``(K, B)``:
+        what the importance-sampled log p(x) averages (any model whose forward gives them)."""
+        return self(x, samples).log_w()
+
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)``: the mean of p(x|z) at z ~ p(z) (spread x temperature)."""

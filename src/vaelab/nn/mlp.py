@@ -32,3 +32,8 @@ def mlp_decoder(
     return nn.Sequential(
         *_stack(widths), nn.Linear(widths[-1], out), nn.Unflatten(1, (n_params, *image_shape))
     )
+
+
+def mlp(widths: list[int]) -> nn.Sequential:
+    """``(N, widths[0]) -> (N, widths[-1])``: ReLU hidden layers, a linear output layer."""
+    return nn.Sequential(*_stack(widths[:-1]), nn.Linear(widths[-2], widths[-1]))
