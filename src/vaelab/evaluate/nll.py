@@ -65,8 +65,7 @@ def log_likelihood(
     for xb in _batches(x, batch_size):
         xf = to_unit(xb.to(param.device), param.dtype)
         log_w = [
-            model.log_weights(xf, min(chunk, samples - start))
-            for start in range(0, samples, chunk)
+            model.log_weights(xf, min(chunk, samples - start)) for start in range(0, samples, chunk)
         ]
         out.append(logmeanexp(torch.cat(log_w).double(), 0).cpu())
     model.train(was_training)
