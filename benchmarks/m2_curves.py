@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--hidden", default="256")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--test", type=int, default=2000, help="first N test images")
+    p.add_argument("--labelled-bound", type=float, default=0.0,
+                   help="also add this weight times the labelled batch's mean -L(x, y) each "
+                   "step (reimplementations' batch composition; 0: the paper's)")  # fmt: skip
     p.add_argument("--name", required=True, help="results/<name>.json")
     a = p.parse_args()
 
@@ -91,6 +94,10 @@ def main() -> None:
             terms = model(prepare(data.train_x[idx], False), 1, y=data.train_y[idx])
             loss, _ = m2_objective(terms)
             ce = terms.extras["class_loss"]
+            if a.labelled_bound:  # a labelled batch's L(x, y), weighted like the batch's
+                xs, ys = model._labelled_batch()
+                t = CVAE.forward(model, xs, 1, y=ys)
+                loss = loss - a.labelled_bound * (t.log_px_z.mean(0) - t.kl_per_image()).mean()
             if step % a.every == 0:
                 neg_bound = -(terms.log_px_z.mean(0) - terms.kl_per_image()).mean()
                 row = {"step": step, **accuracies(), "g_U": grad_norm(neg_bound),

@@ -3,9 +3,12 @@
 For each dataset and labels-per-class N: train M1 (a VAE) once, then M2 on the images and
 M2 on M1's latent means (M1+M2), each with N labels per class (the rest hidden), and
 report test error of q(y|x) beside the same classifier network trained on the N labels
-alone. Prints and saves JSON (benchmarks/results/semi_supervised.json).
+alone. Prints and saves JSON (benchmarks/results/<name>.json); the commands and
+figures are in benchmarks/README.md ("Labels and missing pixels").
 
-    flock /tmp/vaelab-cpu.lock python benchmarks/semi_supervised.py --quick
+    python benchmarks/semi_supervised.py --dataset mnist-5k --labels 10 --hidden 256 \
+        --m1-epochs 30 --m2-epochs 30 --m1m2-epochs 60 --alpha-n 10 \
+        --name semi_supervised-mnist-5k-alpha10N
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from vaelab.api import load
 from vaelab.classify import evaluate_classifier
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
+from vaelab.labels import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.train.loop import fit
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,7 +53,7 @@ def main() -> None:
     p.add_argument("--m1-epochs", type=int, default=10)
     p.add_argument("--m2-epochs", type=int, default=5)
     p.add_argument("--m1m2-epochs", type=int, default=20)
-    p.add_argument("--alpha", type=float, default=None, help="None: the paper's 0.1 * N")
+    p.add_argument("--alpha", type=float, default=None, help="None: vaelab's default")
     p.add_argument(
         "--alpha-n",
         type=float,
@@ -101,8 +105,8 @@ def main() -> None:
     out = {
         "benchmark": "semi_supervised", "dataset": args.dataset,
         "train_images": len(data.train_x), "m1_epochs": args.m1_epochs,
-        "alpha": alpha if alpha is not None else "0.1 * N", "hidden": args.hidden,
-        "lr": args.lr,
+        "alpha": alpha if alpha is not None else f"{DEFAULT_ALPHA_PER_IMAGE:g} * N",
+        "hidden": args.hidden, "lr": args.lr,
         "baseline_steps": args.baseline_steps, "rows": rows,
         "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} CPU, torch {torch.__version__}",

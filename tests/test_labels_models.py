@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
 from conftest import small_config
@@ -13,7 +14,13 @@ from single_thread import one_thread
 from vaelab.config import ModelConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.labels import class_grid, hide_labels, resolve_label
+from vaelab.labels import (
+    DEFAULT_ALPHA_PER_IMAGE,
+    class_grid,
+    hide_labels,
+    prepare_labels,
+    resolve_label,
+)
 from vaelab.models import CVAE, M2
 from vaelab.objectives import m2 as m2_objective
 from vaelab.train.loop import fit
@@ -102,7 +109,7 @@ def test_m2_objective_adds_weighted_class_loss(digits):
     log_q = model.class_log_probs(x)
     ce = -log_q[torch.arange(16), y[:16]].mean()  # batch labels: no labelled stream attached
     bound = terms.log_px_z.mean(0) - terms.kl
-    torch.testing.assert_close(loss, -bound.mean() + 0.1 * ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, -bound.mean() + model.ce_weight * ce, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stats["class_loss"], ce.detach(), rtol=1e-5, atol=1e-5)
 
 
@@ -181,3 +188,32 @@ def test_label_model_terms_contract(model, likelihood, arch):
         assert terms.kl_per_image().shape == (5,) and torch.isfinite(terms.kl).all()
     assert m.reconstruct(x).shape == x.shape
     assert m.sample(3, 1.0, 2).shape == (3, 1, 8, 8)
+
+
+def test_prepare_labels_sets_alpha_over_n_and_a_uniform_labelled_stream(digits):
+    """alpha / N weights the class loss (default 10 * N: benchmarks/m2_curves.py shows the
+    paper's 0.1 * N leaves q(y|x) unfitted after tens of epochs). The labelled stream draws
+    uniformly from the kept images, so the class loss of a step is, in expectation, their
+    mean -log q(y|x): the paper's E_labelled term, not over-weighted. The average of 400
+    draws of 50 must match it within 5 Monte Carlo standard errors."""
+    torch.manual_seed(0)
+    cfg = small_config(model="m2", objective="m2", labels_per_class=5)
+    model = M2.from_config(cfg.model, digits.image_shape)
+    data = prepare_labels(model, cfg, digits)
+    n = len(digits.train_x)
+    assert model.ce_weight == DEFAULT_ALPHA_PER_IMAGE == 10.0
+    kept = torch.nonzero(data.train_y >= 0).flatten()
+    assert len(kept) == 50 and torch.equal(model.labelled_y.cpu(), data.train_y[kept])
+    per_image = F.cross_entropy(model.class_logits(digits.train_x[kept].float() / 255),
+                                data.train_y[kept], reduction="none")  # fmt: skip
+    model.train()
+    x = digits.train_x[:8].float() / 255
+    with torch.no_grad():
+        draws = torch.stack([model(x, 1).extras["class_loss"] for _ in range(400)])
+    se = per_image.std() / math.sqrt(50 * 400)
+    assert abs(draws.mean() - per_image.mean()) < 5 * se, (draws.mean(), per_image.mean(), se)
+    for alpha, weight in ((0.0, 0.0), (0.1 * n, 0.1)):
+        prepare_labels(model, small_config(model="m2", objective="m2", alpha=alpha), digits)
+        assert model.ce_weight == pytest.approx(weight)
+    with pytest.raises(VaelabError, match="--alpha"):
+        prepare_labels(model, small_config(model="m2", objective="m2", alpha=-1.0), digits)

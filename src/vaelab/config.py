@@ -75,7 +75,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step
     progress: bool = True  # tqdm bar with live loss
     report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
-    alpha: float | None = None  # m2: weight of the classification loss (None: 0.1 * N)
+    alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
     labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
 
 

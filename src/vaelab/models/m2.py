@@ -10,12 +10,16 @@ and for an unlabelled one on log p(x), summing over all classes:
     U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)).
 
 Training minimises -(sum_labelled L + sum_unlabelled U) + alpha * E_labelled[-log q(y|x)]
-(the paper's J^alpha with alpha = 0.1 * N). ``forward(x, K, y)`` takes labels with -1 where
-hidden (``y=None``: all hidden) and returns Terms whose recon - kl is L or U per image; the
-classification loss is in ``extras`` for the ``m2`` objective. While training through
+(the paper's J^alpha; the paper's alpha = 0.1 * N, the default here 10 * N, see
+:data:`vaelab.labels.DEFAULT_ALPHA_PER_IMAGE`), divided by N: per step the batch's mean
+bound plus alpha / N times the labelled batch's mean class loss, the expectation of the
+paper's per-step cost (its minibatches also mix labelled and unlabelled images in
+proportion). ``forward(x, K, y)`` takes labels with -1 where hidden (``y=None``: all
+hidden) and returns Terms whose recon - kl is L or U per image; the classification loss
+is in ``extras`` for the ``m2`` objective. While training through
 :func:`vaelab.labels.prepare_labels` the model also draws a batch from the labelled images
-every step (the paper's separate labelled stream): with 100 labels in 60,000 images a
-uniform batch would hold a label once in five steps.
+every step for the class loss (Kingma's code puts labelled images in every minibatch):
+with 100 labels in 60,000 images a uniform batch would hold a label once in five steps.
 
 M1+M2 (``m1_run``): ``features`` is the frozen encoder of a trained VAE (M1), x -> E_q[z1|x]
 shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood.
@@ -32,6 +36,7 @@ from torch import nn
 
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
+from vaelab.labels import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.models.cvae import CVAE
 from vaelab.nn import ARCHS
 from vaelab.objectives import Terms
@@ -73,7 +78,7 @@ class M2(CVAE):
     def __init__(self, classifier: nn.Module, **parts) -> None:
         super().__init__(**parts)
         self.classifier = classifier
-        self.ce_weight = 0.1  # alpha / N, set from the training set by prepare_labels
+        self.ce_weight = DEFAULT_ALPHA_PER_IMAGE  # alpha / N; prepare_labels sets it
         self.labelled_x: torch.Tensor | None = None  # uint8 labelled stream (not saved)
         self.labelled_y: torch.Tensor | None = None
         self.labelled_batch = 100
