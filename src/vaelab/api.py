@@ -117,14 +117,17 @@ def evaluate(
 def classify(
     run_or_model: str | Path | torch.nn.Module, limit: int | None = None,
     baseline: bool = False, baseline_steps: int = 2000, data: ImageData | None = None,
+    label_control: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Test accuracy, error and confusion matrix of an m2/cvae run; with ``baseline`` also of
-    the same classifier network trained on the run's labels alone (vaelab.classify)."""
+    the same classifier network trained on the run's labels alone; with ``label_control``
+    = N, how often N samples per label are seen as that label by the dataset's classifier
+    (vaelab.classify)."""
     from vaelab.classify import evaluate_classifier
 
     model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
     return evaluate_classifier(model, load_test_images(model, data), limit, baseline,
-                               baseline_steps)  # fmt: skip
+                               baseline_steps, label_samples=label_control)  # fmt: skip
 
 
 def complete(

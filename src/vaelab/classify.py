@@ -5,7 +5,9 @@ r(y|x) = softmax_y(ELBO(x, y) + log p(y)). Test accuracy, error and the confusio
 (rows: true class, columns: predicted) are reported; :func:`supervised_baseline` trains
 the same classifier network from scratch on the labelled images alone (the labels the run
 kept: ``--labels-per-class`` with the run's seed), so the gain from the unlabelled images
-is the difference of the two accuracies.
+is the difference of the two accuracies. :func:`label_control` measures the other
+direction: whether samples drawn for a label look like that class to the dataset's
+classifier (the one the sample-quality metrics use).
 """
 
 from __future__ import annotations
@@ -37,16 +39,20 @@ def confusion_matrix(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> t
     return torch.bincount(truth * classes + pred, minlength=classes * classes).view(classes, -1)
 
 
-def save_confusion(cm: torch.Tensor, names: list[str], path: str | Path, title: str) -> Path:
-    """The confusion matrix as a PNG heat map with counts in the cells."""
+def save_confusion(
+    cm: torch.Tensor, names: list[str], path: str | Path, title: str,
+    axes: tuple[str, str] = ("true", "predicted"),
+) -> Path:  # fmt: skip
+    """The confusion matrix as a PNG heat map with counts in the cells; ``axes`` names the
+    rows and the columns."""
     fig = Figure(figsize=(6.5, 5.5), dpi=100)
     ax = fig.subplots()
     ax.imshow(cm.numpy(), cmap="Blues")
     ticks = range(len(names))
     ax.set_xticks(ticks, names, rotation=45, ha="right")
     ax.set_yticks(ticks, names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_ylabel(axes[0])
+    ax.set_xlabel(axes[1])
     ax.set_title(title)
     top = cm.max().item()
     for i in ticks:
@@ -114,12 +120,47 @@ def supervised_baseline(
     return net.eval()
 
 
+def label_control(
+    model: nn.Module, data: ImageData, per_class: int = 100, seed: int = 0
+) -> dict[str, Any]:
+    """Does the model draw the class it is asked for? ``per_class`` images of every label y
+    (z ~ p(z), the mean of p(x|z, y)) are classified by the dataset's classifier
+    (:func:`vaelab.evaluate.quality.load_classifier`, trained once and cached). ``accuracy``
+    is the share seen as the y asked for: chance is 1/C, and the classifier's own test
+    accuracy (``classifier_test_accuracy``) is about the best to expect. ``confusion``:
+    rows = label asked for, columns = class seen."""
+    from vaelab.evaluate.quality import load_classifier
+
+    if not isinstance(getattr(model, "features", None), nn.Identity):
+        raise VaelabError(
+            "classify --label-control: this run models M1 features, not images; use a cvae "
+            "run or an m2 run without --m1-run"
+        )
+    if per_class < 1:
+        raise VaelabError(f"--label-control: must be at least 1, got {per_class}")
+    net, info = load_classifier(data)
+    device, classes = next(model.parameters()).device, model.num_classes
+    torch.manual_seed(seed)
+    asked = torch.arange(classes).repeat_interleave(per_class)
+    with torch.inference_mode():
+        seen = torch.cat([
+            net(model.sample(len(y), y=y.to(device)).float().cpu()).argmax(-1)
+            for y in asked.split(1000)
+        ])  # fmt: skip
+    return {
+        "per_class": per_class,
+        "classifier_test_accuracy": info["test_accuracy"],
+        **_scores(seen, asked, classes),
+    }
+
+
 @torch.no_grad()
 def evaluate_classifier(
     model: nn.Module, data: ImageData, limit: int | None = None, baseline: bool = False,
-    baseline_steps: int = 2000, seed: int = 0,
+    baseline_steps: int = 2000, seed: int = 0, label_samples: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    """Test accuracy, error and confusion matrix of the model (and of the baseline)."""
+    """Test accuracy, error and confusion matrix of the model (and of the baseline; with
+    ``label_samples`` > 0, also :func:`label_control` with that many images per class)."""
     if not getattr(model, "uses_labels", False):
         raise VaelabError("classify: the run's model has no labels; train --model m2 or cvae")
     if data.test_y is None:
@@ -144,4 +185,6 @@ def evaluate_classifier(
             "steps": baseline_steps,
             **_scores(_predict(net, x, device), truth, model.num_classes),
         }
+    if label_samples:
+        out["label_control"] = label_control(model, data, label_samples, seed)
     return out

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
 from vaelab.api import load, load_test_images
 from vaelab.classify import evaluate_classifier, save_confusion
-from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
+from vaelab.cli.common import add_out_arguments, add_run_argument, numbered, output_path
 
 HELP = "classify the test set with an m2 (or cvae) run: accuracy and confusion matrix PNG"
 
@@ -22,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the run's labelled images alone (supervised-only baseline) and report it",
     )  # fmt: skip
     parser.add_argument("--baseline-steps", type=int, default=2000, help="its Adam steps")
+    parser.add_argument(
+        "--label-control", type=int, default=0, metavar="N", help="also draw N images per "
+        "label and report how often the dataset's classifier sees the label asked for "
+        "(confusion matrix in RUN_DIR/label-control.png)",
+    )  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results to this file")
     add_out_arguments(parser, "confusion.png")
 
@@ -30,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.run, args.device)
     data = load_test_images(model)
     result = evaluate_classifier(
-        model, data, args.limit, args.baseline, args.baseline_steps, seed=args.seed
-    )
+        model, data, args.limit, args.baseline, args.baseline_steps, seed=args.seed,
+        label_samples=args.label_control,
+    )  # fmt: skip
     path = save_confusion(
         torch.tensor(result["confusion"]), result["class_names"],
         output_path(args, "confusion.png"),
@@ -44,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"supervised-only baseline: accuracy {100 * b['accuracy']:.2f}% "
               f"(error {100 * b['error']:.2f}%)")  # fmt: skip
     print(f"wrote {path}")
+    if "label_control" in result:
+        lc = result["label_control"]
+        control = save_confusion(
+            torch.tensor(lc["confusion"]), result["class_names"],
+            numbered(Path(args.run) / "label-control.png"),
+            f"{result['model']} samples: {100 * lc['accuracy']:.1f}% seen as the label asked",
+            axes=("label asked for", "class seen by the dataset classifier"),
+        )  # fmt: skip
+        print(f"label control: {100 * lc['accuracy']:.2f}% of {lc['per_class']} samples per "
+              f"label seen as that label (the classifier's test accuracy "
+              f"{100 * lc['classifier_test_accuracy']:.2f}%); wrote {control}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -33,7 +33,11 @@ def output_path(args: argparse.Namespace, default_name: str) -> Path:
             raise VaelabError(f"--out {path}: exists; pass --overwrite to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-    path = Path(args.run) / default_name
+    return numbered(Path(args.run) / default_name)
+
+
+def numbered(path: Path) -> Path:
+    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``... : the first that does not exist."""
     stem, suffix, i = path.stem, path.suffix, 2
     while path.exists():
         path = path.with_name(f"{stem}-{i}{suffix}")

@@ -76,6 +76,7 @@ def _data_key(data: ImageData) -> str:
     return f"{name}-{c}x{hh}x{w}-v{CLASSIFIER_VERSION}-{h.hexdigest()[:16]}"
 
 
+@torch.enable_grad()  # callers may be under no_grad (e.g. vaelab classify --label-control)
 def _train_classifier(data: ImageData, epochs: int, seed: int) -> tuple[Classifier, int]:
     """Adam with a one-cycle schedule, batch 128, for ``epochs`` passes but at least
     ``MIN_STEPS`` steps (a small set such as digits needs several hundred passes)."""
