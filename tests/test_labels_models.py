@@ -172,6 +172,35 @@ def test_cvae_samples_of_a_label_are_classified_as_it(cvae_run, digits):
     assert (clf.predict(grid.flatten(1).numpy()) == rows).mean() > 0.6
 
 
+def test_cvae_log_likelihood_enumerates_the_classes(cvae_run, digits):
+    """`vaelab evaluate` on a CVAE: log p(x) = log (1/C) sum_y p(x|y), each p(x|y)
+    importance-sampled. The model hands nll all K*C weights, so their log-mean must equal
+    logsumexp_y(logmeanexp_k log w_ky) - log C computed class by class from the same draws;
+    and the estimate (K = 100 per class) must lie above the model's own bound on log p(x)
+    (logsumexp of the class ELBOs, its test_elbo), as an importance-sampled bound does. The
+    gap is small here (~0.1 nats: a 4-latent CVAE's class bounds are nearly tight), so the
+    bound is averaged over 100 draws too (its noise ~0.015 nats on 200 images)."""
+    import vaelab
+    from vaelab.evaluate.nll import test_bound
+    from vaelab.objectives import logmeanexp
+
+    model = vaelab.load(cvae_run)
+    x = digits.test_x[:32].float() / 255
+    with torch.no_grad():
+        torch.manual_seed(0)
+        flat = logmeanexp(model.log_weights(x, 5), 0)
+        torch.manual_seed(0)
+        t = model.class_terms(x, 5)
+    per_class = logmeanexp(t["log_px_z"] + t["log_pz"] - t["log_qz_x"], 0)  # (B, C)
+    brute = torch.logsumexp(per_class, -1) - math.log(10)
+    torch.testing.assert_close(flat, brute, rtol=1e-5, atol=1e-4)
+    with one_thread():
+        result = vaelab.evaluate(model, samples=100, limit=200, quality=False)
+        bound = test_bound(model, digits.test_x[:200], samples=100)["elbo"]
+    assert math.isfinite(result["nll_nats"]) and result["nll_nats"] < -bound, (result, bound)
+    assert result["health"]["active_units"] >= 1
+
+
 def test_label_control_through_the_dataset_classifier(cvae_run, tmp_path, capsys):
     """`vaelab classify RUN --label-control 30`: 30 CVAE samples per digit, classified by
     the dataset's cached CNN (the sample-quality one). The 3-NN check above puts label

@@ -93,10 +93,10 @@ def evaluate(
         raise VaelabError(f"--samples: must be at least 1, got {samples}")
     if model.config.model.model == "ae":
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
-    if getattr(model, "uses_labels", False):  # encode/decode would score log p(x | y-hat)
+    if not isinstance(getattr(model, "features", torch.nn.Identity()), torch.nn.Identity):
         raise VaelabError(
-            "evaluate: cvae/m2 runs report their bound on log p(x) as test_elbo in "
-            "metrics.jsonl; use vaelab classify for their labels"
+            "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
+            "and use vaelab classify for the labels"
         )
     data = load_test_images(model, data)
     x = data.test_x[:limit] if limit else data.test_x

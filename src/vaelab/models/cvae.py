@@ -144,6 +144,18 @@ class CVAE(VAE):
             "kl": kl if kl is not None else (q.log_prob(z) - self.prior.log_prob(z)).mean(0),
         }
 
+    def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """Importance weights for log p(x) with the classes enumerated, ``(K * C, B)``.
+
+        w_{k,y} = p(x|z_k,y) p(z_k) / q(z_k|x,y), z_k ~ q(z|x,y), estimates p(x|y) without
+        bias; with p(y) = 1/C, p(x) = (1/C) sum_y p(x|y) is the plain mean of all K * C of
+        them, so the importance-sampled log p(x) of :mod:`vaelab.evaluate.nll` (a log-mean
+        over every weight it is given) needs nothing else. Costs C decodes per sample.
+        """
+        t = self.class_terms(x, samples)
+        log_w = t["log_px_z"] + t["log_pz"] - t["log_qz_x"]  # (K, B, C)
+        return log_w.permute(0, 2, 1).reshape(-1, log_w.shape[1])
+
     def class_elbos(self, x: torch.Tensor, samples: int = 1) -> torch.Tensor:
         """ELBO(x, y) for every class, ``(B, C)`` (a K-sample estimate of the recon term)."""
         t = self.class_terms(x, samples)
