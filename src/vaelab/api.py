@@ -93,7 +93,7 @@ def evaluate(
         raise VaelabError(f"--samples: must be at least 1, got {samples}")
     if model.config.model.model == "ae":
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
-    if not isinstance(getattr(model, "features", torch.nn.Identity()), torch.nn.Identity):
+    if not getattr(model, "on_images", True):
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
             "and use vaelab classify for the labels"

@@ -131,7 +131,7 @@ def label_control(
     rows = label asked for, columns = class seen."""
     from vaelab.evaluate.quality import load_classifier
 
-    if not isinstance(getattr(model, "features", None), nn.Identity):
+    if not model.on_images:
         raise VaelabError(
             "classify --label-control: this run models M1 features, not images; use a cvae "
             "run or an m2 run without --m1-run"

@@ -115,9 +115,11 @@ class Prior(nn.Module):
         return None
 
     def normal_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
-        """:meth:`analytic_kl` for q = N(mu, diag(exp(logvar))), given its parameters."""
-        q = Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
-        return self.analytic_kl(q)
+        """:meth:`analytic_kl` for q = N(mu, diag(exp(logvar))), given its parameters: the
+        training step's path. None here; a prior with a closed form against a Gaussian
+        overrides both (only :class:`StandardNormalPrior` has one: mixtures and the
+        VampPrior do not, and Gamma/Beta priors cannot score a Gaussian draw)."""
+        return None
 
 
 LOG_2PI = math.log(2 * math.pi)

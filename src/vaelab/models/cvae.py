@@ -57,6 +57,11 @@ class CVAE(VAE):
         self.num_classes = num_classes
         self.context_y: torch.Tensor | None = None  # labels inferred by the last encode(x)
 
+    @property
+    def on_images(self) -> bool:
+        """False for M1+M2, which models M1's features rather than the images."""
+        return isinstance(self.features, nn.Identity)
+
     @classmethod
     def parts(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> dict:
         """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""

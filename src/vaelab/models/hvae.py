@@ -18,30 +18,34 @@ decodes z1 = E[z1|z2]; ``sample`` draws z2, then z1, then shows the mean of p(x|
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
-from vaelab.latents import NormalFamily, Prior, build_prior, resolve_prior
+from vaelab.latents import (
+    LOG_2PI,
+    NormalFamily,
+    Prior,
+    build_prior,
+    resolve_prior,
+    standard_normal_log_prob,
+)
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
 from vaelab.nn.mlp import mlp
 from vaelab.objectives import Terms
 
-LOG_2PI = math.log(2 * math.pi)
-
 
 def _gaussian_draw(params: torch.Tensor, family: NormalFamily) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = mu + sigma * eps and log N(z; mu, sigma^2) summed over the last dimension."""
+    """z = mu + sigma * eps and log N(z; mu, sigma^2) = log N(eps; 0, I) - sum log sigma
+    (as in :meth:`VAE._forward_normal`), summed over the last dimension."""
     mu, logvar = family.split(params)
     eps = torch.randn_like(mu)
     z = mu + torch.exp(0.5 * logvar) * eps
-    return z, -0.5 * (eps.square() + logvar + LOG_2PI).sum(-1)
+    return z, standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
 
 
 def _gaussian_log_prob(z: torch.Tensor, params: torch.Tensor, family: NormalFamily) -> torch.Tensor:
