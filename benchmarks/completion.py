@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from semi_supervised import subset
 from vaelab.api import load, load_test_images
 from vaelab.complete import complete, downscale, make_mask, upsample
@@ -86,9 +86,7 @@ def main() -> None:
         "config": model.config.to_dict(), "rows": rows, "seconds": time.perf_counter() - t0,
         **provenance(),
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_json(args.out, out)
 
 
 if __name__ == "__main__":

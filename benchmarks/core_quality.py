@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import vaelab
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import load_config, with_overrides
 from vaelab.train.run import read_metrics
 
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         b = result["binarized"]
         print(f"binarized: {b['epochs']} epochs, NLL {b['evaluate']['nll_nats']:.2f} "
               f"+- {b['evaluate']['nll_nats_se']:.2f} nats (K={args.nll_samples})")  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_json(args.out, result)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.evaluate.nll import test_bound
@@ -188,9 +188,7 @@ def main() -> None:
     png = out / f"estimators_{args.part}_gradvar_trained.png"
     plot_stats(result["gradvar_trained"][first], png,
                f"{part['posterior']} q, {first}-trained: {args.draws} estimates")  # fmt: skip
-    path = out / f"estimators_{args.part}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    save_json(out / f"estimators_{args.part}.json", result)
 
 
 if __name__ == "__main__":

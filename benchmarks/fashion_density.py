@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 import vaelab
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.plots import save_grid
 from vaelab.samplers import sample_with
@@ -122,8 +121,7 @@ def main(argv=None) -> int:
         result = evaluate(name, run, args)
         result["seconds_evaluate"] = time.perf_counter() - t0
         # Rows may come from different invocations (--models subsets): keep each one's own.
-        result["command"] = " ".join(["python", "benchmarks/fashion_density.py", *sys.argv[1:]])
-        result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        result.update({k: v for k, v in provenance(args.device).items() if k != "machine"})
         report["models"][name] = result
         q = result.get("quality", {})
         print(
@@ -133,14 +131,11 @@ def main(argv=None) -> int:
             f" ({result['seconds_evaluate']:.0f} s)"
         )
         report.update({
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, torch {torch.__version__}, device {args.device}",
+            **provenance(args.device), "device": args.device,
             "nll_samples": args.nll_samples, "limit": args.limit,
             "prior_components": args.prior_components, "gmm_components": args.gmm_components,
-            "command": " ".join(["python", "benchmarks/fashion_density.py", *sys.argv[1:]]),
         })  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")  # after each model: partial is kept
+        save_json(path, report)  # after each model: partial is kept
     print(table(report))
     return 0
 

@@ -19,7 +19,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,12 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         "failures": len(failures),
         "failure_details": failures,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     summary = {k: v for k, v in result.items() if k != "failure_details"}
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, result)
     return 1 if failures else 0
 
 

@@ -14,16 +14,14 @@ with ``torch.cuda.synchronize()`` around the timed region. Reports the median of
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, validate, with_overrides
 from vaelab.data import load_dataset
 from vaelab.models import build_model
@@ -121,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "results": results,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    save_json(args.out, out)
     return 0
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.labels import prepare_labels
@@ -114,12 +114,8 @@ def main() -> None:
     rows.append({"step": step, **accuracies(), "seconds": time.perf_counter() - t0})
     print(json.dumps(rows[-1]))
     out = {"benchmark": "m2_curves", **vars(a), "train_images": n, "alpha": a.alpha_n * n,
-           "rows": rows, "date": time.strftime("%Y-%m-%d"),
-           "machine": f"{platform.machine()} CPU, torch {torch.__version__}"}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{a.name}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+           "rows": rows, **provenance()}  # fmt: skip
+    save_json(RESULTS / f"{a.name}.json", out)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Where a benchmark figure came from: the command, the date and the machine.
 
-Every script under benchmarks/ stores this beside its numbers (``**provenance()``), so a
-figure in a JSON file can always be traced to how, when and where it was measured.
+Every script under benchmarks/ stores this beside its numbers (``**provenance()``) and
+writes its JSON with :func:`save_json`, so a figure in a JSON file can always be traced to
+how, when and where it was measured.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -39,3 +41,12 @@ def provenance(device: str | None = None) -> dict[str, str]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
     }
+
+
+def save_json(path: str | Path, result: dict) -> Path:
+    """Write ``result`` as indented JSON to ``path`` (folders made as needed); say so."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

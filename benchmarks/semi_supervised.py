@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.api import load
 from vaelab.classify import evaluate_classifier
 from vaelab.config import Config, with_overrides
@@ -108,13 +108,9 @@ def main() -> None:
         "alpha": alpha if alpha is not None else f"{DEFAULT_ALPHA_PER_IMAGE:g} * N",
         "hidden": args.hidden, "lr": args.lr,
         "baseline_steps": args.baseline_steps, "rows": rows,
-        "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
+        "seconds": time.perf_counter() - t0, **provenance(),
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name or 'semi_supervised-' + args.dataset}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    save_json(RESULTS / f"{args.name or 'semi_supervised-' + args.dataset}.json", out)
 
 
 if __name__ == "__main__":

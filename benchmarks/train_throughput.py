@@ -22,13 +22,12 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from provenance import provenance  # benchmarks/provenance.py
+from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.evaluate.nll import log_likelihood
@@ -104,10 +103,14 @@ def matmul_floor_ms(bs: int, rounds: int) -> float:
     b1, b2, b3, b4 = r(400), r(40), r(400), r(784)
     go, g3, g2, g1 = r(bs, 784), r(bs, 400), r(bs, 40), r(bs, 400)
 
+    forward = [(b1, x, w1), (b2, h, w2), (b3, z, w3), (b4, h3, w4)]
+    backward = [(go.t(), h3), (go, w4), (g3.t(), z), (g3, w3), (g2.t(), h), (g2, w2), (g1.t(), x)]
+
     def step() -> None:
-        torch.addmm(b1, x, w1.t()), torch.addmm(b2, h, w2.t())
-        torch.addmm(b3, z, w3.t()), torch.addmm(b4, h3, w4.t())
-        go.t() @ h3, go @ w4, g3.t() @ z, g3 @ w3, g2.t() @ h, g2 @ w2, g1.t() @ x
+        for bias, inp, weight in forward:
+            torch.addmm(bias, inp, weight.t())
+        for a, b in backward:
+            torch.mm(a, b)
 
     for _ in range(50):
         step()
@@ -266,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             indent=2,
         )
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_json(args.out, result)
     return 0
 
 
