@@ -81,17 +81,20 @@ def test_exact_posterior_gives_exact_log_likelihood_through_both_layers():
 
 
 def test_a_wrong_top_posterior_is_a_strict_lower_bound():
-    """Doubling q(z2|z1)'s variances: log p(x) estimates stay below the exact value (a
-    bound in expectation; with K = 3 the gap is far above the noise) and the ELBO lower."""
+    """With q(z2|z1)'s variances x4 the weights vary, so log p(x) estimates (K = 3) fall
+    below the exact value: over 200 images the mean gap is ~0.3 nats with a standard error
+    of ~0.07 (measured over 5 seeds: 0.27-0.36), so gap > 3 SE holds with margin; and the
+    ELBO (one sample, averaged over 200 draws) sits ~1.3 nats lower still."""
     model, p_x = linear_hierarchy()
-    model.up[0].bias.data[D2:] += math.log(2.0)
+    model.up[0].bias.data[D2:] += math.log(4.0)
     torch.manual_seed(1)
-    x = (p_x.sample((30,)).clamp(0, 1) * 255).round().to(torch.uint8).reshape(30, C, H, W)
+    x = (p_x.sample((200,)).clamp(0, 1) * 255).round().to(torch.uint8).reshape(200, C, H, W)
     exact = p_x.log_prob(x.double().div(255).flatten(1))
     torch.manual_seed(2)
-    est = log_likelihood(model, x, samples=3, batch_size=30, chunk=3)
-    terms = model(x.double().div(255), 200)
-    assert est.mean() < exact.mean() and -elbo(terms)[0] < est.mean()
+    gap = exact - log_likelihood(model, x, samples=3, batch_size=50, chunk=3)
+    assert gap.mean() > 3 * gap.std() / math.sqrt(len(gap)), gap.mean()
+    bound = -elbo(model(x.double().div(255), 200))[0]
+    assert bound < (exact - gap).mean() - 0.5
 
 
 def test_hvae_trains_and_generates_from_the_cli(tmp_path):
