@@ -35,6 +35,7 @@ def reference(out: Path, eval_samples: int) -> dict:
     rows = read_metrics(run)
     t0 = time.perf_counter()
     result = vaelab.evaluate(run, samples=eval_samples)
+    result.pop("log_px_per_image")  # per-image values: for vaelab compare, not this summary
     return {
         "run": str(run),
         "train_seconds": seconds,
@@ -64,6 +65,7 @@ def binarized(out: Path, max_epochs: int, patience: int, chunk: int, k: int, lim
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = vaelab.evaluate(run, samples=k, limit=limit)
+    result.pop("log_px_per_image")
     return {
         "run": str(run),
         "epochs": len(rows),

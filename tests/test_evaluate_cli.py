@@ -25,7 +25,8 @@ def evaluated(digits_run, tmp_path_factory):
     args = ["--samples", "20", "--sampler", "prior", "--sampler", "gmm", "--components", "4",
             "--quality-samples", "150"]  # fmt: skip
     assert main(["evaluate", str(runs[0]), *args]) == 0
-    assert main(["evaluate", str(runs[1]), "--samples", "20", "--no-quality"]) == 0
+    # Another seed: the same model and images with fresh importance samples.
+    assert main(["evaluate", str(runs[1]), "--samples", "20", "--no-quality", "--seed", "1"]) == 0
     mp.undo()
     return runs
 
@@ -58,7 +59,23 @@ def test_compare_prints_and_saves_table_and_chart(evaluated, tmp_path, capsys):
     ev = json.loads((evaluated[0] / "evaluation.json").read_text())
     assert table["rows"][0][nll] == ev["nll_nats"]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.with_suffix(".md").is_file()
+    # Paired to the first run over the same images: the difference of the two means exactly
+    # (up to the 1e-4 rounding of the stored values), and a paired SE far below either SE,
+    # since only the K=20 noise differs while image difficulty (the SE's bulk) is shared.
+    first, second = (json.loads((r / "evaluation.json").read_text()) for r in evaluated)
+    d = table["header"].index("dNLL vs first")
+    assert table["rows"][0][d] == 0 and table["rows"][0][d + 1] == 0
+    assert table["rows"][1][d] == pytest.approx(second["nll_nats"] - first["nll_nats"], abs=1e-4)
+    assert 0 < table["rows"][1][d + 1] < first["nll_nats_se"] / 5
     assert main(["compare", *map(str, evaluated), "--out", str(out)]) == 2  # never overwrite
+    # Different images (a --limit) cannot pair: the paired columns stay empty.
+    other = tmp_path / "first100.json"
+    args = ["--samples", "5", "--limit", "100", "--no-quality", "--json", str(other)]
+    assert main(["evaluate", str(evaluated[0]), *args]) == 0
+    assert main(["compare", str(evaluated[0]), str(other), "--out", str(tmp_path / "c2.png")]) == 0
+    rows = json.loads((tmp_path / "c2.json").read_text())["rows"]
+    assert rows[1][0] == tmp_path.name and rows[1][d] is None and rows[1][d + 1] is None
+    assert "| - | - |" in capsys.readouterr().out
 
 
 def test_sample_with_gmm_sampler_and_errors(evaluated, tmp_path, capsys):

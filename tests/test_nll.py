@@ -12,7 +12,12 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from vaelab.evaluate.nll import log_likelihood, summarize_nll
+from vaelab.evaluate.nll import (
+    images_fingerprint,
+    log_likelihood,
+    paired_difference,
+    summarize_nll,
+)
 from vaelab.latents import StandardNormalPrior
 from vaelab.likelihoods import GaussianFixed
 from vaelab.models.vae import VAE
@@ -73,3 +78,31 @@ def test_approximate_posterior_converges_to_exact(samples):
     summary = summarize_nll(est, D)
     assert summary["nll_nats"] == pytest.approx(-est.mean().item())
     assert summary["bits_per_dim"] == pytest.approx(-est.mean().item() / (D * math.log(2)))
+
+
+def test_paired_difference_is_the_difference_of_means_with_a_paired_se():
+    model, _ = linear_gaussian(exact=False)
+    x = data(model, n=200)
+    torch.manual_seed(3)
+    a = log_likelihood(model, x, samples=5)
+    b = log_likelihood(model, x, samples=5)  # same model, fresh draws: only MC noise differs
+    d = paired_difference(a.tolist(), b.tolist())
+    sa, sb = summarize_nll(a, D), summarize_nll(b, D)
+    assert d["nll_difference"] == pytest.approx(sb["nll_nats"] - sa["nll_nats"], abs=1e-9)
+    assert d["nll_difference_se"] == pytest.approx(
+        (a - b).std().item() / math.sqrt(len(a)), rel=1e-9
+    )
+    # Per-image log p(x) spreads with how typical each image is, which both estimates share;
+    # the K=5 noise that differs is far smaller, so pairing shrinks the SE many-fold.
+    assert d["nll_difference_se"] < sa["nll_nats_se"] / 5
+    with pytest.raises(ValueError, match="200 vs 199"):
+        paired_difference(a.tolist(), b[:-1].tolist())
+
+
+def test_images_fingerprint_tells_the_evaluated_images_apart():
+    x = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    assert images_fingerprint(x) == images_fingerprint(x.clone())
+    y = x.clone()
+    y[3, 0, 2, 2] ^= 1
+    assert images_fingerprint(y) != images_fingerprint(x)
+    assert images_fingerprint(x[:9]) != images_fingerprint(x)

@@ -1,7 +1,10 @@
 """Side-by-side evaluations of several runs: a table (Markdown + JSON) and a bar chart.
 
 Each run contributes its latest ``evaluation*.json`` (written by ``vaelab evaluate``); a path
-to an evaluation JSON file is taken as is.
+to an evaluation JSON file is taken as is. Runs scored on the same test images (the same
+``images_fingerprint``) also get their NLL difference from the first run with its paired
+standard error, which is what says whether one model is really better than another: each
+NLL's own SE is dominated by how hard the images are, which the models share.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from vaelab.errors import VaelabError
+from vaelab.evaluate.nll import paired_difference
 from vaelab.plots import save_figure
 
 # (column title, function of an evaluation dict -> number or None, format)
@@ -28,6 +32,10 @@ COLUMNS: list[tuple[str, Any, str]] = [
     ("active", lambda r: r.get("health", {}).get("active_units"), "{}"),
     ("MSE", lambda r: r.get("reconstruction", {}).get("mse"), "{:.4f}"),
     ("PSNR", lambda r: r.get("reconstruction", {}).get("psnr_db"), "{:.2f}"),
+]
+PAIRED = [
+    ("dNLL vs first", "nll_difference", "{:+.3f}"),
+    ("paired SE", "nll_difference_se", "{:.3f}"),
 ]
 QUALITY = [("FD", "frechet_distance", "{:.2f}"), ("prec", "precision", "{:.3f}"),
            ("rec", "recall", "{:.3f}")]  # fmt: skip
@@ -62,21 +70,39 @@ def load_evaluations(runs: list[str | Path]) -> list[dict[str, Any]]:
     return out
 
 
+def paired_to_first(evaluations: list[dict[str, Any]]) -> list[dict[str, float] | None]:
+    """Per run, NLL minus the first run's NLL over the same images with its paired SE;
+    None where either lacks per-image values or they scored different images."""
+    first = evaluations[0]
+    out: list[dict[str, float] | None] = []
+    for r in evaluations:
+        same = (
+            "log_px_per_image" in r and "log_px_per_image" in first
+            and r.get("images_fingerprint") == first.get("images_fingerprint")
+        )  # fmt: skip
+        out.append(
+            paired_difference(first["log_px_per_image"], r["log_px_per_image"]) if same else None
+        )
+    return out
+
+
 def comparison_rows(evaluations: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows (raw numbers; None where a run lacks a metric)."""
     samplers = sorted({s for r in evaluations for s in r.get("quality", {})})
-    header = ["run"] + [c[0] for c in COLUMNS]
+    header = ["run"] + [c[0] for c in COLUMNS] + [p[0] for p in PAIRED]
     header += [f"{t} {s}" for s in samplers for t, _, _ in QUALITY]
     rows = []
-    for r in evaluations:
+    for r, paired in zip(evaluations, paired_to_first(evaluations), strict=True):
         row = [r["name"]] + [fn(r) for _, fn, _ in COLUMNS]
+        row += [paired[k] if paired else None for _, k, _ in PAIRED]
         row += [r.get("quality", {}).get(s, {}).get(k) for s in samplers for _, k, _ in QUALITY]
         rows.append(row)
     return header, rows
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    fmts = ["{}"] + [c[2] for c in COLUMNS] + [q[2] for q in QUALITY] * len(header)
+    fmts = ["{}"] + [c[2] for c in COLUMNS] + [p[2] for p in PAIRED]
+    fmts += [q[2] for q in QUALITY] * len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = ["-" if v is None else fmts[i].format(v) for i, v in enumerate(row)]
