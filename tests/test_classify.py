@@ -105,6 +105,7 @@ def test_m1_plus_m2_trains_on_frozen_m1_latents(tmp_path):
         torch.testing.assert_close(model.features.m1.state_dict()[name], value)
     res = evaluate_classifier(model, load_test_images(model), baseline=False)
     assert res["accuracy"] > 0.5, res["accuracy"]
+    assert res["model"] == "m1+m2"  # the confusion matrix's title says which model it is
     images = model.sample(6, 1.0, 3)
     assert images.shape == (6, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     with pytest.raises(VaelabError, match="--likelihood"):

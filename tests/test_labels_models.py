@@ -219,6 +219,14 @@ def test_label_control_through_the_dataset_classifier(cvae_run, tmp_path, capsys
     assert [sum(row) for row in lc["confusion"]] == [30] * 10
     out = capsys.readouterr().out
     assert "label control:" in out and (cvae_run / "label-control.png").is_file()
+    # With --out, the label-control matrix goes beside it; an existing --json is refused.
+    small = ["classify", str(cvae_run), "--label-control", "2", "--limit", "50"]
+    with one_thread():
+        code = main([*small, "--out", str(tmp_path / "cm.png"), "--json", str(tmp_path / "c.json")])
+    assert code == 2 and "--json" in capsys.readouterr().err
+    with one_thread():
+        code = main([*small, "--out", str(tmp_path / "cm.png")])
+    assert code == 0 and (tmp_path / "cm-label-control.png").is_file()
 
 
 @pytest.mark.parametrize("model", ["cvae", "m2"])

@@ -174,7 +174,8 @@ def evaluate_classifier(
     device = next(model.parameters()).device
     classes = model.num_classes
     out: dict[str, Any] = {
-        "dataset": data.name, "model": cfg.model.model, "images": len(x),
+        "dataset": data.name, "model": "m1+m2" if cfg.model.m1_run else cfg.model.model,
+        "images": len(x),
         "labels_per_class": cfg.train.labels_per_class, "class_names": class_names(model),
         **_scores(_predict(lambda b: model.class_log_probs(b, 4), x, device), truth, classes),
     }  # fmt: skip

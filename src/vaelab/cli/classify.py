@@ -11,6 +11,7 @@ import torch
 from vaelab.api import load, load_test_images
 from vaelab.classify import evaluate_classifier, save_confusion
 from vaelab.cli.common import add_out_arguments, add_run_argument, numbered, output_path
+from vaelab.errors import VaelabError
 
 HELP = "classify the test set with an m2 (or cvae) run: accuracy and confusion matrix PNG"
 
@@ -28,11 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "label and report how often the dataset's classifier sees the label asked for "
         "(confusion matrix in RUN_DIR/label-control.png)",
     )  # fmt: skip
-    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--json", default=None, help="also write the results to this file (new, or --overwrite)"
+    )
     add_out_arguments(parser, "confusion.png")
 
 
+def label_control_path(args: argparse.Namespace, confusion: Path) -> Path:
+    """Beside an explicit --out (``NAME-label-control.png``), else RUN_DIR/label-control.png;
+    numbered rather than replacing an earlier one unless --overwrite."""
+    if args.out:
+        path = confusion.with_name(f"{confusion.stem}-label-control.png")
+        return path if args.overwrite else numbered(path)
+    return numbered(Path(args.run) / "label-control.png")
+
+
 def run(args: argparse.Namespace) -> int:
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and json_path.exists() and not args.overwrite:
+        raise VaelabError(f"--json {json_path}: exists; pass --overwrite to replace it")
     model = load(args.run, args.device)
     data = load_test_images(model)
     result = evaluate_classifier(
@@ -55,15 +70,15 @@ def run(args: argparse.Namespace) -> int:
         lc = result["label_control"]
         control = save_confusion(
             torch.tensor(lc["confusion"]), result["class_names"],
-            numbered(Path(args.run) / "label-control.png"),
+            label_control_path(args, path),
             f"{result['model']} samples: {100 * lc['accuracy']:.1f}% seen as the label asked",
             axes=("label asked for", "class seen by the dataset classifier"),
         )  # fmt: skip
         print(f"label control: {100 * lc['accuracy']:.2f}% of {lc['per_class']} samples per "
               f"label seen as that label (the classifier's test accuracy "
               f"{100 * lc['classifier_test_accuracy']:.2f}%); wrote {control}")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as fh:
+    if json_path is not None:
+        with open(json_path, "w") as fh:
             json.dump(result, fh, indent=2)
-        print(f"wrote {args.json}")
+        print(f"wrote {json_path}")
     return 0
