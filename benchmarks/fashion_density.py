@@ -92,7 +92,8 @@ def evaluate(name: str, run: Path, args: argparse.Namespace) -> dict:
     model = vaelab.load(run, args.device)
     for sampler in ("prior", "gmm"):  # grids to look at, next to the JSON
         images = sample_with(model, 64, sampler, components=args.gmm_components, seed=0)
-        save_grid(images.cpu(), Path(args.json).with_name(f"fashion_density_{name}_{sampler}.png"))
+        grid = Path(args.json).with_name(f"{Path(args.json).stem}_{name}_{sampler}.png")
+        save_grid(images.cpu(), grid)  # named after the JSON: other --json runs keep theirs
     rows = read_metrics(run)
     result["epochs"] = rows[-1]["epoch"] if rows else 0
     result["train_seconds"] = sum(r["seconds"] for r in rows)
