@@ -27,6 +27,7 @@ The split of work, chosen so that N ranks compute the same update as one process
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,8 +155,15 @@ class World:
             raise VaelabError(f"rank 0 failed while {what}; its error is in rank 0's output")
         return result
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. DDP's reducer holds the group in reference cycles:
+        collect it first, or gloo's threads outlive the group and abort the process at
+        interpreter exit. ``finished`` (every rank trained to the end): wait for all
+        ranks first, so none tears the group down while another still talks to it."""
         if self.owns_group and tdist.is_initialized():
+            gc.collect()
+            if finished:
+                tdist.barrier()
             tdist.destroy_process_group()
 
 

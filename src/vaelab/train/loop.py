@@ -181,9 +181,12 @@ def fit(
     validate(config)
     world = setup(config.train.device)
     try:
-        return _fit(config, out, resume, overwrite, data, world)
-    finally:
-        world.close()
+        run_dir = _fit(config, out, resume, overwrite, data, world)
+    except BaseException:
+        world.close()  # no barrier: another rank may be gone
+        raise
+    world.close(finished=True)
+    return run_dir
 
 
 def _fit(config, out, resume, overwrite, data, world: World) -> Path:
