@@ -10,8 +10,13 @@ import torch
 
 from vaelab.api import load, load_test_images
 from vaelab.classify import evaluate_classifier, save_confusion
-from vaelab.cli.common import add_out_arguments, add_run_argument, numbered, output_path
-from vaelab.errors import VaelabError
+from vaelab.cli.common import (
+    add_out_arguments,
+    add_run_argument,
+    new_file,
+    numbered,
+    output_path,
+)
 
 HELP = "classify the test set with an m2 (or cvae) run: accuracy and confusion matrix PNG"
 
@@ -45,9 +50,7 @@ def label_control_path(args: argparse.Namespace, confusion: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    json_path = Path(args.json) if args.json else None
-    if json_path is not None and json_path.exists() and not args.overwrite:
-        raise VaelabError(f"--json {json_path}: exists; pass --overwrite to replace it")
+    json_path = new_file("--json", args.json, args.overwrite) if args.json else None
     model = load(args.run, args.device)
     data = load_test_images(model)
     result = evaluate_classifier(

@@ -28,12 +28,18 @@ def output_path(args: argparse.Namespace, default_name: str) -> Path:
     """Where to write: an explicit --out must not exist (unless --overwrite); the default
     name gets a number instead of replacing an earlier result."""
     if args.out:
-        path = Path(args.out)
-        if path.exists() and not args.overwrite:
-            raise VaelabError(f"--out {path}: exists; pass --overwrite to replace it")
+        path = new_file("--out", args.out, args.overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     return numbered(Path(args.run) / default_name)
+
+
+def new_file(flag: str, path: str | Path, overwrite: bool) -> Path:
+    """``path`` of an explicit output flag; it must not exist unless --overwrite is given."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise VaelabError(f"{flag} {path}: exists; pass --overwrite to replace it")
+    return path
 
 
 def numbered(path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vaelab.cli.common import new_file
 from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import compare
 
@@ -26,12 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _out_path(args: argparse.Namespace) -> Path:
     if args.out:
-        path = Path(args.out)
-        if path.suffix.lower() != ".png":
-            raise VaelabError(f"--out {path}: expected a .png path")
-        if path.exists() and not args.overwrite:
-            raise VaelabError(f"--out {path}: exists; pass --overwrite to replace it")
-        return path
+        if Path(args.out).suffix.lower() != ".png":
+            raise VaelabError(f"--out {args.out}: expected a .png path")
+        return new_file("--out", args.out, args.overwrite)
     path, i = Path("comparison.png"), 2
     while path.exists() or path.with_suffix(".md").exists():
         path, i = Path(f"comparison-{i}.png"), i + 1

@@ -25,7 +25,6 @@ from torch.distributions import Distribution
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.latents import (
-    LOG_2PI,
     NormalFamily,
     Prior,
     build_prior,
@@ -49,8 +48,9 @@ def _gaussian_draw(params: torch.Tensor, family: NormalFamily) -> tuple[torch.Te
 
 
 def _gaussian_log_prob(z: torch.Tensor, params: torch.Tensor, family: NormalFamily) -> torch.Tensor:
+    """log N(z; mu, sigma^2) summed over the last dimension, the same way as the draw."""
     mu, logvar = family.split(params)
-    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+    return standard_normal_log_prob((z - mu) * torch.exp(-0.5 * logvar)) - 0.5 * logvar.sum(-1)
 
 
 class HVAE(VAE):
