@@ -100,7 +100,7 @@ def evaluate(name: str, run: Path, args: argparse.Namespace) -> dict:
     # The median epoch is robust to an epoch starved by other jobs on a shared machine.
     result["median_epoch_seconds"] = statistics.median(r["seconds"] for r in rows) if rows else 0
     result["model"] = name
-    result["overrides"] = {**MODELS[name], "schedule": args.schedule}
+    result["overrides"] = {**MODELS[name], "schedule": args.schedule, "compile": args.compile}
     return result
 
 
