@@ -28,6 +28,7 @@ from tests.serve_helpers import (
 
 import vaelab
 from vaelab.api import load
+from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.explore import decode_mean
 from vaelab.serve.app import MAX_BODY
@@ -115,9 +116,7 @@ def test_decode_of_a_map_point_projects_back_and_matches_the_library(mnist_url, 
     assert img.shape == (28, 28) and np.abs(img - ref).max() <= 0.6  # z rounded to 1e-5
 
 
-def test_similar_with_zero_spread_and_interpolation_ends_are_reconstructions(
-    mnist_url, mnist_model
-):
+def test_point_click_zero_spread_and_interpolation_ends_are_reconstructions(mnist_url, mnist_model):
     x = json.loads(request(mnist_url + "api/info")[1])
     assert x["image_shape"] == [1, 28, 28]
     test = png_array(request(mnist_url + "api/test-image/3")[1])
@@ -125,6 +124,8 @@ def test_similar_with_zero_spread_and_interpolation_ends_are_reconstructions(
     sim = post(mnist_url + "api/similar", {"index": 3, "n": 3, "spread": 0.0})
     for url in sim["images"]:  # z = mu + 0 * sigma * eps = mu: the reconstruction
         assert np.abs(png_array(url) - recon.numpy()).max() <= 0.51
+    clicked = post(mnist_url + "api/decode", {"index": 3})  # a click on the image's point
+    assert np.abs(png_array(clicked["image"]) - recon.numpy()).max() <= 0.6
     path = post(mnist_url + "api/interpolate", {"a": 3, "b": 7, "steps": 5, "method": "spherical"})
     assert len(path["images"]) == 5
     assert np.abs(png_array(path["images"][0]) - recon.numpy()).max() <= 0.51
@@ -304,20 +305,19 @@ def test_cli_prints_its_address_serves_and_stops_cleanly_on_ctrl_c(mnist_run):
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err
 
 
-def test_cli_errors_are_one_line(mnist_run, tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "vaelab", "serve", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such run" in bad.stderr
-    with socket.socket() as s:  # a port already taken
+def test_cli_errors_are_one_line(mnist_run, tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such run folder" in err
+    with socket.socket() as s:  # a port already taken: refused before the model loads
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        taken = subprocess.run(
-            [sys.executable, "-m", "vaelab", "serve", str(mnist_run), "--port", str(port),
-             "--limit", "20"], capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert taken.returncode == 2 and f"--port {port}" in taken.stderr
-    assert taken.stderr.count("\n") == 1
+        assert main(["serve", str(mnist_run), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--port {port}: cannot listen" in err
+    assert main(["serve", str(mnist_run), "--limit", "0"]) == 2
+    assert "--limit: must be at least 1" in capsys.readouterr().err
     with pytest.raises(VaelabError, match="--port"):
         vaelab.serve(mnist_run, port=70000)
 

@@ -110,17 +110,20 @@ class App:
         return f.optional_integer(body, "label", 0, 10_000)
 
     def decode(self, body: dict) -> dict:
-        """``{"xy": [u, v]}`` (a map point) or ``{"z": [...]}``, optional ``label``:
-        ``{"z", "xy", "nearest", "image"}``."""
+        """``{"xy": [u, v]}`` (a map point), ``{"index": i}`` (test image i's code) or
+        ``{"z": [...]}``, optional ``label``: ``{"z", "xy", "nearest", "image"}``."""
         ex = self.explorer
-        if "xy" in body:
+        xy = None
+        if "index" in body:  # a click on a point: exactly that image's code
+            i = f.integer(body, "index", None, 0, len(ex.images) - 1)
+            z, xy = ex.map.z[i].float(), ex.map.coords[i].tolist()
+        elif "xy" in body:
             z = ex.map.to_latent(*f.vector(body, "xy", 2).tolist())
         else:
             z = f.vector(body, "z", ex.map.z.shape[1])
         image = ex.decode(z, self._label(body))
-        xy = ex.map.to_map(z)
-        return {"z": [round(float(v), 5) for v in z], "xy": xy, "nearest": ex.nearest(z),
-                "image": f.png_data_url(image)}  # fmt: skip
+        return {"z": [round(float(v), 5) for v in z], "xy": xy or ex.map.to_map(z),
+                "nearest": ex.nearest(z), "image": f.png_data_url(image)}  # fmt: skip
 
     def sample(self, body: dict) -> dict:
         n = f.integer(body, "n", 8, 1, 64)
@@ -163,8 +166,8 @@ class App:
                 "acceptance": acceptance}  # fmt: skip
 
 
-def make_handler(app: App, log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
-    """A request-handler class answering with ``app``; errors are logged to ``log``."""
+def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
+    """A request-handler class answering with its server's ``app``; logs to ``log``."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "vaelab-serve"
@@ -172,10 +175,10 @@ def make_handler(app: App, log: TextIO | None = None) -> type[BaseHTTPRequestHan
         timeout = 30  # a client that stops sending loses its thread after 30 s
 
         def do_GET(self) -> None:
-            self._answer(lambda: app.handle("GET", self.path))
+            self._answer(lambda: self.server.app.handle("GET", self.path))
 
         def do_POST(self) -> None:
-            self._answer(lambda: app.handle("POST", self.path, self._body()))
+            self._answer(lambda: self.server.app.handle("POST", self.path, self._body()))
 
         def _body(self) -> bytes:
             length = self.headers.get("Content-Length")
@@ -237,6 +240,7 @@ class Server(ThreadingHTTPServer):
     """ThreadingHTTPServer on IPv4 or IPv6 (by the host's form); ``url`` is its address."""
 
     daemon_threads = True  # Ctrl-C does not wait for a browser's idle keep-alive connection
+    app: App | None = None  # set before serve_forever: binding first fails fast on a busy port
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -254,13 +258,16 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(
-    app: App, host: str = "127.0.0.1", port: int = 8000, log: TextIO | None = None
+    app: App | None, host: str = "127.0.0.1", port: int = 8000, log: TextIO | None = None
 ) -> Server:
-    """Bind ``app`` to ``host:port`` (port 0: any free port; see ``server.url``)."""
+    """Bind ``app`` to ``host:port`` (port 0: any free port; see ``server.url``); the app
+    may be set later (``server.app``), before ``serve_forever``."""
     try:
-        return Server((host, port), make_handler(app, log))
+        server = Server((host, port), make_handler(log))
     except (OSError, OverflowError) as exc:
         raise VaelabError(f"--host {host} --port {port}: cannot listen there ({exc})") from None
+    server.app = app
+    return server
 
 
 def build_app(
@@ -284,7 +291,14 @@ def serve(
     out = out or sys.stdout
     if not 0 <= port <= 65535:
         raise VaelabError(f"--port: must be in 0..65535, got {port}")
-    server = make_server(build_app(run, method, limit, device, seed), host, port)
+    if not Path(run).is_dir():  # before binding: the usual mistake gets the usual message
+        raise VaelabError(f"{run}: no such run folder")
+    server = make_server(None, host, port)  # a busy port fails now, not after the loading
+    try:
+        server.app = build_app(run, method, limit, device, seed)
+    except BaseException:
+        server.server_close()
+        raise
     print(f"vaelab serve: {run} at {server.url} (Ctrl-C to stop)", file=out, flush=True)
     if host in ("0.0.0.0", "::", ""):
         print("vaelab serve: listening on every interface: anyone who can reach this machine "

@@ -86,8 +86,11 @@ function setupMap() {
     map.dragging = true;
     c.setPointerCapture(e.pointerId);
     const i = nearestPoint(e, 6);
-    if (i !== null) pick(i);
-    decodeAt(e);
+    if (i === null) { decodeAt(e); return; }
+    pick(i);  // a click on a point decodes that image's own code
+    state.marker = state.info.map.points[i];
+    drawMap();
+    requestDecode({index: i});
   });
   c.addEventListener("pointermove", (e) => {
     if (map.dragging) { decodeAt(e); hideHover(); } else hover(e);
@@ -178,7 +181,7 @@ function hover(e) {
   if (i === null) { hideHover(); return; }
   $("hover-img").src = `/api/test-image/${i}`;
   const labels = state.info.map.labels;
-  $("hover-label").textContent = `#${i}` + (labels ? ` ${labelName(labels[i])}` : "");
+  $("hover-label").textContent = `#${i}` + (labels ? ` · ${labelName(labels[i])}` : "");
   const r = map.canvas.getBoundingClientRect(), {px, py} = fromEvent(e);
   box.style.left = `${px * r.width / map.canvas.width + 14}px`;
   box.style.top = `${py * r.height / map.canvas.height + 14}px`;
@@ -193,7 +196,7 @@ const requestDecode = latest(async (body) => {
   const r = await api("/api/decode", {...body, label: state.label});
   $("decoded").src = r.image;
   state.z = r.z;
-  if (body.xy) { state.zClicked = r.z.slice(); buildSliders(); }
+  if (body.xy || body.index !== undefined) { state.zClicked = r.z.slice(); buildSliders(); }
   state.marker = r.xy || body.xy || state.marker;
   drawMap();
   $("zinfo").textContent = `z = (${r.z.slice(0, 6).map((v) => v.toFixed(2)).join(", ")}`
@@ -261,7 +264,7 @@ const requestSamples = latest(async () => {
 
 // ---- similar images ------------------------------------------------------------------------------
 const requestSimilar = latest(async () => {
-  const body = {n: 11, spread: Number($("spread").value), seed: state.similarSeed};
+  const body = {n: 10, spread: Number($("spread").value), seed: state.similarSeed};
   if (state.upload) body.image = state.upload; else body.index = Number($("similar-index").value);
   const r = await api("/api/similar", body);
   $("similar-input").src = r.input;
@@ -426,6 +429,7 @@ async function start() {
     });
   }
   for (const m of info.completions) $("complete-method").append(new Option(m, m));
+  $("complete-method").value = "pseudo-gibbs";  // vaelab complete's default
   setupMap();
   const first = info.map.points[0];
   // B: the test image farthest from A on the map, so the first path crosses the space.
@@ -436,7 +440,8 @@ async function start() {
   });
   $("interp-b").value = far;
   pick(0);
-  requestDecode({xy: first});
+  state.marker = first;
+  requestDecode({index: 0});
   $("reset-sliders").addEventListener("click", () => {
     state.z = state.zClicked.slice();
     buildSliders();
