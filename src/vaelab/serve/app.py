@@ -173,6 +173,9 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
         server_version = "vaelab-serve"
         protocol_version = "HTTP/1.1"  # keep-alive: a drag sends many small requests
         timeout = 30  # a client that stops sending loses its thread after 30 s
+        # Headers and body go out in two writes; with Nagle's algorithm on, the body waits
+        # for the client's delayed ACK (~40 ms on Linux) on a keep-alive connection.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             self._answer(lambda: self.server.app.handle("GET", self.path))
