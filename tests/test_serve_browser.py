@@ -3,13 +3,14 @@
 The page is driven as a user would: click and drag on the map, move a slider, paint a
 mask; each test checks the images that come back (they change, they have the run's shape,
 they are what the model decodes). Set VAELAB_SERVE_SCREENSHOT=docs/images/serve.png to
-keep the README's screenshot.
+keep the README's screenshot (of VAELAB_SERVE_SCREENSHOT_RUN when given, e.g. runs/demo).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -222,22 +223,28 @@ def test_new_images_and_the_temperature_slider_redraw_the_samples(page):
 
 def test_screenshot(page, tmp_path):
     d, _ = page
-    size = {"width": 1400, "height": 1120, "deviceScaleFactor": 1, "mobile": False}
+    size = {"width": 1400, "height": 1150, "deviceScaleFactor": 1, "mobile": False}
     d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", size)
-    _open(d, d.current_url)  # a fresh page: the state a user sees after one click and a hover
-    labels = d.execute_script("return state.info.map.labels")
-    target = labels.index(2)  # click a "2", hover a "6"
-    dx, dy = _map_offset(d, target)
+    other = os.environ.get("VAELAB_SERVE_SCREENSHOT_RUN")  # e.g. the README's runs/demo
+    with served(Path(other)) if other else nullcontext(None) as url:
+        _screenshot(d, url or d.current_url, tmp_path / "serve.png")
+
+
+def _screenshot(d, url: str, shot: Path) -> None:
+    _open(d, url)  # a fresh page: the state a user sees after one click and a hover
+    labels = d.execute_script("return state.info.map.labels") or []
+    # click the first image of class 2, hover one of class 6 (images 0 and 1 without labels)
+    click, hover = (labels.index(2), labels.index(6)) if {2, 6} <= set(labels) else (0, 1)
+    dx, dy = _map_offset(d, click)
     canvas = d.find_element(By.ID, "map")
     ActionChains(d).move_to_element_with_offset(canvas, dx, dy).click().perform()
     _wait(d, _settled, "the click's decode did not finish")
-    dx, dy = _map_offset(d, labels.index(6))
+    dx, dy = _map_offset(d, hover)
     ActionChains(d).move_to_element_with_offset(canvas, dx, dy).perform()
     _wait(d, lambda d: _settled(d) and d.find_element(By.ID, "hover").is_displayed(), "hover")
-    shot = tmp_path / "serve.png"
     assert d.save_screenshot(str(shot))
     pixels = png_array(shot.read_bytes())
-    assert pixels.shape[:2] == (1120, 1400) and pixels.std() > 10  # a page, not a blank
+    assert pixels.shape[:2] == (1150, 1400) and pixels.std() > 10  # a page, not a blank
     if os.environ.get("VAELAB_SERVE_SCREENSHOT"):
         keep = Path(os.environ["VAELAB_SERVE_SCREENSHOT"])
         keep.parent.mkdir(parents=True, exist_ok=True)
