@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tests.serve_helpers import MNIST_RUN, png_array, served, session_base, trained_run
 
 from vaelab.api import load
@@ -204,6 +205,20 @@ def test_painting_a_mask_completes_the_painted_pixels(page):
     for c in completions:  # observed pixels kept; painted ones filled by the model
         assert (c[~painted] == original[~painted]).all()
     assert any((c[painted] != original[painted]).any() for c in completions)
+
+
+def test_an_uploaded_picture_of_another_size_is_drawn_at_the_runs_size(page, tmp_path):
+    d, _ = page
+    picture = np.zeros((60, 40, 3), np.uint8)
+    picture[10:50, 17:23] = (255, 200, 0)  # a yellow "1" on black, not 28x28, in colour
+    path = tmp_path / "one.png"
+    Image.fromarray(picture).save(path)
+    before = _src(d, "similar-input")
+    d.find_element(By.ID, "upload").send_keys(str(path))
+    _wait(d, lambda d: _src(d, "similar-input") != before and _settled(d), "upload ignored")
+    seen = png_array(_src(d, "similar-input"))  # the page resized it, the server made it grey
+    assert seen.shape == (28, 28) and seen[14, 14] > 100 and seen[14, 3] == 0
+    assert _shape_ok(_images(d, "#similar-out img"))
 
 
 def test_new_images_and_the_temperature_slider_redraw_the_samples(page):

@@ -121,6 +121,7 @@ class App:
             z = ex.map.to_latent(*f.vector(body, "xy", 2).tolist())
         else:
             z = f.vector(body, "z", ex.map.z.shape[1])
+        z = ex.in_support(z)
         image = ex.decode(z, self._label(body))
         return {"z": [round(float(v), 5) for v in z], "xy": xy or ex.map.to_map(z),
                 "nearest": ex.nearest(z), "image": f.png_data_url(image)}  # fmt: skip

@@ -151,8 +151,14 @@ class Explorer:
             raise VaelabError(f"{name}: a plain autoencoder has no posterior or prior for this")
 
     # ---- operations --------------------------------------------------------------------
+    def in_support(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` clamped to the prior's support (Gamma/Beta latents, as ``vaelab traverse``
+        does): a slider or a map point may reach past it."""
+        bounds = getattr(self.model.prior, "bounds", None)
+        return z.clamp(*bounds) if bounds else z
+
     def decode(self, z: torch.Tensor, label: int | None = None) -> torch.Tensor:
-        """The mean of p(x|z) for one latent ``z`` ``(D,)``; ``(C, H, W)``."""
+        """The mean of p(x|z) for one latent ``z`` ``(D,)`` (in the support); ``(C, H, W)``."""
         with self._label(self.check_label(label)):
             return decode_mean(self.model, z[None])[0]
 
