@@ -280,6 +280,32 @@ def test_cvae_decodes_each_class_and_an_autoencoder_offers_no_sampling(tmp_path_
         assert png_array(post(url + "api/decode", {"xy": [0, 0]})["image"]).shape == (8, 8)
 
 
+def test_a_colour_run_answers_colour_images(tmp_path_factory):
+    # digits tinted per class into RGB (real images, three channels), in an .npz archive
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    tint = np.array([[255, 80, 80], [80, 255, 80], [80, 80, 255]], float)[digits.target % 3]
+    grey = digits.images / 16.0
+    rgb = (grey[..., None] * tint[:, None, None, :]).round().astype(np.uint8)  # (N, 8, 8, 3)
+    base = session_base(tmp_path_factory)
+    base.mkdir(parents=True, exist_ok=True)
+    npz = base / "rgb-digits.npz"
+    np.savez(npz, images=rgb[:1500], labels=digits.target[:1500], test_images=rgb[1500:],
+             test_labels=digits.target[1500:])  # fmt: skip
+    run = trained_run(base, "rgb", dataset=str(npz), epochs=2)
+    with served(run, limit=100) as url:
+        info = json.loads(request(url + "api/info")[1])
+        assert info["image_shape"] == [3, 8, 8]
+        assert png_array(post(url + "api/decode", {"xy": [0, 0]})["image"]).shape == (8, 8, 3)
+        test = png_array(request(url + "api/test-image/0")[1])
+        assert (test == rgb[1500]).all()  # the run's own test image, colours intact
+        up = post(url + "api/similar", {"image": png_data_url(rgb[1501]), "n": 2})
+        assert png_array(up["input"]).shape == (8, 8, 3)
+        out = post(url + "api/complete", {"index": 0, "mask": "1" * 32 + "0" * 32, "n": 2})
+        assert all(png_array(u)[4:].tolist() == test[4:].tolist() for u in out["images"])
+
+
 # ---- the command line and the Python API --------------------------------------------------------
 def test_vaelab_serve_is_the_function_after_every_submodule_is_imported():
     import vaelab.serve.app  # importing a submodule again must not rebind vaelab.serve
