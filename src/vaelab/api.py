@@ -138,7 +138,8 @@ def complete(
 ) -> torch.Tensor:
     """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
     name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
-    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``)."""
+    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``,
+    ``fill``)."""
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 

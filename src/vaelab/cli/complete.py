@@ -11,7 +11,7 @@ from PIL import Image
 
 from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, test_images
-from vaelab.complete import METHODS, complete, downscale, load_mask, make_mask, upsample
+from vaelab.complete import FILLS, METHODS, complete, downscale, load_mask, make_mask, upsample
 from vaelab.errors import VaelabError
 from vaelab.plots import save_grid
 from vaelab.train.batches import to_unit
@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, default=8, help="completions per input")
     parser.add_argument("--steps", type=int, default=50, help="iterations of the chain")
     parser.add_argument("--method", choices=sorted(METHODS), default="pseudo-gibbs")
+    parser.add_argument(
+        "--fill", choices=sorted(FILLS), default="mean", help="pseudo-gibbs: put back "
+        "E[x_mis|z] (mean) or a draw of p(x_mis|z) (sample); mwg always draws",
+    )  # fmt: skip
     parser.add_argument(
         "--evaluate", type=int, default=None, metavar="N", help="instead of pictures: missing-"
         "pixel MSE on the first N test images vs the baselines (JSON on stdout)",
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_completion(
             model, load_test_images(model), mask=missing, downscale_factor=args.downscale,
             limit=args.evaluate, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
+            fill=args.fill,
         )  # fmt: skip
         result["task"] = args.mask_preset or args.mask or result["task"]
         text = json.dumps(result, indent=2)
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     x = _input(model, args)
     result = complete(
         model, x, missing, n=args.n, steps=args.steps, method=args.method,
-        downscale_factor=args.downscale, seed=args.seed,
+        downscale_factor=args.downscale, seed=args.seed, fill=args.fill,
     )  # fmt: skip
     if missing is not None:  # what the model saw: missing pixels shown mid-grey
         seen = torch.where(missing, torch.full_like(x, 0.5), x)
