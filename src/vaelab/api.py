@@ -22,6 +22,7 @@ from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
 from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data
 from vaelab.train.run import resolve_device
 
@@ -60,7 +61,7 @@ def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
     ckpt = load_checkpoint(run / CHECKPOINT)
     config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
     model = build_model(config.model, tuple(ckpt.info["image_shape"]))
-    model.load_state_dict(ckpt.model_state())
+    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     model = model.to(resolve_device(device)).eval()
     model.config = config
     model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}

@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # ae | vae | hvae | cvae | m2 (vaelab.models.MODELS)
+    model: str = "vae"  # ae | vae | hvae | cvae | m2 | deep (vaelab.models.MODELS)
     arch: str = "mlp"  # mlp | conv
     hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
     latent_dim: int = 20
@@ -52,6 +52,10 @@ class ModelConfig:
     m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
     z1_dim: int = 64  # hvae: size of the lower stochastic layer z1 (z2 is --latent-dim)
     z1_hidden: tuple[int, ...] = (128,)  # hvae: widths of the MLPs between z1 and z2
+    deep_widths: tuple[int, ...] = (32, 64, 64)  # deep: channels per resolution, finest first
+    deep_groups: tuple[int, ...] = (0, 2, 4)  # deep: latent groups per resolution, finest first
+    group_channels: int = 8  # deep: latent channels per group (group = channels x side x side)
+    deep_blocks: int = 1  # deep: residual cells per resolution in the encoder
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class TrainConfig:
     report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
     alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
     labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
+    ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
+    skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
+    free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
+from vaelab.models.deep import DeepVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
@@ -15,6 +16,7 @@ from vaelab.models.vae import VAE
 MODELS: dict[str, type[VAE]] = {
     "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
 }  # fmt: skip
+MODELS["deep"] = DeepVAE
 
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
@@ -23,4 +25,4 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Modul
     return MODELS[cfg.model].from_config(cfg, image_shape)
 
 
-__all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "build_model"]
+__all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "build_model"]

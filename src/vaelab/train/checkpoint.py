@@ -42,6 +42,7 @@ class TrainState:
     batch: int = 0
     bad_steps: int = 0
     skipped_steps: int = 0
+    skipped_grad_norm: int = 0  # steps skipped by --skip-threshold (also in skipped_steps)
     best_test_elbo: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -27,7 +27,6 @@ from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
 from vaelab.models import build_model
-from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
 from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
@@ -39,6 +38,8 @@ from vaelab.train.checkpoint import (
     save_checkpoint,
 )
 from vaelab.train.distributed import World, check_batch, setup
+from vaelab.train.ema import make_average
+from vaelab.train.stabilise import check_stabilisers, grad_norm, objective_for
 
 
 def load_data(config: Config) -> ImageData:
@@ -120,7 +121,9 @@ class Stepper:
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.model = self.world.wrap(LossModule(model, get_objective(t.objective), t.samples))
+        self.model = self.world.wrap(LossModule(model, objective_for(config), t.samples))
+        self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
+        self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
         amp = device.type == "cuda" and t.precision != "fp32"
         if t.precision != "fp32" and device.type != "cuda":
             warnings.warn(f"--precision {t.precision} needs CUDA; training in fp32", stacklevel=2)
@@ -144,14 +147,25 @@ class Stepper:
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        clip = self.config.train.clip_grad
-        if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        clip, skip = self.config.train.clip_grad, self.config.train.skip_threshold
+        norm = None
+        if clip is not None or skip is not None:
+            norm = grad_norm(self.params, clip)
             finite = torch.isfinite(loss) & torch.isfinite(norm)
         else:
             finite = torch.isfinite(loss) & grads_finite(self.params)
-        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step.
-        if not self.world.all_true(finite):
+        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step; with
+        # --skip-threshold a second one (the norm is the same on every rank after DDP's
+        # all-reduce) skips a finite step whose gradient norm is too large.
+        self.skip_reason = "non-finite"
+        keep = self.world.all_true(finite)
+        if keep and norm is not None:
+            self.norms[0] += norm
+            self.norms[1] = torch.maximum(self.norms[1], norm)
+            self.norms[2] += 1
+            if skip is not None and not norm <= skip:
+                keep, self.skip_reason = False, "grad-norm"
+        if not keep:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.update()
@@ -179,6 +193,7 @@ def fit(
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
     """
     validate(config)
+    check_stabilisers(config)
     world = setup(config.train.device)
     try:
         run_dir = _fit(config, out, resume, overwrite, data, world)
@@ -245,10 +260,16 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     n, bs = len(train_x), t.batch_size
     steps_per_epoch = world.steps_per_epoch(n, bs)
     stepper = Stepper(raw, optimizer, config, device, world)
+    # --ema: evaluation, pictures and vaelab.load use the average of the weights.
+    ema = make_average(raw, config, ckpt.tensors if ckpt else None, state.extra)
+    eval_model = ema.module if ema else raw
     main_progress = t.progress and world.is_main
 
     def save() -> None:
         rng = world.gather_rng()  # collective: every rank takes part
+        if ema:
+            rng.update(ema.tensors())
+            state.extra["ema_updates"] = ema.updates
         world.on_main(
             lambda: save_checkpoint(out / CHECKPOINT, raw, optimizer, scheduler, state, info, rng),
             "writing the checkpoint",
@@ -274,14 +295,20 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             if ok:
                 state.bad_steps = 0
                 counted += 1
+                if ema:
+                    ema.update()
                 sums += torch.stack([loss.detach(), stats["bound"], stats["recon"], stats["kl"]])
             else:
                 state.bad_steps += 1
                 state.skipped_steps += 1
+                state.skipped_grad_norm += stepper.skip_reason == "grad-norm"
                 if state.bad_steps >= t.max_bad_steps:  # the same decision on every rank
+                    why = ("a gradient norm above --skip-threshold"
+                           if stepper.skip_reason == "grad-norm"
+                           else "a non-finite loss or gradient")  # fmt: skip
                     raise VaelabError(
                         f"training stopped at step {state.step}: {state.bad_steps} consecutive "
-                        f"steps with a non-finite loss or gradient (--max-bad-steps); the last "
+                        f"steps with {why} (--max-bad-steps); the last "
                         f"good checkpoint is {out / CHECKPOINT}"
                     )
             if main_progress and b % 20 == 0:
@@ -298,7 +325,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             scheduler.step()
         sums = world.all_sum(torch.cat([sums, sums.new_tensor([counted])]))
         train = (sums[:4] / sums[4].clamp(min=1)).tolist()
-        test = world.test_bound(raw, test_x, t.eval_samples)
+        test = world.test_bound(eval_model, test_x, t.eval_samples)
         row = {
             "epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
             "beta": beta_at(config, state.step, steps_per_epoch),
@@ -307,7 +334,12 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             "test_kl": test["kl"], "seconds": seconds,
             "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
             "skipped_steps": state.skipped_steps,
+            "skipped_grad_norm": state.skipped_grad_norm,
         }  # fmt: skip
+        if stepper.norms[2] > 0:  # measured with --clip-grad or --skip-threshold
+            norms = stepper.norms.tolist()
+            row.update(grad_norm_mean=norms[0] / norms[2], grad_norm_max=norms[1])
+            stepper.norms.zero_()
         world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
         if t.report:  # redrawn each epoch (at most every 2 s) to watch a running job
             world.on_main(partial(write_curves, out, 2.0), "drawing training_curves.png")
@@ -324,6 +356,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         from vaelab.generate import write_run_pictures
 
         world.on_main(
-            lambda: write_run_pictures(raw, data, out, config), "drawing the run's pictures"
+            lambda: write_run_pictures(eval_model, data, out, config),
+            "drawing the run's pictures",
         )
     return out
