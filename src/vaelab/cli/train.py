@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 from dataclasses import MISSING
 from pathlib import Path
 
 from vaelab.config import SECTIONS, Config, load_config, with_overrides
+from vaelab.errors import Interrupted, VaelabError
 from vaelab.train.loop import fit
 from vaelab.train.run import CONFIG
 
@@ -48,16 +50,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
         config = Config()
     if args.config:
         config = load_config(args.config, config)
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    # Keyed as flags, so a bad value is reported as "--latent-dim: ...", not the field name.
+    flags = {
+        f"--{k[4:].replace('_', '-')}": v
+        for k, v in vars(args).items()
+        if k.startswith("opt_") and v is not None
+    }
     return with_overrides(config, flags, "command line")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.resume and not args.out:
-        from vaelab.errors import VaelabError
-
         raise VaelabError("--resume needs --out RUN_DIR, the run to continue")
-    out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    try:
+        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as stop:
+        print(f"vaelab train: {stop}", file=sys.stderr)
+        print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
     print(f"run folder: {out}")
     return 0

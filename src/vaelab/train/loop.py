@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vaelab.config import Config, save_config, validate
+from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
@@ -33,12 +33,14 @@ from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images,
 from vaelab.train.checkpoint import (
     CHECKPOINT,
     TrainState,
+    apply_hyperparameters,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
+from vaelab.train.options import check_names, check_resume
 from vaelab.train.stabilise import check_stabilisers, grad_norm, objective_for
 
 
@@ -121,7 +123,8 @@ class Stepper:
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.model = self.world.wrap(LossModule(model, objective_for(config), t.samples))
+        objective = objective_for(resolve(config))  # the model's default objective resolved
+        self.model = self.world.wrap(LossModule(model, objective, t.samples))
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
         amp = device.type == "cuda" and t.precision != "fp32"
@@ -192,19 +195,23 @@ def fit(
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
     """
-    validate(config)
+    config = validate(resolve(config))  # defaults that follow from other options, recorded
+    check_names(config)  # every name, before anything is read or created
     check_stabilisers(config)
     world = setup(config.train.device)
+    stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: stop at a step boundary
     try:
-        run_dir = _fit(config, out, resume, overwrite, data, world)
+        run_dir = _fit(config, out, resume, overwrite, data, world, stop)
     except BaseException:
         world.close()  # no barrier: another rank may be gone
         raise
+    finally:
+        stop.disarm()
     world.close(finished=True)
     return run_dir
 
 
-def _fit(config, out, resume, overwrite, data, world: World) -> Path:
+def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest) -> Path:
     t = config.train
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
@@ -214,17 +221,21 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
-    # Data first: a mistyped --dataset must not leave an empty run folder behind.
+    # Data, checkpoint and model first: a bad input must not leave an empty run folder behind.
     data = data or load_data(config)
-    world.on_main(prepare_dir, "preparing the run folder")
-    ckpt = load_checkpoint(out / CHECKPOINT) if resume else None
+    # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
+    ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
-        ckpt.check_compatible(config.to_dict(), out)
+        check_resume(ckpt.info["config"], config, out)
+        if runfs.finished(ckpt.state, t.epochs):
+            world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
+            return out
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     raw = build_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
+    world.on_main(prepare_dir, "preparing the run folder")
     optimizer, scheduler = make_optimizer(raw, config, device)
     if world.rank:  # rank 0's noise is one process's noise; the others draw their own
         torch.manual_seed(t.seed + world.rank)
@@ -237,8 +248,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     state = TrainState()
     if ckpt is not None:
         raw.load_state_dict(ckpt.model_state())
-        ckpt.restore_training(optimizer, scheduler, device, world.rank)
+        ckpt.restore_training(optimizer, None, device, world.rank)
         state = ckpt.state
+        # This command's --lr, --weight-decay, --schedule and --epochs apply from here on.
+        apply_hyperparameters(optimizer, scheduler, t.lr, t.weight_decay, state.epoch)
         world.on_main(lambda: runfs.truncate_metrics(out, state.step), "rewriting metrics")
 
     def write_setup() -> None:
@@ -276,6 +289,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         )
 
     raw.train()
+    stop.arm()
     for epoch in range(state.epoch, t.epochs):
         perm = epoch_permutation(n, t.seed, epoch, device)
         sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
@@ -320,6 +334,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             ):
                 state.epoch, state.batch = epoch, b + 1
                 save()
+            if stop.requested and b + 1 < steps_per_epoch:
+                state.epoch, state.batch = epoch, b + 1
+                save()
+                raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
@@ -350,6 +368,8 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             )
         state.epoch, state.batch = epoch + 1, 0
         save()
+        if stop.requested and epoch + 1 < t.epochs:
+            raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
     if ckpt is None and t.epochs == 0:
         save()
     if t.report:
