@@ -57,6 +57,17 @@ def test_resume_mid_epoch_checkpoint(tmp_path, monkeypatch):
     resumed = fit(cfg, tmp_path / "crashed", resume=True)
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model/", "optim/")))
+    # images_per_s x seconds = the images that epoch went through: the whole training set,
+    # or on resume what was left after the checkpoint (step 30 = 7 batches into epoch 2).
+    # It read the batch counter a mid-epoch save had overwritten (3 batches, not 23).
+    from vaelab.data import load_dataset
+
+    n = len(load_dataset("digits").train_x)
+    per_epoch = math.ceil(n / 64)
+    for run, left in ((full, [n, n, n]), (resumed, [n, n - (30 - per_epoch) * 64, n])):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        seen = [r["images_per_s"] * r["seconds"] for r in rows]
+        assert seen == pytest.approx(left, rel=1e-9), (run.name, seen, left)
 
 
 def test_metrics_and_learning_on_digits(digits_run):
