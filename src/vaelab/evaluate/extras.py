@@ -14,7 +14,7 @@ from vaelab.errors import VaelabError
 from vaelab.evaluate.health import latent_health
 from vaelab.evaluate.quality import load_classifier, reconstruction_quality, sample_quality
 from vaelab.samplers import SAMPLERS, prepare_sampler, sample_images
-from vaelab.train.batches import eval_images
+from vaelab.train.batches import train_images
 
 
 def extra_metrics(
@@ -48,8 +48,8 @@ def extra_metrics(
         out["classifier"] = info
         out["quality"] = {}
         # The training images as the model was trained on them (binarized if it was).
-        train_x = eval_images(
-            data.train_x[:20000], model.config.data.binarize, model.config.train.seed
+        train_x = train_images(
+            data.train_x, model.config.data.binarize, model.config.train.seed, 20000
         )
         for name in samplers:
             options = prepare_sampler(name, model, lambda: train_x, components, run_dir)

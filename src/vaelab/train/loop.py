@@ -294,6 +294,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         perm = epoch_permutation(n, t.seed, epoch, device)
         sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
         counted = 0
+        first = state.batch  # a mid-epoch save overwrites state.batch: images_per_s needs this
         t0 = time.perf_counter()
         bar = tqdm(
             range(state.batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -350,7 +351,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
             "train_loss": train[0], "train_bound": train[1], "train_recon": train[2],
             "train_kl": train[3], "test_elbo": test["elbo"], "test_recon": test["recon"],
             "test_kl": test["kl"], "seconds": seconds,
-            "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
+            "images_per_s": (min(n, steps_per_epoch * bs) - first * bs) / seconds,
             "skipped_steps": state.skipped_steps,
             "skipped_grad_norm": state.skipped_grad_norm,
         }  # fmt: skip
