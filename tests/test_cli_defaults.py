@@ -1,10 +1,16 @@
 """Defaults that follow from other options, and bad option values refused before anything
 is created, through ``vaelab train``'s command line."""
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 import vaelab
+from test_data_folder import _huge_png
 from vaelab.cli import main
 from vaelab.errors import did_you_mean
 
@@ -75,3 +81,33 @@ def test_unknown_key_in_a_config_file_gets_a_suggestion(tmp_path, capsys):
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
     assert "unknown option 'latnt_dim'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_image_folder_with_bad_files_nested_classes_and_alpha(tmp_path):
+    # A clip-art-like folder: classes with sub-folders, one truncated PNG, one whose header
+    # claims 10 G pixels, icons on a transparent ground; trained from a fresh process.
+    rng = np.random.default_rng(0)
+    for cls in ("arrows", "stars"):
+        for i in range(6):
+            rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+            rgba[..., 3] = np.where(rgba[..., 3] > 128, 255, 0)
+            path = tmp_path / "art" / cls / ("deep/er" if i % 2 else "") / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgba, "RGBA").save(path)
+    good = (tmp_path / "art" / "stars" / "0.png").read_bytes()
+    (tmp_path / "art" / "stars" / "cut.png").write_bytes(good[: len(good) // 2])
+    _huge_png(tmp_path / "art" / "arrows" / "deep" / "huge.png")
+    args = ["train", "--dataset", tmp_path / "art", "--epochs", "0", "--report", "false",
+            "--hidden", "16", "--latent-dim", "2", "--out"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "vaelab", *map(str, args), tmp_path / "run"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 2 of 14 image files (1 too large, 1 unreadable)" in proc.stderr
+    assert "2 classes (images at any depth in each class folder): arrows 6, stars 6" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert saved_config(tmp_path / "run")["data"]["background"] == "white"
+    bad = main(["train", "--dataset", str(tmp_path / "art"), "--background", "purple",
+                "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert bad == 2 and not (tmp_path / "bad").exists()
