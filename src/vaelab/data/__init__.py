@@ -42,6 +42,7 @@ def load_dataset(
     channels: int | None = None,
     test_fraction: float = 0.1,
     seed: int = 0,
+    background: str | tuple[int, int, int] = "white",
     download: bool = True,
     cache_dir: str | Path | None = None,
 ) -> ImageData:
@@ -54,11 +55,12 @@ def load_dataset(
 
     ``resize = (H, W)`` resizes every image (bilinear, antialiased); ``channels`` forces 1
     (luma) or 3 (gray repeated), default: the data's own. Sources without a test split get a
-    random ``test_fraction`` of their images as one, fixed by ``seed``. ``download`` and
+    random ``test_fraction`` of their images as one, fixed by ``seed``. Transparent pixels
+    are laid on ``background`` (``white``, ``black``, ``"R,G,B"``). ``download`` and
     ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
     Returns train images ``(N, C, H, W)`` and test images ``(M, C, H, W)``, uint8.
     """
-    options = LoadOptions(resize, channels, test_fraction, seed).checked()
+    options = LoadOptions(resize, channels, test_fraction, seed, background).checked()
     if not isinstance(spec, (str, Path)):
         raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
     if isinstance(spec, str) and spec in BUILTIN:

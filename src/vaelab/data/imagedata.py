@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from vaelab.data.transforms import check_options, resize_images, split_indices, to_channels
+from vaelab.data.transforms import (
+    check_background,
+    check_options,
+    resize_images,
+    split_indices,
+    to_channels,
+)
 from vaelab.errors import VaelabError
 
 
@@ -63,17 +69,20 @@ class ImageData:
 @dataclass(frozen=True)
 class LoadOptions:
     """What every loader does to its images after reading them (``--resize``,
-    ``--channels``, ``--test-fraction``, ``--seed``); checked by :meth:`checked`."""
+    ``--channels``, ``--test-fraction``, ``--seed``; ``--background``: the (R, G, B) that
+    transparent pixels are laid on); checked by :meth:`checked`."""
 
     resize: tuple[int, int] | None = None
     channels: int | None = None
     test_fraction: float = 0.1
     seed: int = 0
+    background: tuple[int, int, int] | str = (255, 255, 255)
 
     def checked(self) -> LoadOptions:
         """The same options normalized, or a VaelabError naming the flag."""
         return LoadOptions(
-            *check_options(self.resize, self.channels, self.test_fraction, self.seed)
+            *check_options(self.resize, self.channels, self.test_fraction, self.seed),
+            background=check_background(self.background),
         )
 
 
@@ -91,7 +100,9 @@ def assemble(
     converted to ``channels`` (default: 3 if either part is RGB, else 1) and resized to
     ``resize = (H, W)`` (``options``).
     """
-    resize, channels, test_fraction, seed = astuple(options.checked())
+    checked = options.checked()
+    resize, channels = checked.resize, checked.channels
+    test_fraction, seed = checked.test_fraction, checked.seed
     train_x, train_y = _tensor(train[0]), _tensor(train[1])
     if test is None:
         train_idx, test_idx = split_indices(len(train_x), test_fraction, seed, name)

@@ -49,7 +49,7 @@ def load_data(config: Config) -> ImageData:
     resize = parse_resize(d.resize) if d.resize else None
     return load_dataset(
         d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed,
+        seed=config.train.seed, background=d.background,
     )  # fmt: skip
 
 
@@ -221,8 +221,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
-    # Data, checkpoint and model first: a bad input must not leave an empty run folder behind.
-    data = data or load_data(config)
+    # Checkpoint, data and model first: a bad input must not leave an empty run folder behind.
     # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
     ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
@@ -230,6 +229,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         if runfs.finished(ckpt.state, t.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return out
+    data = data or load_data(config)
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
