@@ -6,10 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from vaelab.api import load, load_test_images
-from vaelab.classify import evaluate_classifier, save_confusion
 from vaelab.cli.common import (
     add_out_arguments,
     add_run_argument,
@@ -50,6 +46,11 @@ def label_control_path(args: argparse.Namespace, confusion: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load, load_test_images
+    from vaelab.classify import evaluate_classifier, save_confusion
+
     json_path = new_file("--json", args.json, args.overwrite) if args.json else None
     model = load(args.run, args.device)
     data = load_test_images(model)

@@ -4,10 +4,32 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vaelab.errors import VaelabError
+
+if TYPE_CHECKING:  # this module runs for every --help, which must not import torch
+    import torch
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once, at the end of its help, and only where it says
+    something (not for switches, nor for ``None``); help that already names its default
+    keeps its own wording."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "(default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+            or action.nargs == 0
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            default = ",".join(map(str, default))
+        return f"{text} (default: {default})"
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vaelab.api import evaluate
 from vaelab.cli.common import output_path
-from vaelab.evaluate.extras import print_extras
-from vaelab.samplers import SAMPLERS
+from vaelab.cli.names import registry_names
 
 HELP = (
     "test-set ELBO, importance-sampled log-likelihood (nats, bits/dim), latent health, "
@@ -32,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the classifier sample metrics (the slow part; trains a classifier once)",
     )  # fmt: skip
     parser.add_argument(
-        "--sampler", action="append", choices=sorted(SAMPLERS), default=None,
+        "--sampler", action="append", default=None,
+        choices=sorted(registry_names("vaelab.samplers", "SAMPLERS")),
         help="latent sampler for the sample metrics; repeat for several (default: prior)",
     )  # fmt: skip
     parser.add_argument("--components", type=int, default=10, help="GMM sampler components")
@@ -53,7 +52,8 @@ def evaluation_json(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.api import load
+    from vaelab.api import evaluate, load
+    from vaelab.evaluate.extras import print_extras
 
     torch.manual_seed(args.seed)
     if args.limit is not None and args.limit < 1:
