@@ -94,10 +94,13 @@ def test_run_folder_rules(tmp_path):
     with pytest.raises(VaelabError, match="exists and is not empty"):
         fit(small_config(epochs=1), run)
     fit(small_config(epochs=1, seed=1), run, overwrite=True)  # asked: replaced
-    with pytest.raises(VaelabError, match="arch='mlp', this run asks arch='conv'"):
+    with pytest.raises(VaelabError, match="--arch mlp --hidden 64 --seed 1, this command asks"):
         fit(small_config(epochs=2, arch="conv", hidden="8"), run, resume=True)
-    with pytest.raises(VaelabError, match=r"has no checkpoint\.safetensors"):
-        fit(small_config(), tmp_path / "empty", resume=True)
+    # A folder that a vaelab run did not write is never taken over by --resume.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(VaelabError, match=r"has no checkpoint\.safetensors and holds 'notes"):
+        fit(small_config(), tmp_path / "mine", resume=True)
 
 
 def test_python_api_round_trip(digits_run):

@@ -22,6 +22,7 @@ from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
 from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data
 from vaelab.train.run import resolve_device
 
@@ -60,7 +61,7 @@ def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
     ckpt = load_checkpoint(run / CHECKPOINT)
     config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
     model = build_model(config.model, tuple(ckpt.info["image_shape"]))
-    model.load_state_dict(ckpt.model_state())
+    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     model = model.to(resolve_device(device)).eval()
     model.config = config
     model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}
@@ -138,7 +139,8 @@ def complete(
 ) -> torch.Tensor:
     """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
     name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
-    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``)."""
+    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``,
+    ``fill``)."""
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 

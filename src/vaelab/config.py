@@ -20,7 +20,7 @@ from typing import Any
 import tomllib
 import yaml
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,14 @@ class DataConfig:
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.1  # held-out share when the data has no test split of its own
     binarize: str = "none"  # 0/1 draws from the grey levels: once (static) or each step (dynamic)
+    background: str = "white"  # white | black | R,G,B: what transparent pixels are laid on
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # autoencoder, VAE, 2-level VAE, class-conditional VAE or semi-supervised M2
+    model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
     arch: str = "mlp"  # encoder and decoder bodies: fully connected or strided convolutions
-    hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
+    hidden: tuple[int, ...] | None = None  # MLP units or conv channels per layer (default: arch's)
     latent_dim: int = 20  # size of the latent code z
     likelihood: str = "bernoulli"  # p(x|z) of each pixel (bernoulli: binary or grey in [0, 1])
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
@@ -52,11 +53,15 @@ class ModelConfig:
     m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
     z1_dim: int = 64  # hvae: size of the lower stochastic layer z1 (z2 is --latent-dim)
     z1_hidden: tuple[int, ...] = (128,)  # hvae: widths of the MLPs between z1 and z2
+    deep_widths: tuple[int, ...] = (32, 64, 64)  # deep: channels per resolution, finest first
+    deep_groups: tuple[int, ...] = (0, 2, 4)  # deep: latent groups per resolution, finest first
+    group_channels: int = 8  # deep: latent channels per group (group = channels x side x side)
+    deep_blocks: int = 1  # deep: residual cells per resolution in the encoder
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "elbo"  # bound to maximise (iwae differs from elbo when --samples > 1)
+    objective: str | None = None  # bound maximised (default: the model's); iwae wants --samples > 1
     samples: int = 1  # K Monte Carlo / importance samples per image
     beta: float = 1.0  # KL weight of the ELBO
     warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs
@@ -77,6 +82,9 @@ class TrainConfig:
     report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
     alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
     labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
+    ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
+    skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
+    free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,35 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Defaults that follow from another option. Each body has its own widths: the MLP's 400
+# units as one conv layer would be 400 channels and a 78,400-wide linear layer (4.8 M
+# parameters on 28x28); 32,64 is the shipped conv config (configs/fashion_conv.yaml).
+ARCH_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": (32, 64)}
+# The objective a model trains with unless told otherwise (M2 accepts only its own).
+MODEL_OBJECTIVE: dict[str, str] = {"m2": "m2"}
+DEFAULT_OBJECTIVE = "elbo"
+
+
+def resolve_model(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with ``hidden=None`` replaced by the arch's widths (unknown arch: unchanged,
+    left to the registry's error)."""
+    if cfg.hidden is None and cfg.arch in ARCH_WIDTHS:
+        return replace(cfg, hidden=ARCH_WIDTHS[cfg.arch])
+    return cfg
+
+
+def resolve(config: Config) -> Config:
+    """``config`` with every "follows from another option" default filled in, as recorded
+    in the run's config.yaml."""
+    objective = config.train.objective
+    if objective is None:
+        objective = MODEL_OBJECTIVE.get(config.model.model, DEFAULT_OBJECTIVE)
+    return replace(
+        config,
+        model=resolve_model(config.model),
+        train=replace(config.train, objective=objective),
+    )
 
 
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -154,14 +191,14 @@ def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Co
     index = field_index()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in overrides.items():
-        name = key.replace("-", "_")
+        # A key written as a flag ("--latent-dim") is named as the flag in errors.
+        name = key.lstrip("-").replace("-", "_")
         if name not in index:
-            raise VaelabError(
-                f"{source}: unknown option {key!r}; valid: {', '.join(sorted(index))}"
-            )
+            raise unknown_name(source, key, sorted(index), kind="option")
         section, _ = index[name]
         tp = _field_type(SECTIONS[section], name)
-        per_section[section][name] = coerce(value, tp, f"{source}: {key}")
+        where = key if key.startswith("--") else f"{source}: {key}"
+        per_section[section][name] = coerce(value, tp, where)
     return replace(
         config,
         **{s: replace(getattr(config, s), **kv) for s, kv in per_section.items() if kv},
@@ -225,11 +262,10 @@ def validate(config: Config) -> Config:
         if flat[name] < 1:
             raise VaelabError(f"--{name.replace('_', '-')}: must be at least 1, got {flat[name]}")
     for name, choices in _CHOICES.items():
-        if flat[name] not in choices:
-            flag = name.replace("_", "-")
-            raise VaelabError(f"--{flag}: unknown {flat[name]!r}; valid: {', '.join(choices)}")
+        if flat[name] is not None and flat[name] not in choices:  # None: resolved later
+            raise unknown_name(f"--{name.replace('_', '-')}", flat[name], choices)
     for name in ("hidden", "z1_hidden"):
-        if any(h < 1 for h in flat[name]):
+        if any(h < 1 for h in flat[name] or ()):
             flag = name.replace("_", "-")
             raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
     if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:

@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "accepts each move by the model's joint density",
     )
     parser.add_argument(
+        "--fill", choices=sorted(registry_names("vaelab.complete", "FILLS")), default="mean",
+        help="pseudo-gibbs: put back "
+        "E[x_mis|z] (mean) or a draw of p(x_mis|z) (sample); mwg always draws",
+    )  # fmt: skip
+    parser.add_argument(
         "--evaluate", type=int, default=None, metavar="N", help="instead of pictures: missing-"
         "pixel MSE on the first N test images vs the baselines (JSON on stdout)",
     )  # fmt: skip
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_completion(
             model, load_test_images(model), mask=missing, downscale_factor=args.downscale,
             limit=args.evaluate, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
+            fill=args.fill,
         )  # fmt: skip
         result["task"] = args.mask_preset or args.mask or result["task"]
         text = json.dumps(result, indent=2)
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     x = _input(model, args)
     result = complete(
         model, x, missing, n=args.n, steps=args.steps, method=args.method,
-        downscale_factor=args.downscale, seed=args.seed,
+        downscale_factor=args.downscale, seed=args.seed, fill=args.fill,
     )  # fmt: skip
     if missing is not None:  # what the model saw: missing pixels shown mid-grey
         seen = torch.where(missing, torch.full_like(x, 0.5), x)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 from dataclasses import MISSING
 from pathlib import Path
 
 from vaelab.cli.names import field_help, registry_names
 from vaelab.config import _CHOICES, SECTIONS, Config, load_config, with_overrides
+from vaelab.errors import Interrupted, VaelabError
 
 HELP = "train an autoencoder or a VAE; writes a run folder"
 
@@ -51,6 +53,8 @@ def _flag_help(name: str, comment: str, default: object) -> str:
     if names:
         word = "builtin" if name == "dataset" else "one of"
         text += f"; {word}: {', '.join(names)}"
+    if "(default" in text:  # the comment says what an unset value means
+        return text
     if isinstance(default, tuple):
         default = ",".join(map(str, default))
     return f"{text} (default: {default})"
@@ -91,18 +95,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
         config = Config()
     if args.config:
         config = load_config(args.config, config)
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    # Keyed as flags, so a bad value is reported as "--latent-dim: ...", not the field name.
+    flags = {
+        f"--{k[4:].replace('_', '-')}": v
+        for k, v in vars(args).items()
+        if k.startswith("opt_") and v is not None
+    }
     return with_overrides(config, flags, "command line")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.resume and not args.out:
-        from vaelab.errors import VaelabError
-
         raise VaelabError("--resume needs --out RUN_DIR, the run to continue")
     from vaelab.train.loop import fit  # imports torch: only when training, not for --help
 
-    out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    try:
+        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as stop:
+        print(f"vaelab train: {stop}", file=sys.stderr)
+        print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
     print(f"run folder: {out}")
     return 0

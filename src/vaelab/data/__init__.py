@@ -16,7 +16,7 @@ from vaelab.data.idx import find_idx_images, load_idx_dir, load_idx_file, read_i
 from vaelab.data.imagedata import ImageData, LoadOptions
 from vaelab.data.npz import load_npz
 from vaelab.data.transforms import parse_resize
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, did_you_mean
 
 __all__ = [
     "BUILTIN",
@@ -24,6 +24,7 @@ __all__ = [
     "ImageData",
     "LoadOptions",
     "cache_root",
+    "check_dataset",
     "load_dataset",
     "parse_resize",
     "read_idx",
@@ -62,6 +63,20 @@ def load_dataset(
         raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
     if isinstance(spec, str) and spec in BUILTIN:
         return BUILTIN[spec](options, download=download, cache_dir=cache_dir)
+    path = check_dataset(spec)
+    if path.is_dir():
+        loader = load_idx_dir if find_idx_images(path) else load_folder
+        return loader(path, options)
+    if not path.is_file():
+        raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")
+    return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, options)
+
+
+def check_dataset(spec: str | Path) -> Path | None:
+    """None for a builtin name, else the existing path ``spec`` names; otherwise a
+    VaelabError listing the builtin names, with a "did you mean" for a near miss."""
+    if isinstance(spec, str) and spec in BUILTIN:
+        return None
     path = Path(spec).expanduser()
     try:
         exists = str(spec) != "" and path.exists()
@@ -69,13 +84,10 @@ def load_dataset(
         exists = False
     if not exists:
         names = ", ".join(sorted(BUILTIN))
+        guess = did_you_mean(spec, BUILTIN)
+        hint = f"; did you mean {guess!r}?" if guess else ""
         raise VaelabError(
             f"unknown dataset {str(spec)!r}: expected one of {names}, or the path of an .npz"
-            " file, an IDX file, or a folder of images (no such file or folder)"
+            f" file, an IDX file, or a folder of images (no such file or folder){hint}"
         )
-    if path.is_dir():
-        loader = load_idx_dir if find_idx_images(path) else load_folder
-        return loader(path, options)
-    if not path.is_file():
-        raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")
-    return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, options)
+    return path

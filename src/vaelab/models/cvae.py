@@ -11,8 +11,10 @@ enumerating the classes with weights w(y|x) (any distribution over y):
     log p(x) >= sum_y w(y|x) [ELBO(x, y) + log p(y)] + H(w)
 
 which is tight at w = the posterior r(y|x) = softmax_y(ELBO(x, y) + log p(y)): the CVAE
-uses r (the bound is then logsumexp_y of the class bounds); M2 (``m2.py``) uses its
-classifier q(y|x). Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
+uses r, estimated from K draws of z independent of the K draws that estimate the class
+ELBOs it weighs (the same draws would give logsumexp_y of noisy class ELBOs, biased above
+the bound, even above log p(x)); M2 (``m2.py``) uses its classifier q(y|x).
+Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
 """
 
 from __future__ import annotations
@@ -189,9 +191,14 @@ class CVAE(VAE):
 
     def forward(self, x: torch.Tensor, samples: int = 1, y: torch.Tensor | None = None) -> Terms:
         if y is None:
-            t = self.class_terms(x, samples)
-            log_r = torch.log_softmax(t["log_px_z"].mean(0) - t["kl"], -1).detach()
+            # The weights come from draws independent of the ones they weigh: r computed
+            # from the same noisy class ELBOs makes the estimate logsumexp_y of them, whose
+            # mean lies above logsumexp of their means (Jensen) and can exceed log p(x).
+            # With independent r the estimate is unbiased for a valid bound (any w works).
+            with torch.no_grad():
+                log_r = torch.log_softmax(self.class_elbos(x, samples), -1)
             r = log_r.exp()
+            t = self.class_terms(x, samples)
             return self.marginal_terms(t, r, log_r, -(r * log_r).sum(-1))
         q = self.encode(x, y)
         z = q.rsample((samples,))

@@ -22,23 +22,26 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vaelab.config import Config, save_config, validate
+from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
 from vaelab.models import build_model
-from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
 from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.train.checkpoint import (
     CHECKPOINT,
     TrainState,
+    apply_hyperparameters,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
 )
 from vaelab.train.distributed import World, check_batch, setup
+from vaelab.train.ema import make_average
+from vaelab.train.options import check_names, check_resume
+from vaelab.train.stabilise import check_stabilisers, grad_norm, objective_for
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 
@@ -122,7 +125,10 @@ class Stepper:
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.model = self.world.wrap(LossModule(model, get_objective(t.objective), t.samples))
+        objective = objective_for(resolve(config))  # the model's default objective resolved
+        self.model = self.world.wrap(LossModule(model, objective, t.samples))
+        self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
+        self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
         amp = device.type == "cuda" and t.precision != "fp32"
         if t.precision != "fp32" and device.type != "cuda":
             warnings.warn(f"--precision {t.precision} needs CUDA; training in fp32", stacklevel=2)
@@ -146,14 +152,25 @@ class Stepper:
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        clip = self.config.train.clip_grad
-        if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        clip, skip = self.config.train.clip_grad, self.config.train.skip_threshold
+        norm = None
+        if clip is not None or skip is not None:
+            norm = grad_norm(self.params, clip)
             finite = torch.isfinite(loss) & torch.isfinite(norm)
         else:
             finite = torch.isfinite(loss) & grads_finite(self.params)
-        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step.
-        if not self.world.all_true(finite):
+        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step; with
+        # --skip-threshold a second one (the norm is the same on every rank after DDP's
+        # all-reduce) skips a finite step whose gradient norm is too large.
+        self.skip_reason = "non-finite"
+        keep = self.world.all_true(finite)
+        if keep and norm is not None:
+            self.norms[0] += norm
+            self.norms[1] = torch.maximum(self.norms[1], norm)
+            self.norms[2] += 1
+            if skip is not None and not norm <= skip:
+                keep, self.skip_reason = False, "grad-norm"
+        if not keep:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.update()
@@ -180,18 +197,23 @@ def fit(
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
     """
-    validate(config)
+    config = validate(resolve(config))  # defaults that follow from other options, recorded
+    check_names(config)  # every name, before anything is read or created
+    check_stabilisers(config)
     world = setup(config.train.device)
+    stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: stop at a step boundary
     try:
-        run_dir = _fit(config, out, resume, overwrite, data, world)
+        run_dir = _fit(config, out, resume, overwrite, data, world, stop)
     except BaseException:
         world.close()  # no barrier: another rank may be gone
         raise
+    finally:
+        stop.disarm()
     world.close(finished=True)
     return run_dir
 
 
-def _fit(config, out, resume, overwrite, data, world: World) -> Path:
+def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest) -> Path:
     t = config.train
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
@@ -201,17 +223,21 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
-    # Data first: a mistyped --dataset must not leave an empty run folder behind.
+    # Data, checkpoint and model first: a bad input must not leave an empty run folder behind.
     data = data or load_data(config)
-    world.on_main(prepare_dir, "preparing the run folder")
-    ckpt = load_checkpoint(out / CHECKPOINT) if resume else None
+    # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
+    ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
-        ckpt.check_compatible(config.to_dict(), out)
+        check_resume(ckpt.info["config"], config, out)
+        if runfs.finished(ckpt.state, t.epochs):
+            world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
+            return out
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     raw = build_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
+    world.on_main(prepare_dir, "preparing the run folder")
     optimizer, scheduler = make_optimizer(raw, config, device)
     if world.rank:  # rank 0's noise is one process's noise; the others draw their own
         torch.manual_seed(t.seed + world.rank)
@@ -224,8 +250,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     state = TrainState()
     if ckpt is not None:
         raw.load_state_dict(ckpt.model_state())
-        ckpt.restore_training(optimizer, scheduler, device, world.rank)
+        ckpt.restore_training(optimizer, None, device, world.rank)
         state = ckpt.state
+        # This command's --lr, --weight-decay, --schedule and --epochs apply from here on.
+        apply_hyperparameters(optimizer, scheduler, t.lr, t.weight_decay, state.epoch)
         world.on_main(lambda: runfs.truncate_metrics(out, state.step), "rewriting metrics")
 
     def write_setup() -> None:
@@ -247,16 +275,23 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     n, bs = len(train_x), t.batch_size
     steps_per_epoch = world.steps_per_epoch(n, bs)
     stepper = Stepper(raw, optimizer, config, device, world)
+    # --ema: evaluation, pictures and vaelab.load use the average of the weights.
+    ema = make_average(raw, config, ckpt.tensors if ckpt else None, state.extra)
+    eval_model = ema.module if ema else raw
     main_progress = t.progress and world.is_main
 
     def save() -> None:
         rng = world.gather_rng()  # collective: every rank takes part
+        if ema:
+            rng.update(ema.tensors())
+            state.extra["ema_updates"] = ema.updates
         world.on_main(
             lambda: save_checkpoint(out / CHECKPOINT, raw, optimizer, scheduler, state, info, rng),
             "writing the checkpoint",
         )
 
     raw.train()
+    stop.arm()
     for epoch in range(state.epoch, t.epochs):
         perm = epoch_permutation(n, t.seed, epoch, device)
         sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
@@ -276,14 +311,20 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             if ok:
                 state.bad_steps = 0
                 counted += 1
+                if ema:
+                    ema.update()
                 sums += torch.stack([loss.detach(), stats["bound"], stats["recon"], stats["kl"]])
             else:
                 state.bad_steps += 1
                 state.skipped_steps += 1
+                state.skipped_grad_norm += stepper.skip_reason == "grad-norm"
                 if state.bad_steps >= t.max_bad_steps:  # the same decision on every rank
+                    why = ("a gradient norm above --skip-threshold"
+                           if stepper.skip_reason == "grad-norm"
+                           else "a non-finite loss or gradient")  # fmt: skip
                     raise VaelabError(
                         f"training stopped at step {state.step}: {state.bad_steps} consecutive "
-                        f"steps with a non-finite loss or gradient (--max-bad-steps); the last "
+                        f"steps with {why} (--max-bad-steps); the last "
                         f"good checkpoint is {out / CHECKPOINT}"
                     )
             if main_progress and b % 20 == 0:
@@ -295,12 +336,16 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             ):
                 state.epoch, state.batch = epoch, b + 1
                 save()
+            if stop.requested and b + 1 < steps_per_epoch:
+                state.epoch, state.batch = epoch, b + 1
+                save()
+                raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
         sums = world.all_sum(torch.cat([sums, sums.new_tensor([counted])]))
         train = (sums[:4] / sums[4].clamp(min=1)).tolist()
-        test = world.test_bound(raw, test_x, t.eval_samples)
+        test = world.test_bound(eval_model, test_x, t.eval_samples)
         row = {
             "epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
             "beta": beta_at(config, state.step, steps_per_epoch),
@@ -309,7 +354,12 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             "test_kl": test["kl"], "seconds": seconds,
             "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
             "skipped_steps": state.skipped_steps,
+            "skipped_grad_norm": state.skipped_grad_norm,
         }  # fmt: skip
+        if stepper.norms[2] > 0:  # measured with --clip-grad or --skip-threshold
+            norms = stepper.norms.tolist()
+            row.update(grad_norm_mean=norms[0] / norms[2], grad_norm_max=norms[1])
+            stepper.norms.zero_()
         world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
         if t.report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
             # 7% of a 4 s reference epoch (cProfile), so drawing every epoch was most of the
@@ -322,12 +372,15 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             )
         state.epoch, state.batch = epoch + 1, 0
         save()
+        if stop.requested and epoch + 1 < t.epochs:
+            raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
     if ckpt is None and t.epochs == 0:
         save()
     if t.report:
         from vaelab.generate import write_run_pictures
 
         world.on_main(
-            lambda: write_run_pictures(raw, data, out, config), "drawing the run's pictures"
+            lambda: write_run_pictures(eval_model, data, out, config),
+            "drawing the run's pictures",
         )
     return out
