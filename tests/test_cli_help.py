@@ -87,6 +87,7 @@ def test_train_help_shows_each_fields_comment_choices_and_default(monkeypatch):
         for field in section.__dataclass_fields__:
             assert f"--{field.replace('_', '-')} " in text
     assert flat.count("(default: vae)") == 1
+    assert "VALUE" not in text  # every field shows its type (INT, FLOAT, INT,..., NAME)
 
 
 def test_every_registry_read_from_source_matches_the_imported_one():

@@ -29,7 +29,7 @@ from vaelab.cli import (
 from vaelab.cli import classify as classify_cmd
 from vaelab.cli import complete as complete_cmd
 from vaelab.cli import report as report_cmd
-from vaelab.cli.common import HelpFormatter
+from vaelab.cli.common import HelpFormatter, one_line_warnings
 from vaelab.errors import VaelabError
 
 COMMANDS: dict[str, ModuleType] = {
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args._run(args)
+        with one_line_warnings(args.command):
+            return args._run(args)
     except VaelabError as exc:
         print(f"vaelab {args.command}: error: {exc}", file=sys.stderr)
         return 2

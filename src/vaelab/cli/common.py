@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +34,32 @@ class HelpFormatter(argparse.HelpFormatter):
         if isinstance(default, list | tuple):
             default = ",".join(map(str, default))
         return f"{text} (default: {default})"
+
+
+# Warnings of other libraries that reach the user, in vaelab's words.
+_REWORDED = {
+    "Palette images with Transparency expressed in bytes": (
+        "a palette image has transparency: read as RGBA and laid on --background"
+    ),
+}
+
+
+@contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Show each warning as one line, ``vaelab CMD: warning: ...``, without Python's file
+    name and source line (which mean nothing to a user of the command)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip()
+        text = text.splitlines()[0] if text else category.__name__
+        for start, plain in _REWORDED.items():
+            if text.startswith(start):
+                text = plain
+        print(f"vaelab {command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 import typing
 from dataclasses import MISSING
 from pathlib import Path
@@ -40,10 +41,12 @@ def choices(name: str) -> tuple[str, ...]:
 def _metavar(name: str, tp: object) -> str:
     if choices(name):
         return "NAME"
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(inner) == 1:
+        tp = inner[0]  # X | None: shown as X
     if typing.get_origin(tp) is tuple:
-        return f"{_METAVAR[args[0]]},..."
-    return _METAVAR.get(args[0] if args else tp, "VALUE")
+        return f"{_METAVAR[typing.get_args(tp)[0]]},..."
+    return _METAVAR.get(tp, "VALUE")
 
 
 def _flag_help(name: str, comment: str, default: object) -> str:
