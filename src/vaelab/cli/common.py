@@ -70,20 +70,25 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_out_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
     parser.add_argument(
-        "--out", default=None, help=f"output file (default: RUN_DIR/{default_name}, numbered "
-        "if it exists)",
+        "--out", default=None, help=f"output file (default: RUN_DIR/{OUTPUTS}/{default_name}, "
+        "numbered if it exists)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
+OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
+
+
 def output_path(args: argparse.Namespace, default_name: str) -> Path:
-    """Where to write: an explicit --out must not exist (unless --overwrite); the default
-    name gets a number instead of replacing an earlier result."""
+    """Where to write: an explicit --out must not exist (unless --overwrite); by default
+    RUN/outputs/NAME, numbered (NAME-2, NAME-3...) instead of replacing an earlier result,
+    so a command's picture is never mistaken for training's (RUN/samples.png)."""
     if args.out:
         path = new_file("--out", args.out, args.overwrite)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-    return numbered(Path(args.run) / default_name)
+    else:
+        path = numbered(Path(args.run) / OUTPUTS / default_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def new_file(flag: str, path: str | Path, overwrite: bool) -> Path:

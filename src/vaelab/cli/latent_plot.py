@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, positive
+from vaelab.cli.common import (
+    add_out_arguments,
+    add_run_argument,
+    numbered,
+    output_path,
+    positive,
+)
 from vaelab.cli.names import registry_names
 
 if TYPE_CHECKING:
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     path = save_figure(fig, output_path(args, "latent.png"))
     print(f"wrote {path} ({len(coords)} test images)")
     if model.latent_dim == 2 and model.config.model.model != "ae":  # an AE has no p(z)
-        mpath = output_path(argparse.Namespace(out=None, run=str(path.parent)), "manifold.png")
+        mpath = numbered(path.with_name("manifold.png"))
         save_figure(manifold_figure(model, positive("--grid", args.grid)), mpath)
         print(f"wrote {mpath}")
     return 0
