@@ -3,6 +3,7 @@ titles that fit, traversal ticks on their tiles, the evaluation in the report.""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -100,3 +101,42 @@ def test_metrics_table_of_100_epochs_scrolls_under_a_fixed_header():
     assert page.startswith('<div class="scroll"><table>') and page.count("<tr>") == 101
     assert "100 epochs" in page
     assert not _metrics_table([row] * 5).startswith("<div")  # short runs: a plain table
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_steps_show_progress_on_a_terminal_only(digits_run, monkeypatch):
+    from vaelab.api import load, load_test_images
+    from vaelab.evaluate.nll import log_likelihood
+    from vaelab.samplers import fit_gmm
+
+    model = load(digits_run)
+    x = load_test_images(model).test_x[:40]
+    latents = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    for stream, shown in ((io.StringIO(), False), (_Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        log_likelihood(model, x, samples=8, batch_size=16)
+        fit_gmm(latents, components=2)
+        text = stream.getvalue()
+        assert ("importance sampling, K=8" in text) is shown
+        assert ("fitting a 2-component GMM" in text) is shown
+
+
+def test_gmm_fit_step_by_step_equals_one_scikit_learn_fit():
+    # Reference: scikit-learn's own fit (max_iter 100, tol 1e-3) on the same data and seed;
+    # the stepwise fit runs the same EM iterations, so only float rounding may differ.
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    from vaelab.samplers import fit_gmm
+
+    gen = np.random.default_rng(3)
+    data = np.concatenate([gen.normal(-3, 1, (400, 3)), gen.normal(2, 0.5, (300, 3)),
+                           gen.normal((0, 4, 0), 0.7, (300, 3))])  # fmt: skip
+    ref = SkGMM(3, covariance_type="full", reg_covar=1e-6, random_state=0).fit(data)
+    mine = fit_gmm(torch.tensor(data), components=3, seed=0)
+    np.testing.assert_allclose(mine.weights, ref.weights_, rtol=1e-9)
+    np.testing.assert_allclose(mine.means, ref.means_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mine.covariances, ref.covariances_, rtol=1e-9, atol=1e-12)
