@@ -40,7 +40,7 @@ def test_train_then_every_generating_command(tmp_path):
     vaelab("similar", run, "--image", tmp_path / "in.png", "-n", "4")
     vaelab("similar", run, "--index", "3", "-n", "4", "--spread", "0.5")
     for name in ("sample.png", "reconstruct.png", "similar.png", "similar-2.png"):
-        assert Image.open(run / name).size[0] > 8  # a real grid, numbered not replaced
+        assert Image.open(run / "outputs" / name).size[0] > 8  # a grid, numbered not replaced
     out = vaelab("evaluate", run, "--samples", "20", "--limit", "50").stdout
     assert "NLL, K=20" in out
     result = json.loads((run / "evaluation.json").read_text())

@@ -277,7 +277,7 @@ def test_label_control_through_the_dataset_classifier(cvae_run, tmp_path, capsys
     assert lc["accuracy"] > 0.6 and lc["classifier_test_accuracy"] > 0.8, lc
     assert [sum(row) for row in lc["confusion"]] == [30] * 10
     out = capsys.readouterr().out
-    assert "label control:" in out and (cvae_run / "label-control.png").is_file()
+    assert "label control:" in out and (cvae_run / "outputs" / "label-control.png").is_file()
     # With --out, the label-control matrix goes beside it; an existing --json is refused.
     small = ["classify", str(cvae_run), "--label-control", "2", "--limit", "50"]
     with one_thread():

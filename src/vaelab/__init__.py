@@ -1,6 +1,8 @@
 """vaelab: train, evaluate and explore variational autoencoders on images."""
 
-from vaelab.api import evaluate, load, train
+import sys
+import types
+
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
 
@@ -15,3 +17,26 @@ __all__ = [
     "train",
 ]
 __version__ = "0.1.0"
+
+
+def _api_function(name: str) -> property:
+    """``vaelab.NAME`` is ``vaelab.api.NAME``, imported on first use: the API imports torch
+    (a second or more), which ``vaelab --help`` must not pay for. ``train`` is also the name
+    of the training subpackage, and importing a submodule rebinds the parent's attribute;
+    the setter ignores that, so ``vaelab.train`` stays the function."""
+
+    def get(module: types.ModuleType) -> object:
+        import vaelab.api  # deferred: the reason this property exists
+
+        return getattr(vaelab.api, name)
+
+    return property(get, lambda module, value: None)
+
+
+class _Package(types.ModuleType):
+    evaluate = _api_function("evaluate")
+    load = _api_function("load")
+    train = _api_function("train")
+
+
+sys.modules[__name__].__class__ = _Package

@@ -29,24 +29,24 @@ class DataConfig:
     resize: str | None = None  # "HxW" or "S"; required when folder images differ in size
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.1  # held-out share when the data has no test split of its own
-    binarize: str = "none"  # none | static | dynamic (resampled every step)
+    binarize: str = "none"  # 0/1 draws from the grey levels: once (static) or each step (dynamic)
     background: str = "white"  # white | black | R,G,B: what transparent pixels are laid on
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # ae | vae | hvae | cvae | m2 | deep (vaelab.models.MODELS)
-    arch: str = "mlp"  # mlp | conv
-    hidden: tuple[int, ...] | None = None  # widths per layer (default: the arch's, ARCH_WIDTHS)
-    latent_dim: int = 20
-    likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
+    model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
+    arch: str = "mlp"  # encoder and decoder bodies: fully connected or strided convolutions
+    hidden: tuple[int, ...] | None = None  # MLP units or conv channels per layer (default: arch's)
+    latent_dim: int = 20  # size of the latent code z
+    likelihood: str = "bernoulli"  # p(x|z) of each pixel (bernoulli: binary or grey in [0, 1])
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
-    prior: str = "normal"
+    prior: str = "normal"  # p(z); the default normal follows a gamma or beta posterior
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
-    posterior: str = "normal"  # normal | gamma | beta (vaelab.latents.FAMILIES)
+    posterior: str = "normal"  # family of q(z|x)
     prior_a: float = 1.0  # Gamma(a, b) shape / Beta(a, b) first parameter
     prior_b: float = 1.0  # Gamma(a, b) rate / Beta(a, b) second parameter
-    estimator: str = "reparam"  # reparam | score | score-baseline | grep (vaelab.estimators)
+    estimator: str = "reparam"  # gradient estimator through the draw of z
     baseline_decay: float = 0.9  # score-baseline: EMA decay of the running mean of f
     learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
     num_classes: int = 10  # cvae | m2: number of classes of the labels
@@ -61,22 +61,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str | None = None  # elbo | iwae | m2 (default: the model's, MODEL_OBJECTIVE)
+    objective: str | None = None  # bound maximised (default: the model's); iwae wants --samples > 1
     samples: int = 1  # K Monte Carlo / importance samples per image
     beta: float = 1.0  # KL weight of the ELBO
     warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "none"  # none | cosine | step (x0.5 every third of training)
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay (L2 penalty)
+    schedule: str = "none"  # learning-rate schedule: cosine decay, or step (x0.5 every third)
     clip_grad: float | None = None  # max global gradient norm
     max_bad_steps: int = 20  # consecutive non-finite steps before training stops
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: each epoch only)
     eval_samples: int = 1  # K for the per-epoch test-set bound
-    seed: int = 0
+    seed: int = 0  # seed of the initial weights, batch order and draws
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA)
+    precision: str = "fp32"  # autocast precision on CUDA (CPU trains in fp32)
     compile: bool = False  # torch.compile the training step
     progress: bool = True  # tqdm bar with live loss
     report: bool = True  # training_curves.png each epoch; pictures + report.html at the end

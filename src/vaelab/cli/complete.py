@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image
-
-from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, test_images
-from vaelab.complete import FILLS, METHODS, complete, downscale, load_mask, make_mask, upsample
+from vaelab.cli.names import registry_names
 from vaelab.errors import VaelabError
-from vaelab.plots import save_grid
-from vaelab.train.batches import to_unit
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "complete missing pixels of an image (inpainting) or its full resolution"
 
@@ -33,9 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obs.add_argument("--downscale", type=int, default=None, help="super-resolution factor")
     parser.add_argument("-n", type=int, default=8, help="completions per input")
     parser.add_argument("--steps", type=int, default=50, help="iterations of the chain")
-    parser.add_argument("--method", choices=sorted(METHODS), default="pseudo-gibbs")
     parser.add_argument(
-        "--fill", choices=sorted(FILLS), default="mean", help="pseudo-gibbs: put back "
+        "--method",
+        choices=sorted(registry_names("vaelab.complete", "METHODS")),
+        default="pseudo-gibbs",
+        help="the chain: pseudo-Gibbs (decode, re-encode) or Metropolis-within-Gibbs, which "
+        "accepts each move by the model's joint density",
+    )
+    parser.add_argument(
+        "--fill", choices=sorted(registry_names("vaelab.complete", "FILLS")), default="mean",
+        help="pseudo-gibbs: put back "
         "E[x_mis|z] (mean) or a draw of p(x_mis|z) (sample); mwg always draws",
     )  # fmt: skip
     parser.add_argument(
@@ -47,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vaelab.train.batches import to_unit
+
     c, h, w = model.image_shape
     if args.input is None:
         x = test_images(model)
@@ -63,6 +73,12 @@ def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.complete import complete, downscale, load_mask, make_mask, upsample
+    from vaelab.plots import save_grid
+
     model = load(args.run, args.device)
     shape = model.image_shape
     missing = None

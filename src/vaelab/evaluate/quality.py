@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch import nn
+from tqdm import tqdm
 
 from vaelab.data import ImageData, cache_root
 from vaelab.errors import VaelabError
@@ -100,6 +102,8 @@ def _train_classifier(data: ImageData, epochs: int, seed: int) -> tuple[Classifi
     steps = max(epochs * math.ceil(len(data.train_x) / 128), MIN_STEPS)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     done = 0
+    bar = tqdm(total=steps, desc="training the quality classifier", unit="step",
+               disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)  # fmt: skip
     while done < steps:
         for idx in torch.randperm(len(data.train_x), generator=gen).split(128)[: steps - done]:
             loss = nn.functional.cross_entropy(net(to_unit(data.train_x[idx])), data.train_y[idx])
@@ -108,6 +112,8 @@ def _train_classifier(data: ImageData, epochs: int, seed: int) -> tuple[Classifi
             opt.step()
             sched.step()
             done += 1
+            bar.update()
+    bar.close()
     return net.eval(), steps
 
 
