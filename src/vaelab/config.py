@@ -40,6 +40,7 @@ class ModelConfig:
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
+    mixtures: int = 10  # dmol: logistic components per pixel (PixelCNN++ used 10)
     prior: str = "normal"
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     posterior: str = "normal"  # normal | gamma | beta (vaelab.latents.FAMILIES)
@@ -209,6 +210,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 _POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_POSITIVE += ("mixtures",)
+# Likelihoods of 8-bit values (Likelihood.discrete; tests keep the two lists equal): they
+# model the 256 levels of the data, so binarized pixels would be a different data set.
+EIGHT_BIT_LIKELIHOODS = ("dlogistic", "dmol")
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
     "objective": ("elbo", "iwae", "m2"),
@@ -232,6 +237,11 @@ def validate(config: Config) -> Config:
         if any(h < 1 for h in flat[name]):
             flag = name.replace("_", "-")
             raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
+    if flat["likelihood"] in EIGHT_BIT_LIKELIHOODS and flat["binarize"] != "none":
+        raise VaelabError(
+            f"--binarize {flat['binarize']}: --likelihood {flat['likelihood']} models the 8-bit"
+            " values 0..255; use --binarize none (or a bernoulli likelihood for binary pixels)"
+        )
     if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
         raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
     if not 0 < flat["test_fraction"] < 1:

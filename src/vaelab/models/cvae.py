@@ -72,7 +72,7 @@ class CVAE(VAE):
                 f"--model {cfg.model}: supports --prior normal, --posterior normal and "
                 "--estimator reparam only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(

@@ -53,7 +53,7 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
         family = FAMILIES[cfg.posterior]()
         estimator = build_estimator(
