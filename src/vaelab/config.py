@@ -35,8 +35,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = "vae"  # ae | vae | hvae | cvae | m2 (vaelab.models.MODELS)
-    arch: str = "mlp"  # mlp | conv
+    arch: str = "mlp"  # mlp | conv | resnet (vaelab.nn.ARCHS)
     hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
+    blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
@@ -210,7 +211,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 _POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
-_POSITIVE += ("mixtures",)
+_POSITIVE += ("mixtures", "blocks")
 # Likelihoods of 8-bit values (Likelihood.discrete; tests keep the two lists equal): they
 # model the 256 levels of the data, so binarized pixels would be a different data set.
 EIGHT_BIT_LIKELIHOODS = ("dlogistic", "dmol")

@@ -77,7 +77,7 @@ class CVAE(VAE):
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
             cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
-            likelihood.n_params,
+            likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))

@@ -81,7 +81,7 @@ class HVAE(VAE):
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         d1, d2, widths = cfg.z1_dim, cfg.latent_dim, list(cfg.z1_hidden)
         encoder, decoder = build_bodies(
-            cfg.arch, image_shape, cfg.hidden, d1, 2 * d1, likelihood.n_params
+            cfg.arch, image_shape, cfg.hidden, d1, 2 * d1, likelihood.n_params, blocks=cfg.blocks
         )
         up = mlp([d1, *widths, 2 * d2])
         down = mlp([d2, *reversed(widths), 2 * d1])

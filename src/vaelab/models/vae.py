@@ -67,6 +67,7 @@ class VAE(nn.Module):
             cfg.latent_dim,
             family.params_size(cfg.latent_dim),
             likelihood.n_params,
+            blocks=cfg.blocks,
         )
         prior = build_prior(
             prior_name, cfg.latent_dim, components=cfg.prior_components, image_shape=image_shape,
