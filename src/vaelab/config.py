@@ -30,6 +30,7 @@ class DataConfig:
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.1  # held-out share when the data has no test split of its own
     binarize: str = "none"  # none | static | dynamic (resampled every step)
+    center_crop: str | None = None  # "square" or "HxW": keep the image centre, before --resize
 
 
 @dataclass(frozen=True)
