@@ -72,6 +72,39 @@ def check_background(value: object) -> tuple[int, int, int]:
     return int(value[0]), int(value[1]), int(value[2])
 
 
+def check_center_crop(crop: object) -> tuple[int, int] | str | None:
+    """``--center-crop``: None, ``"square"`` (the central square of side min(H, W)), or
+    ``(H, W)`` / ``"HxW"`` / ``"S"`` (the central HxW window); returned normalized."""
+    if crop is None:
+        return None
+    if isinstance(crop, str) and crop.strip().lower() == "square":
+        return "square"
+    if isinstance(crop, str):
+        match = _RESIZE_RE.fullmatch(crop)
+        if match is None:
+            raise VaelabError(f"--center-crop: expected square, N or HxW, got {crop!r}")
+        crop = (int(match.group(1)), int(match.group(2) or match.group(1)))
+    try:
+        return check_resize(crop)
+    except VaelabError:
+        raise VaelabError(f"--center-crop: expected square, N or HxW, got {crop!r}") from None
+
+
+def center_crop(x: torch.Tensor, crop: tuple[int, int] | str, source: str) -> torch.Tensor:
+    """The central window of ``(N, C, H, W)`` images: ``"square"`` keeps min(H, W) on both
+    sides (CelebA's 178x218 -> 178x178), ``(h, w)`` keeps h x w; odd margins put the extra
+    pixel at the bottom/right. A window larger than the images is an error naming
+    ``source``."""
+    height, width = x.shape[2:]
+    h, w = (min(height, width),) * 2 if crop == "square" else crop
+    if h > height or w > width:
+        raise VaelabError(
+            f"{source}: --center-crop {h}x{w} is larger than its {height}x{width} images"
+        )
+    top, left = (height - h) // 2, (width - w) // 2
+    return x[:, :, top : top + h, left : left + w].contiguous()
+
+
 def check_channels(channels: object) -> int | None:
     """Return ``channels`` if it is None, 1 or 3, else raise naming --channels."""
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):

@@ -74,12 +74,12 @@ class CVAE(VAE):
                 f"--model {cfg.model}: supports --prior normal, --posterior normal and "
                 "--estimator reparam only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
             cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
-            likelihood.n_params,
+            likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))

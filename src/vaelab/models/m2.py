@@ -163,4 +163,4 @@ class M2(CVAE):
 def classifier_net(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
     """q(y|x)'s network: the encoder body of ``cfg.arch`` with C outputs (logits). The
     supervised-only baseline of :mod:`vaelab.classify` builds the same network."""
-    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes)
+    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes, blocks=cfg.blocks)

@@ -53,7 +53,7 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
         family = FAMILIES[cfg.posterior]()
         estimator = build_estimator(
@@ -67,6 +67,7 @@ class VAE(nn.Module):
             cfg.latent_dim,
             family.params_size(cfg.latent_dim),
             likelihood.n_params,
+            blocks=cfg.blocks,
         )
         prior = build_prior(
             prior_name, cfg.latent_dim, components=cfg.prior_components, image_shape=image_shape,

@@ -51,7 +51,7 @@ def load_data(config: Config) -> ImageData:
     resize = parse_resize(d.resize) if d.resize else None
     return load_dataset(
         d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed, background=d.background,
+        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
     )  # fmt: skip
 
 
