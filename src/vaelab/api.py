@@ -108,6 +108,8 @@ def evaluate(
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, model.config.data.binarize, model.config.train.seed)
     result = evaluate_model(model, x, samples=samples)
+    if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
+        result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
     if extras:
         run_dir = getattr(model, "run_dir", None)

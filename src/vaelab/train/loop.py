@@ -193,6 +193,7 @@ class Stepper:
             if self.scaler:
                 self.scaler.update()
             return False, loss, stats
+        self.skip_reason = ""
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
