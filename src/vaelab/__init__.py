@@ -5,6 +5,7 @@ import types
 
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
+from vaelab.serve import serve  # after api: vaelab.serve is the function, not the package
 
 __all__ = [
     "Config",
@@ -14,6 +15,7 @@ __all__ = [
     "VaelabError",
     "evaluate",
     "load",
+    "serve",
     "train",
 ]
 __version__ = "0.1.0"
