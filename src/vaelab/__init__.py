@@ -5,7 +5,6 @@ import types
 
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.serve import serve  # after api: vaelab.serve is the function, not the package
 
 __all__ = [
     "Config",
@@ -21,16 +20,16 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def _api_function(name: str) -> property:
+def _api_function(name: str, module_name: str = "vaelab.api") -> property:
     """``vaelab.NAME`` is ``vaelab.api.NAME``, imported on first use: the API imports torch
     (a second or more), which ``vaelab --help`` must not pay for. ``train`` is also the name
     of the training subpackage, and importing a submodule rebinds the parent's attribute;
     the setter ignores that, so ``vaelab.train`` stays the function."""
 
     def get(module: types.ModuleType) -> object:
-        import vaelab.api  # deferred: the reason this property exists
+        import importlib  # deferred: the reason this property exists
 
-        return getattr(vaelab.api, name)
+        return getattr(importlib.import_module(module_name), name)
 
     return property(get, lambda module, value: None)
 
@@ -38,6 +37,7 @@ def _api_function(name: str) -> property:
 class _Package(types.ModuleType):
     evaluate = _api_function("evaluate")
     load = _api_function("load")
+    serve = _api_function("serve", "vaelab.serve")
     train = _api_function("train")
 
 
