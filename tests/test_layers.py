@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
 
 # From the bottom up (DESIGN.md "Layers"); the first matching prefix decides.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("vaelab.errors", "vaelab.config")),
+    ("base", ("vaelab.errors", "vaelab.config", "vaelab.version")),
     ("data", ("vaelab.data",)),
     ("parts", ("vaelab.nn", "vaelab.likelihoods", "vaelab.latents", "vaelab.priors")),
     ("models", ("vaelab.models",)),

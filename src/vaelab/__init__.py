@@ -5,6 +5,7 @@ import types
 
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
+from vaelab.version import __version__
 
 __all__ = [
     "Config",
@@ -12,12 +13,12 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "VaelabError",
+    "__version__",
     "evaluate",
     "load",
     "serve",
     "train",
 ]
-__version__ = "0.1.0"
 
 
 def _api_function(name: str, module_name: str = "vaelab.api") -> property:
