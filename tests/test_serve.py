@@ -190,14 +190,14 @@ def _status_and_reason(answer: bytes) -> tuple[int, str]:
 )  # fmt: skip
 def test_unknown_and_traversal_paths_are_404(mnist_url, path):
     answer = _raw(
-        mnist_url, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        mnist_url, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
     status, _ = _status_and_reason(answer)
     assert status == 404 and b"root:" not in answer and b"[project]" not in answer
 
 
 def _post_raw(url: str, body: bytes, headers: str) -> tuple[int, str]:
-    head = f"POST /api/decode HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+    head = f"POST /api/decode HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
     return _status_and_reason(_raw(url, head.encode() + body))
 
 
@@ -221,9 +221,15 @@ def test_bad_requests_get_a_4xx_and_one_line(mnist_url):
         status, reason = _post_raw(mnist_url, body, f"{j}Content-Length: {len(body)}\r\n")
         assert status == 400 and expect in reason, (body, reason)
     assert _status_and_reason(_raw(mnist_url, b"GET / HTTP/banana\r\n\r\n"))[0] == 400
-    put = b"PUT /api/decode HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    put = b"PUT /api/decode HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
     assert _status_and_reason(_raw(mnist_url, put))[0] == 405
     assert request(mnist_url + "api/decode")[0] == 405  # GET of a POST endpoint
+    # DNS rebinding: another site's name pointed at 127.0.0.1 is refused, localhost is not
+    status, reason = _status_and_reason(
+        _raw(mnist_url, b"GET /api/info HTTP/1.1\r\nHost: evil.example:8000\r\n\r\n")
+    )
+    assert status == 403 and "localhost only" in reason
+    assert request(mnist_url + "api/info", headers={"Host": "localhost:1"})[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ the server.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import socket
@@ -45,6 +46,7 @@ CSP = (
 )  # the page loads nothing from elsewhere: it works offline and no CDN can be slipped in
 TEST_IMAGE = re.compile(r"/api/test-image/(\d{1,9})")
 SEED_MAX = 2**31 - 1
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}  # Host names a loopback server answers
 
 Response = tuple[int, str, bytes]  # status, content type, body
 
@@ -195,8 +197,17 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
                 raise f.BadRequest("Content-Type must be application/json", 415)
             return self.rfile.read(int(length))
 
+        def _check_host(self) -> None:
+            # DNS rebinding: a web page can point its own name at 127.0.0.1 and then read
+            # this server as "same origin"; its requests still carry its name in Host.
+            if self.server.loopback:
+                host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+                if host not in LOCAL_NAMES:
+                    raise f.BadRequest(f"Host {host!r}: this server answers to localhost only", 403)
+
         def _answer(self, respond: Callable[[], Response]) -> None:
             try:
+                self._check_host()
                 status, ctype, data = respond()
             except f.BadRequest as exc:  # the body was not read: do not reuse the connection
                 self.close_connection = True
@@ -249,6 +260,10 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
+        try:  # on a loopback address, requests must name it (see Handler._check_host)
+            self.loopback = ipaddress.ip_address(self.server_address[0]).is_loopback
+        except ValueError:
+            self.loopback = False
 
     @property
     def url(self) -> str:
