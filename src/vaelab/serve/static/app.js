@@ -57,6 +57,12 @@ function tiles(container, urls, cls) {
   }));
 }
 
+// tab10 up to ten classes (as vaelab's scatter plots), else a hue ramp over the classes.
+function colour(c) {
+  const n = state.classes;
+  return n <= 10 ? TAB10[c % 10] : `hsl(${Math.round(300 * c / Math.max(1, n - 1))}, 70%, 45%)`;
+}
+
 function labelName(c) {
   const names = state.info.class_names;
   return names && names[c] !== undefined ? names[c] : String(c);
@@ -129,7 +135,7 @@ function drawBase(ctx) {
   m.points.forEach((p, i) => {
     const [x, y] = toCanvas(p[0], p[1]);
     const lab = m.labels ? m.labels[i] : 0;
-    ctx.fillStyle = m.labels ? TAB10[lab % 10] : "#1f77b4";
+    ctx.fillStyle = m.labels ? colour(lab) : "#1f77b4";
     ctx.beginPath();
     ctx.arc(x, y, 2.4, 0, 2 * Math.PI);
     ctx.fill();
@@ -399,7 +405,7 @@ function describe(info) {
     $("legend").replaceChildren(...present.map((c) => {
       const item = document.createElement("span");
       const dot = document.createElement("i");
-      dot.style.background = TAB10[c % 10];
+      dot.style.background = colour(c);
       item.append(dot, labelName(c));
       return item;
     }));
@@ -416,6 +422,8 @@ function describe(info) {
 async function start() {
   const r = await fetch("/api/info");
   const info = state.info = await r.json();
+  const labels = info.map.labels || [];
+  state.classes = Math.max(info.class_names.length, ...labels.map((y) => y + 1), 1);
   describe(info);
   if (info.features.conditional) {
     const sel = $("label");
