@@ -20,11 +20,7 @@ from vaelab.completion_eval import evaluate_completion, nearest_neighbour
 from vaelab.errors import VaelabError
 from vaelab.train.loop import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
