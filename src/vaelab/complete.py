@@ -6,8 +6,8 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
 * pseudo-Gibbs: z ~ q(z | x_obs, x_mis), then x_mis <- a draw of p(x_mis | z)
   (``fill="sample"``, the imputation sampler of Rezende, Mohamed & Wierstra 2014, that
   Mattei & Frellsen 2018 compare against) or its mean E[x_mis | z] (``fill="mean"``, the
-  default: it scores lower squared errors, but even with the exact posterior its chain
-  does not sample p(x_mis | x_obs)); repeated, the observed pixels written back after
+  default, which the README figures used: even with the exact posterior its chain cannot sample
+  p(x_mis | x_obs)); repeated, the observed pixels written back after
   every step. With ``sample`` and q(z|x) the exact posterior it is an exact Gibbs sampler
   of p(z, x_mis | x_obs); with an amortised q it is only approximately so.
 * Metropolis-within-Gibbs (Mattei & Frellsen 2018): propose z' ~ q(z|x) and accept with
