@@ -18,11 +18,7 @@ from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.train.loop import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

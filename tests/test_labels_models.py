@@ -21,15 +21,12 @@ from vaelab.labels import (
     prepare_labels,
     resolve_label,
 )
+from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import CVAE, M2
 from vaelab.objectives import m2 as m2_objective
 from vaelab.train.loop import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +286,7 @@ def test_label_control_through_the_dataset_classifier(cvae_run, tmp_path, capsys
 
 
 @pytest.mark.parametrize("model", ["cvae", "m2"])
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-pixel"])
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_label_model_terms_contract(model, likelihood, arch):
     """The Terms contract with labels, with some hidden (-1) and with none (y=None)."""
@@ -304,6 +301,37 @@ def test_label_model_terms_contract(model, likelihood, arch):
         assert terms.kl_per_image().shape == (5,) and torch.isfinite(terms.kl).all()
     assert m.reconstruct(x).shape == x.shape
     assert m.sample(3, 1.0, 2).shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("model", ["cvae", "m2"])
+@pytest.mark.parametrize("likelihood", ["gaussian-fixed", "gaussian-learned"])
+def test_label_models_score_gaussian_likelihoods_like_torch(model, likelihood):
+    """With every label given, log p(x|z,y) of CVAE and M2 is N(x; decoder mean, sigma^2 I)
+    summed over pixels, at z drawn from q(z|x,y) (the same draws, replayed by seed):
+    against torch.distributions.Normal, with sigma 0.3 (fixed) or a learned 0.2."""
+    cfg = ModelConfig(model=model, likelihood=likelihood, hidden=(8,), latent_dim=3,
+                      sigma=0.3)  # fmt: skip
+    torch.manual_seed(0)
+    m = (CVAE if model == "cvae" else M2).from_config(cfg, (1, 8, 8)).double()
+    sigma = 0.3
+    if likelihood == "gaussian-learned":
+        sigma = 0.2
+        with torch.no_grad():
+            m.likelihood.log_sigma_param.fill_(math.log(sigma))
+    else:
+        m.likelihood.log_sigma.fill_(math.log(sigma))  # float64 like the reference
+    x = torch.rand(5, 1, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 9, 2])
+    torch.manual_seed(1)
+    terms = m(x, 4, y=y)
+    torch.manual_seed(1)
+    if model == "cvae":
+        z = m.encode(x, y).rsample((4,))  # (K, B, D)
+    else:  # M2 draws every class's z, then weighs the given class by 1
+        z = m.encode_all(x).rsample((4,))[:, torch.arange(5), y]
+    mean = m.decode(z, y)[..., 0, :, :, :]
+    want = torch.distributions.Normal(mean, sigma).log_prob(x).sum((-3, -2, -1))
+    torch.testing.assert_close(terms.log_px_z, want, rtol=1e-10, atol=1e-9)
 
 
 def test_prepare_labels_sets_alpha_over_n_and_a_uniform_labelled_stream(digits):

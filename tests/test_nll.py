@@ -122,3 +122,20 @@ def test_images_fingerprint_tells_the_evaluated_images_apart():
     y[3, 0, 2, 2] ^= 1
     assert images_fingerprint(y) != images_fingerprint(x)
     assert images_fingerprint(x[:9]) != images_fingerprint(x)
+
+
+def test_a_dynamically_binarized_run_is_evaluated_on_the_same_images_twice(tmp_path):
+    """Training redraws binary pixels every step, but evaluation must score one fixed draw:
+    two evaluations of the run report the same images fingerprint (so their per-image
+    values pair), and it is not that of the grey-level test images."""
+    import vaelab
+    from conftest import small_config
+    from vaelab.train.loop import fit
+
+    run = fit(small_config(binarize="dynamic", epochs=1), tmp_path / "dyn")
+    a = vaelab.evaluate(run, samples=2, limit=30, extras=False)
+    b = vaelab.evaluate(run, samples=2, limit=30, extras=False)
+    assert a["images_fingerprint"] == b["images_fingerprint"]
+    assert a["log_px_per_image"] != b["log_px_per_image"]  # fresh draws of z, same images
+    grey = vaelab.api.load_test_images(vaelab.load(run)).test_x[:30]
+    assert a["images_fingerprint"] != images_fingerprint(grey)

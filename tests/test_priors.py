@@ -91,15 +91,18 @@ def test_unbound_vamp_prior_and_bad_components_fail_clearly():
     assert isinstance(build_prior("normal", 2, components=5), StandardNormalPrior)
 
 
-@pytest.mark.parametrize("prior", ["mixture", "vamp"])
-def test_learned_prior_trains_saves_and_reloads(tmp_path, prior):
+@pytest.mark.parametrize(
+    ("prior", "model"), [("mixture", "vae"), ("vamp", "vae"), ("vamp", "hvae")]
+)
+def test_learned_prior_trains_saves_and_reloads(tmp_path, prior, model):
     from tests.conftest import small_config
 
     import vaelab
     from vaelab.train.loop import fit
 
     torch.manual_seed(0)
-    run = fit(small_config(prior=prior, prior_components=6, epochs=1), tmp_path / prior)
+    cfg = small_config(prior=prior, prior_components=6, epochs=1, model=model, z1_dim=4)
+    run = fit(cfg, tmp_path / prior)
     model = vaelab.load(run)
     names = list(model.state_dict())
     # The VampPrior holds its pseudo-inputs but not a second copy of the encoder.
@@ -177,3 +180,27 @@ def test_mixture_log_prob_in_blocks_equals_one_block(monkeypatch):
     monkeypatch.setattr(priors, "_BLOCK_ELEMENTS", 7 * 40 * 32)
     torch.testing.assert_close(diag_normal_mixture_log_prob(*args), whole, rtol=0, atol=0)
     assert diag_normal_mixture_log_prob(args[0][:0], *args[1:]).shape == (0, 60)
+
+
+def test_vamp_prior_on_a_two_layer_vae_mixes_the_top_posteriors():
+    """hvae + vamp: p(z2) = (1/N) sum_n q(z2 | z1 = E[z1 | u_n]), the top layer's posterior
+    at each pseudo-input, against MixtureSameFamily built by hand from the networks
+    (float64, 1e-10); the model's log p(z) term holds it; the pseudo-inputs learn through it."""
+    from vaelab.config import ModelConfig
+    from vaelab.models import HVAE
+
+    torch.manual_seed(8)
+    cfg = ModelConfig(model="hvae", prior="vamp", prior_components=5, hidden=(8,),
+                      latent_dim=2, z1_dim=3, z1_hidden=(6,))  # fmt: skip
+    model = HVAE.from_config(cfg, (1, 4, 4)).double()
+    u = model.prior.pseudo_inputs()
+    mu1 = model.encoder(u).chunk(2, -1)[0]  # E[z1 | u_n]
+    mu2, logvar2 = model.up(mu1).chunk(2, -1)
+    z2 = torch.randn(6, 2, dtype=torch.float64)
+    want = torch_mixture(mu2, logvar2, torch.zeros(5, dtype=torch.float64)).log_prob(z2)
+    torch.testing.assert_close(model.prior.log_prob(z2), want, rtol=1e-10, atol=1e-10)
+    torch.manual_seed(9)
+    terms = model(torch.rand(3, 1, 4, 4, dtype=torch.float64), 2)
+    assert terms.log_pz.shape == (2, 3) and torch.isfinite(terms.log_pz).all()
+    terms.log_pz.sum().backward()
+    assert model.prior.pseudo_logits.grad.abs().sum() > 0

@@ -172,3 +172,25 @@ def test_compiled_training_tracks_eager(tmp_path):
     eager, compiled = runs[False][-1]["test_elbo"], runs[True][-1]["test_elbo"]
     print(f"test ELBO after 3 epochs: eager {eager:.3f}, compiled {compiled:.3f}")
     assert abs(compiled - eager) < 0.02 * abs(eager), (compiled, eager)
+
+
+def test_kl_warm_up_schedule_reaches_the_steps(tmp_path, monkeypatch):
+    """--beta 0.5 --warmup-epochs 1.5: the beta each training step is given must be
+    0.5 * min(1, s / (1.5 * steps per epoch)) at step s = 0, 1, ... (linear from 0, then
+    flat), recorded at the step itself; metrics.jsonl's beta is the value after the epoch.
+    Digits: 1,617 training images in batches of 64 = 26 steps per epoch."""
+    from vaelab.train import loop
+
+    betas = []
+    real = loop.Stepper.__call__
+
+    def spy(self, x, beta, *args, **kwargs):
+        betas.append(beta)
+        return real(self, x, beta, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Stepper, "__call__", spy)
+    run = fit(small_config(epochs=3, beta=0.5, warmup_epochs=1.5), tmp_path / "warm")
+    want = [0.5 * min(1.0, s / 39) for s in range(78)]
+    assert betas == pytest.approx(want, abs=1e-12)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["beta"] for r in rows] == pytest.approx([0.5 * 26 / 39, 0.5, 0.5])

@@ -6,8 +6,8 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
 * pseudo-Gibbs: z ~ q(z | x_obs, x_mis), then x_mis <- a draw of p(x_mis | z)
   (``fill="sample"``, the imputation sampler of Rezende, Mohamed & Wierstra 2014, that
   Mattei & Frellsen 2018 compare against) or its mean E[x_mis | z] (``fill="mean"``, the
-  default: it scores lower squared errors, but even with the exact posterior its chain
-  does not sample p(x_mis | x_obs)); repeated, the observed pixels written back after
+  default, which the README figures used: even with the exact posterior its chain cannot sample
+  p(x_mis | x_obs)); repeated, the observed pixels written back after
   every step. With ``sample`` and q(z|x) the exact posterior it is an exact Gibbs sampler
   of p(z, x_mis | x_obs); with an amortised q it is only approximately so.
 * Metropolis-within-Gibbs (Mattei & Frellsen 2018): propose z' ~ q(z|x) and accept with
@@ -103,12 +103,22 @@ def upsample(low: torch.Tensor, factor: int) -> torch.Tensor:
     return low.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
-def project_blocks(x: torch.Tensor, low: torch.Tensor, factor: int, iters: int = 20):
-    """The image in [0, 1] whose block means equal ``low``, near ``x``: alternately shift each
-    block to the right mean and clip (converges; exact when no pixel is clipped)."""
+def project_blocks(x: torch.Tensor, low: torch.Tensor, factor: int, iters: int = 32):
+    """The image in [0, 1] nearest to ``x`` (Euclidean) whose block means equal ``low``.
+
+    By the KKT conditions it is clamp(x + c, 0, 1) with one shift c per block, and the
+    block mean of that is non-decreasing in c, so c is found by bisection between
+    low - max(x) and low - min(x) over the block (where the mean is <= and >= low):
+    ``iters`` halvings leave |c - c*| <= range(x) 2^-iters (32: below float32 resolution).
+    Shifting and clipping repeatedly converges to the same point, but geometrically slowly
+    where most of a block is clipped (1e-4 off after 20 rounds on digits)."""
+    lo = low - F.max_pool2d(x, factor)
+    hi = low + F.max_pool2d(-x, factor)
     for _ in range(iters):
-        x = (x + upsample(low - downscale(x, factor), factor)).clamp(0, 1)
-    return x
+        mid = (lo + hi) / 2
+        short = downscale((x + upsample(mid, factor)).clamp(0, 1), factor) < low
+        lo, hi = torch.where(short, mid, lo), torch.where(short, hi, mid)
+    return (x + upsample((lo + hi) / 2, factor)).clamp(0, 1)
 
 
 @dataclass

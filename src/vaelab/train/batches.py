@@ -52,7 +52,8 @@ def train_images(
     post-hoc sampler's fit or a completion baseline). ``static``: the training loop's own draw,
     ``binarize_fixed(all, seed)``, sliced after the draw (an image's draw depends on its
     place in the stream), not the test set's ``seed + 1``; ``dynamic`` drew afresh every
-    epoch, so one fixed draw stands for it."""
+    epoch, so any fixed draw stands for it: the ``seed + 1`` one used before (unchanged
+    figures)."""
     if binarize == "static":
         return binarize_fixed(x, seed)[:limit]
-    return binarize_fixed(x[:limit], seed) if binarize == "dynamic" else x[:limit]
+    return binarize_fixed(x[:limit], seed + 1) if binarize == "dynamic" else x[:limit]
