@@ -37,7 +37,7 @@ class DataConfig:
 class ModelConfig:
     model: str = "vae"  # ae | vae | hvae | cvae | m2 (vaelab.models.MODELS)
     arch: str = "mlp"  # mlp | conv
-    hidden: tuple[int, ...] | None = None  # widths per layer (default: the arch's, ARCH_WIDTHS)
+    hidden: tuple[int, ...] | None = None  # layer widths (default per arch: mlp 400, conv 32,64)
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str | None = None  # elbo | iwae | m2 (default: the model's, MODEL_OBJECTIVE)
+    objective: str | None = None  # elbo | iwae | m2 (default: m2 for --model m2, else elbo)
     samples: int = 1  # K Monte Carlo / importance samples per image
     beta: float = 1.0  # KL weight of the ELBO
     warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs

@@ -201,6 +201,8 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
+    if resume and overwrite:
+        raise VaelabError("--resume and --overwrite contradict each other; pass one")
 
     def prepare_dir() -> None:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
