@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -134,7 +134,7 @@ def complete(
     are ignored). Give ``missing`` (bool mask, True = missing) for inpainting, or
     ``downscale_factor`` to treat ``downscale(x, f)`` as the observation (super-resolution)."""
     if method not in METHODS:
-        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(METHODS)}")
+        raise unknown_name("--method", method, METHODS)
     if n < 1 or steps < 0:
         raise VaelabError(f"-n must be >= 1 and --steps >= 0, got {n} and {steps}")
     if getattr(getattr(model, "features", None), "m1", None) is not None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -143,5 +143,5 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 
 def build_likelihood(name: str, image_shape: tuple[int, int, int], sigma: float) -> Likelihood:
     if name not in LIKELIHOODS:
-        raise VaelabError(f"--likelihood: unknown {name!r}; valid: {', '.join(LIKELIHOODS)}")
+        raise unknown_name("--likelihood", name, LIKELIHOODS)
     return LIKELIHOODS[name](image_shape, sigma)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
 from vaelab.nn.conv import conv_decoder, conv_encoder
 from vaelab.nn.mlp import mlp_decoder, mlp_encoder
 
@@ -32,7 +32,7 @@ def build_bodies(
 ) -> tuple[nn.Module, nn.Module]:
     """Encoder ``image -> (N, out_features)`` and decoder ``(N, in_features) -> params``."""
     if arch not in ARCHS:
-        raise VaelabError(f"--arch: unknown {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown_name("--arch", arch, ARCHS)
     make_encoder, make_decoder = ARCHS[arch]
     encoder = make_encoder(image_shape, hidden, out_features)
     decoder = make_decoder(in_features, hidden, image_shape, n_params)
