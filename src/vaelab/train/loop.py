@@ -340,6 +340,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         save()
         if stop.requested and epoch + 1 < t.epochs:
             raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
+    stop.disarm()  # trained: a Ctrl-C from here on stops at once (the checkpoint is final)
     if ckpt is None and t.epochs == 0:
         save()
     if t.report:
