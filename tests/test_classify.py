@@ -108,7 +108,7 @@ def test_cli_classify_and_label_samples(m2_run, tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"model": "m2", "objective": "elbo"}, "--objective"),  # m2 takes its own by default
+        ({"model": "m2", "objective": "elbo"}, "--objective m2"),  # m2 alone takes it
         ({"model": "cvae", "num_classes": 5}, "--num-classes"),
         ({"model": "vae", "objective": "m2"}, "--objective m2"),
         ({"model": "cvae", "objective": "m2"}, "--objective m2"),

@@ -50,7 +50,10 @@ def test_m2_takes_its_own_objective_but_refuses_a_conflicting_one(tmp_path, caps
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--arch", "cnn"], "--arch: unknown 'cnn'; valid: mlp, conv, resnet; did you mean 'conv'?"),
+        (
+            ["--arch", "cnn"],
+            "--arch: unknown 'cnn'; valid: mlp, conv, resnet; did you mean 'conv'?",
+        ),
         (["--likelihood", "gaussian"], "did you mean 'gaussian-"),
         (["--dataset", "fashion_mnist"], "did you mean 'fashion-mnist'?"),
         (["--model", "VAE"], "did you mean 'vae'?"),

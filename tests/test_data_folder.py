@@ -165,7 +165,8 @@ def test_nothing_readable_is_an_error(tmp_path):
     _classes(tmp_path / "c")
     for old in (tmp_path / "c" / "dog").iterdir():
         old.write_bytes(b"")  # every dog unreadable: that class is empty
-    _error(tmp_path / "c", "dog", "no readable images")
+    with pytest.warns(UserWarning, match="skipped 2 of 5 image files"):
+        _error(tmp_path / "c", "dog", "no readable images")
 
 
 def test_class_folders_take_images_at_any_depth(tmp_path, capsys):

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
 from vaelab.train.batches import eval_images, to_unit, train_images
@@ -130,7 +130,7 @@ def compare(
     (``judge``: a key of :data:`JUDGES`; default: the classifier where there are labels)."""
     judge = judge or default_judge(data)
     if judge not in JUDGES:
-        raise VaelabError(f"--judge: unknown {judge!r}; valid: {', '.join(JUDGES)}")
+        raise unknown_name("--judge", judge, JUDGES)
     for name, model in (("--ae", ae), ("--vae", vae)):
         if model.latent_dim != 2:
             raise VaelabError(f"{name}: needs --latent-dim 2, not {model.latent_dim}")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vaelab.chains import chain_for, select
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -155,9 +155,9 @@ def complete(
     ``fill`` (pseudo-Gibbs) puts back E[x_mis|z] (``mean``) or a draw (``sample``); the
     Metropolis-within-Gibbs chain always draws."""
     if method not in METHODS:
-        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(METHODS)}")
+        raise unknown_name("--method", method, METHODS)
     if fill not in FILLS:
-        raise VaelabError(f"--fill: unknown {fill!r}; valid: {', '.join(FILLS)}")
+        raise unknown_name("--fill", fill, FILLS)
     if n < 1 or steps < 0:
         raise VaelabError(f"-n must be >= 1 and --steps >= 0, got {n} and {steps}")
     if getattr(getattr(model, "features", None), "m1", None) is not None:

@@ -38,7 +38,7 @@ class DataConfig:
 class ModelConfig:
     model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
     arch: str = "mlp"  # encoder/decoder bodies: fully connected, strided or residual convs
-    hidden: tuple[int, ...] | None = None  # MLP units or conv channels per layer (default: arch's)
+    hidden: tuple[int, ...] | None = None  # widths; default mlp 400, conv 32,64, resnet 32,64,128
     blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)
     latent_dim: int = 20  # size of the latent code z
     likelihood: str = "bernoulli"  # p(x|z) of each pixel (bernoulli: binary or grey in [0, 1])
@@ -64,7 +64,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str | None = None  # bound maximised (default: the model's); iwae wants --samples > 1
+    objective: str | None = None  # bound maximised (default: m2 for --model m2, else elbo)
     samples: int = 1  # K Monte Carlo / importance samples per image
     beta: float = 1.0  # KL weight of the ELBO
     warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Gamma, Independent
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 @dataclass
@@ -177,7 +177,7 @@ def build_estimator(
     name: str, posterior: str, decay: float = 0.9, learned: bool = False, in_features: int = 0
 ) -> Reparam:
     if name not in ESTIMATORS:
-        raise VaelabError(f"--estimator: unknown {name!r}; valid: {', '.join(ESTIMATORS)}")
+        raise unknown_name("--estimator", name, ESTIMATORS)
     cls = ESTIMATORS[name]
     if cls.families is not None and posterior not in cls.families:
         raise VaelabError(

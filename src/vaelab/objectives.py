@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.estimators import surrogate_loss
 
 
@@ -136,5 +136,5 @@ OBJECTIVES: dict[str, Objective] = {"elbo": elbo, "iwae": iwae, "m2": m2}
 
 def get_objective(name: str) -> Objective:
     if name not in OBJECTIVES:
-        raise VaelabError(f"--objective: unknown {name!r}; valid: {', '.join(OBJECTIVES)}")
+        raise unknown_name("--objective", name, OBJECTIVES)
     return OBJECTIVES[name]

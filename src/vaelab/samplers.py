@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.evaluate.health import posterior_stats
 from vaelab.train.checkpoint import tensor_digest
 
@@ -141,7 +141,7 @@ def prepare_sampler(
 ) -> dict:
     """The keyword options :func:`sample_images` needs for sampler ``name``."""
     if name not in SAMPLERS:
-        raise VaelabError(f"--sampler: unknown {name!r}; valid: {', '.join(SAMPLERS)}")
+        raise unknown_name("--sampler", name, SAMPLERS)
     return SETUP[name](model, train_x, components, run_dir)
 
 
@@ -183,6 +183,6 @@ def sample_images(
 ) -> torch.Tensor:
     """``(n, C, H, W)`` means of p(x|z) at z from ``sampler`` (``gmm`` needs ``gmm=``)."""
     if sampler not in SAMPLERS:
-        raise VaelabError(f"--sampler: unknown {sampler!r}; valid: {', '.join(SAMPLERS)}")
+        raise unknown_name("--sampler", sampler, SAMPLERS)
     model.eval()
     return SAMPLERS[sampler](model, n, temperature, **options)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from vaelab.data import ImageData
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.evaluate.health import latent_health
 from vaelab.evaluate.quality import (
     load_classifier,
@@ -39,7 +39,7 @@ def extra_metrics(
     compared with the images it models, not with one binarized draw of them)."""
     for name in samplers:
         if name not in SAMPLERS:
-            raise VaelabError(f"--sampler: unknown {name!r}; valid: {', '.join(SAMPLERS)}")
+            raise unknown_name("--sampler", name, SAMPLERS)
     if quality_samples < 10:
         raise VaelabError(f"--quality-samples: must be at least 10, got {quality_samples}")
     t0 = time.perf_counter()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
 from vaelab.likelihoods.base import Likelihood, sum_pixels
 from vaelab.likelihoods.discrete import DiscretizedLogistic, DiscretizedLogisticMixture
 
@@ -131,5 +131,5 @@ def build_likelihood(
     """The likelihood ``name`` for images of ``image_shape``; ``sigma`` is read by the
     Gaussians, ``mixtures`` (logistic components per pixel) by ``dmol``."""
     if name not in LIKELIHOODS:
-        raise VaelabError(f"--likelihood: unknown {name!r}; valid: {', '.join(LIKELIHOODS)}")
+        raise unknown_name("--likelihood", name, LIKELIHOODS)
     return LIKELIHOODS[name](image_shape, sigma, mixtures)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
 from vaelab.nn.conv import conv_decoder, conv_encoder
 from vaelab.nn.mlp import mlp_decoder, mlp_encoder
 from vaelab.nn.resnet import resnet_decoder, resnet_encoder
@@ -37,7 +37,7 @@ def build_bodies(
     """Encoder ``image -> (N, out_features)`` and decoder ``(N, in_features) -> params``;
     ``blocks`` residual blocks per resolution where the body has them (resnet)."""
     if arch not in ARCHS:
-        raise VaelabError(f"--arch: unknown {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown_name("--arch", arch, ARCHS)
     make_encoder, make_decoder = ARCHS[arch]
     encoder = make_encoder(image_shape, hidden, out_features, blocks=blocks)
     decoder = make_decoder(in_features, hidden, image_shape, n_params, blocks=blocks)

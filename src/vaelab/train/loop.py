@@ -237,6 +237,8 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
+    if resume and overwrite:
+        raise VaelabError("--resume and --overwrite contradict each other; pass one")
 
     def prepare_dir() -> None:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
@@ -394,6 +396,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         save()
         if stop.requested and epoch + 1 < t.epochs:
             raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
+    stop.disarm()  # trained: a Ctrl-C from here on stops at once (the checkpoint is final)
     if ckpt is None and t.epochs == 0:
         save()
     if t.report:

@@ -95,8 +95,9 @@ def _start_over(out: Path) -> None:
 
 
 def finished(state: TrainState, epochs: int) -> bool:
-    """The checkpoint has done all ``epochs`` (a resume would train nothing)."""
-    return state.epoch >= epochs and state.batch == 0
+    """The checkpoint has done all ``epochs`` (a resume would train nothing; a checkpoint
+    inside an epoch past a lowered ``--epochs`` counts too)."""
+    return state.epoch >= epochs
 
 
 def say_finished(out: Path, state: TrainState) -> None:
