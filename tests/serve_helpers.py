@@ -18,7 +18,7 @@ from PIL import Image
 from tests.conftest import small_config
 from tests.single_thread import one_thread
 
-from vaelab.serve.app import App, build_app, make_server
+from vaelab.web.app import App, build_app, make_server
 
 # A small mnist-5k VAE (28x28, the reference 784-...-D shape with fewer units): ~7 s once.
 MNIST_RUN = {"dataset": "mnist-5k", "hidden": "256", "latent_dim": 8, "epochs": 4,

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("api", ("vaelab.api",)),
-    ("cli", ("vaelab.cli", "vaelab.serve", "vaelab.__main__", "vaelab")),
+    ("cli", ("vaelab.cli", "vaelab.web", "vaelab.__main__", "vaelab")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 

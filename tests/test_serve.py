@@ -31,9 +31,9 @@ from vaelab.api import load
 from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.explore import decode_mean
-from vaelab.serve.app import MAX_BODY
-from vaelab.serve.latentmap import LatentMap, kernel_bandwidth
 from vaelab.train.batches import to_unit
+from vaelab.web.app import MAX_BODY
+from vaelab.web.latentmap import LatentMap, kernel_bandwidth
 
 
 @pytest.fixture(scope="module")
@@ -314,10 +314,10 @@ def test_a_colour_run_answers_colour_images(tmp_path_factory):
 
 # ---- the command line and the Python API --------------------------------------------------------
 def test_vaelab_serve_is_the_function_after_every_submodule_is_imported():
-    import vaelab.serve.app  # importing a submodule again must not rebind vaelab.serve
-    import vaelab.serve.latentmap
+    import vaelab.web.app  # importing a submodule again must not rebind vaelab.serve
+    import vaelab.web.latentmap
 
-    assert callable(vaelab.serve) and vaelab.serve.__module__ == "vaelab.serve.app"
+    assert callable(vaelab.serve) and vaelab.serve.__module__ == "vaelab.web.app"
 
 
 def test_cli_prints_its_address_serves_and_stops_cleanly_on_ctrl_c(mnist_run):

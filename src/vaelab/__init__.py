@@ -38,7 +38,7 @@ def _api_function(name: str, module_name: str = "vaelab.api") -> property:
 class _Package(types.ModuleType):
     evaluate = _api_function("evaluate")
     load = _api_function("load")
-    serve = _api_function("serve", "vaelab.serve")
+    serve = _api_function("serve", "vaelab.web")
     train = _api_function("train")
 
 

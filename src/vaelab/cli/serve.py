@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaelab.serve import serve
+    from vaelab.web import serve
 
     serve(
         args.run, args.port, args.host, method=args.method,

@@ -31,8 +31,8 @@ from vaelab.explore import (
 from vaelab.generate import similar
 from vaelab.labels import sample_class
 from vaelab.samplers import sample_images
-from vaelab.serve.latentmap import LatentMap
 from vaelab.train.batches import binarize_fixed, eval_images, to_unit
+from vaelab.web.latentmap import LatentMap
 
 
 class Explorer:

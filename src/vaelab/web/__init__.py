@@ -6,7 +6,7 @@ turns a point of the page's map into a latent z, ``fields.py`` checks what a req
 HTML/JS/CSS shipped in the package: no build step, nothing fetched from elsewhere).
 """
 
-from vaelab.serve.app import App, build_app, make_server, serve
-from vaelab.serve.explorer import Explorer
+from vaelab.web.app import App, build_app, make_server, serve
+from vaelab.web.explorer import Explorer
 
 __all__ = ["App", "Explorer", "build_app", "make_server", "serve"]

@@ -30,9 +30,9 @@ from vaelab.api import load, load_test_images
 from vaelab.complete import METHODS as COMPLETIONS
 from vaelab.errors import VaelabError
 from vaelab.explore import INTERPOLATIONS
-from vaelab.serve import fields as f
-from vaelab.serve.explorer import Explorer
 from vaelab.train.batches import to_unit
+from vaelab.web import fields as f
+from vaelab.web.explorer import Explorer
 
 MAX_BODY = 1 << 20  # 1 MiB: a PNG upload of the run's size or a mask needs far less
 ASSETS: dict[str, tuple[str, str]] = {  # URL path -> (file in serve/static, content type)
@@ -68,7 +68,7 @@ class App:
 
     def __init__(self, explorer: Explorer, run_name: str = "run") -> None:
         self.explorer = explorer
-        static = resources.files("vaelab.serve") / "static"
+        static = resources.files("vaelab.web") / "static"
         self.assets = {url: ((static / name).read_bytes(), ctype) for url, (name, ctype)
                        in ASSETS.items()}  # fmt: skip
         self.info = _json(200, explorer.info(run_name))
