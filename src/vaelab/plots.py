@@ -143,8 +143,9 @@ def training_curves(rows: Sequence[dict[str, Any]]) -> Figure:
     epochs = [r["epoch"] for r in rows]
     for i, (title, ylabel, train_key, test_key) in enumerate(CURVES):
         ax = fig.add_subplot(1, 3, i + 1)
-        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=3, label="train")
-        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=3, label="test")
+        ms = 3 if len(rows) <= 40 else 0  # past ~40 epochs markers merge into a thick line
+        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=ms, label="train")
+        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=ms, label="test")
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
