@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -353,3 +354,30 @@ def test_cli_fill_sample_and_a_bad_fill(vae_run, tmp_path, capsys):
     assert not torch.allclose(a, b)
     with pytest.raises(VaelabError, match="--fill"):
         complete(model, x, mask, fill="median")
+
+
+def test_static_binarization_baselines_and_gmm_use_the_images_trained_on(tmp_path, monkeypatch):
+    """With --binarize static the model trained on one seeded draw of the training images;
+    the GMM sampler's fit and the completion baselines must use that very draw (they used
+    the test set's seed + 1: other images). The draw is captured from the training loop
+    itself, and the mean-image baseline's MSE is recomputed from it (float32 sums: 1e-6)."""
+    loop = importlib.import_module("vaelab.train.loop")
+    from vaelab.samplers import training_images
+    from vaelab.train.batches import eval_images, to_unit
+
+    captured = []
+    real = loop.binarize_fixed
+    monkeypatch.setattr(
+        loop, "binarize_fixed", lambda x, s: captured.append(real(x, s)) or captured[-1]
+    )
+    torch.manual_seed(0)
+    run = fit(small_config(binarize="static", epochs=1), tmp_path / "static")
+    model = vaelab.load(run)
+    (trained,) = captured
+    assert torch.equal(training_images(model, 300), trained[:300])
+    data = load_test_images(model)
+    res = evaluate_completion(model, data, mask="top-half", limit=30, n=1, steps=1)
+    x = to_unit(eval_images(data.test_x[:30], "static", model.config.train.seed))
+    hole = make_mask("top-half", model.image_shape).expand_as(x)
+    want = (to_unit(trained).mean(0) - x).square()[hole].view(30, -1).mean(1).mean()
+    assert res["mean_image"]["mse"] == pytest.approx(float(want), rel=1e-6, abs=1e-7)

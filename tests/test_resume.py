@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import vaelab
 from vaelab.cli import main
 from vaelab.train.checkpoint import load_checkpoint
 from vaelab.train.run import read_metrics
@@ -48,6 +49,15 @@ def test_resume_applies_new_epochs_lr_and_schedule(tmp_path):
         assert r["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-15), r
     saved = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert (saved["epochs"], saved["lr"], saved["schedule"]) == (4, 0.01, "cosine")
+
+
+def test_python_resume_builds_on_the_runs_own_config(tmp_path):
+    run = tmp_path / "r"
+    assert train(run, "--epochs", 1, "--arch", "conv") == 0
+    vaelab.train(out=run, resume=True, epochs=2, lr=3e-4)  # no config: the run's own
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["arch"] == "conv" and saved["train"]["lr"] == 3e-4
+    assert [r["lr"] for r in read_metrics(run)] == [1e-3, 3e-4]
 
 
 def test_resume_refuses_other_changes_naming_each_flag(tmp_path, capsys):

@@ -19,7 +19,7 @@ import torch
 
 from vaelab.complete import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
-from vaelab.train.batches import eval_images, to_unit
+from vaelab.train.batches import eval_images, to_unit, train_images
 
 
 def _mse(pred: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> dict[str, float]:
@@ -63,7 +63,7 @@ def evaluate_completion(
     estimate of E[x_mis | x_obs], the MSE-optimal fill)."""
     cfg = model.config
     x = to_unit(eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed))
-    train = to_unit(eval_images(data.train_x, cfg.data.binarize, cfg.train.seed))
+    train = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed))
     t0 = time.perf_counter()
     if downscale_factor is None:
         missing = make_mask(mask, data.image_shape, seed) if isinstance(mask, str) else mask

@@ -31,16 +31,19 @@ class DataConfig:
     test_fraction: float = 0.1  # held-out share when the data has no test split of its own
     binarize: str = "none"  # 0/1 draws from the grey levels: once (static) or each step (dynamic)
     background: str = "white"  # white | black | R,G,B: what transparent pixels are laid on
+    center_crop: str | None = None  # "square" or "HxW": keep the image centre, before --resize
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
-    arch: str = "mlp"  # encoder and decoder bodies: fully connected or strided convolutions
+    arch: str = "mlp"  # encoder/decoder bodies: fully connected, strided or residual convs
     hidden: tuple[int, ...] | None = None  # MLP units or conv channels per layer (default: arch's)
+    blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)
     latent_dim: int = 20  # size of the latent code z
     likelihood: str = "bernoulli"  # p(x|z) of each pixel (bernoulli: binary or grey in [0, 1])
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
+    mixtures: int = 10  # dmol: logistic components per pixel (PixelCNN++ used 10)
     prior: str = "normal"  # p(z); the default normal follows a gamma or beta posterior
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
     posterior: str = "normal"  # family of q(z|x)
@@ -103,7 +106,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": 
 # Defaults that follow from another option. Each body has its own widths: the MLP's 400
 # units as one conv layer would be 400 channels and a 78,400-wide linear layer (4.8 M
 # parameters on 28x28); 32,64 is the shipped conv config (configs/fashion_conv.yaml).
-ARCH_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": (32, 64)}
+ARCH_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": (32, 64), "resnet": (32, 64, 128)}
 # The objective a model trains with unless told otherwise (M2 accepts only its own).
 MODEL_OBJECTIVE: dict[str, str] = {"m2": "m2"}
 DEFAULT_OBJECTIVE = "elbo"
@@ -246,6 +249,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 _POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_POSITIVE += ("mixtures", "blocks")
+# Likelihoods of 8-bit values (Likelihood.discrete; tests keep the two lists equal): they
+# model the 256 levels of the data, so binarized pixels would be a different data set.
+EIGHT_BIT_LIKELIHOODS = ("dlogistic", "dmol")
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
     "objective": ("elbo", "iwae", "m2"),
@@ -268,6 +275,11 @@ def validate(config: Config) -> Config:
         if any(h < 1 for h in flat[name] or ()):
             flag = name.replace("_", "-")
             raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
+    if flat["likelihood"] in EIGHT_BIT_LIKELIHOODS and flat["binarize"] != "none":
+        raise VaelabError(
+            f"--binarize {flat['binarize']}: --likelihood {flat['likelihood']} models the 8-bit"
+            " values 0..255; use --binarize none (or a bernoulli likelihood for binary pixels)"
+        )
     if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
         raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
     if not 0 < flat["test_fraction"] < 1:

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, PngImagePlugin
 
-from vaelab import __version__
+from vaelab.version import __version__
 
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:

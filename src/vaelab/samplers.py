@@ -146,12 +146,12 @@ def prepare_sampler(
 
 
 def training_images(model: torch.nn.Module, limit: int = 20000) -> torch.Tensor:
-    """The first ``limit`` training images of a loaded run, binarized as in its evaluation."""
+    """The first ``limit`` training images of a loaded run, binarized as it was trained."""
     from vaelab.api import load_test_images
-    from vaelab.train.batches import eval_images
+    from vaelab.train.batches import train_images
 
     data = load_test_images(model)
-    return eval_images(data.train_x[:limit], model.config.data.binarize, model.config.train.seed)
+    return train_images(data.train_x, model.config.data.binarize, model.config.train.seed, limit)
 
 
 def sample_with(

@@ -29,6 +29,7 @@ from vaelab.cli import (
 from vaelab.cli import classify as classify_cmd
 from vaelab.cli import complete as complete_cmd
 from vaelab.cli import report as report_cmd
+from vaelab.cli import serve as serve_cmd
 from vaelab.cli.common import HelpFormatter, one_line_warnings
 from vaelab.errors import VaelabError
 
@@ -47,6 +48,7 @@ COMMANDS: dict[str, ModuleType] = {
     "compare": compare,
     "classify": classify_cmd,
     "complete": complete_cmd,
+    "serve": serve_cmd,
 }
 
 

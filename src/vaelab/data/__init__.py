@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaelab.data.builtin import BUILTIN, cache_root
+from vaelab.data.cifar import is_cifar_dir, load_cifar_dir, load_cifar_file
 from vaelab.data.folder import load_folder
 from vaelab.data.idx import find_idx_images, load_idx_dir, load_idx_file, read_idx, write_idx
 from vaelab.data.imagedata import ImageData, LoadOptions
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 # File suffix -> loader; any other file is read as IDX (raw or gzipped, sniffed by content).
-FILE_LOADERS: dict[str, Callable[..., ImageData]] = {".npz": load_npz}
+FILE_LOADERS: dict[str, Callable[..., ImageData]] = {".npz": load_npz, ".bin": load_cifar_file}
 
 
 def load_dataset(
@@ -42,23 +43,30 @@ def load_dataset(
     channels: int | None = None,
     test_fraction: float = 0.1,
     seed: int = 0,
+    background: str | tuple[int, int, int] = "white",
+    center_crop: str | tuple[int, int] | None = None,
     download: bool = True,
     cache_dir: str | Path | None = None,
 ) -> ImageData:
     """Load the dataset named or located by ``spec``.
 
-    ``spec`` is a key of ``BUILTIN`` or a path: an .npz archive, an IDX file (raw or .gz), a
+    ``spec`` is a key of ``BUILTIN`` or a path: an .npz archive, a CIFAR-10 ``.bin`` file or
+    ``cifar-10-batches-bin`` folder, an IDX file (raw or .gz), a
     directory of ``*-images-idx3-ubyte[.gz]`` files (with matching ``*-labels-idx1-ubyte``;
     ``t10k-``/``test-`` ones form the test set), or a folder of images (one sub-folder per
     class, or unlabelled images directly inside).
 
     ``resize = (H, W)`` resizes every image (bilinear, antialiased); ``channels`` forces 1
     (luma) or 3 (gray repeated), default: the data's own. Sources without a test split get a
-    random ``test_fraction`` of their images as one, fixed by ``seed``. ``download`` and
-    ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
+    random ``test_fraction`` of their images as one, fixed by ``seed``. Transparent pixels
+    are laid on ``background`` (``white``, ``black``, ``"R,G,B"``). ``center_crop``
+    (``"square"`` or ``(H, W)``) keeps the centre of each image, before ``resize``.
+    ``download`` and ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
     Returns train images ``(N, C, H, W)`` and test images ``(M, C, H, W)``, uint8.
     """
-    options = LoadOptions(resize, channels, test_fraction, seed).checked()
+    options = LoadOptions(
+        resize, channels, test_fraction, seed, background, center_crop=center_crop
+    ).checked()
     if not isinstance(spec, (str, Path)):
         raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
     if isinstance(spec, str) and spec in BUILTIN:
@@ -66,6 +74,7 @@ def load_dataset(
     path = check_dataset(spec)
     if path.is_dir():
         loader = load_idx_dir if find_idx_images(path) else load_folder
+        loader = load_cifar_dir if is_cifar_dir(path) else loader
         return loader(path, options)
     if not path.is_file():
         raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")

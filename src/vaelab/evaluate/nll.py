@@ -130,7 +130,10 @@ def evaluate_model(
     # (6.5 s per 1000 images at K=1000 vs 10 s with 100k-row chunks that spill the cache),
     # and memory stays bounded whatever K is.
     chunk = min(samples, 256)
-    batch = batch_size or max(1, 4096 // chunk)
+    # The same memory for larger images and wider decoder outputs (a dmol decoder emits
+    # 40 values per sub-pixel): 4096 decoded images at 784 values each.
+    width = dims * getattr(getattr(model, "likelihood", None), "n_params", 1)
+    batch = batch_size or max(1, 4096 * 784 // (chunk * max(width, 784)))
     log_px = log_likelihood(model, x, samples=samples, batch_size=batch, chunk=chunk)
     t2 = time.perf_counter()
     nll = summarize_nll(log_px, dims)

@@ -74,12 +74,12 @@ class CVAE(VAE):
                 f"--model {cfg.model}: supports --prior normal, --posterior normal and "
                 "--estimator reparam only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
             cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
-            likelihood.n_params,
+            likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))
@@ -180,13 +180,15 @@ class CVAE(VAE):
         """Combine per-class terms into a bound on log p(x) (or log p(x, y) where w is
         one-hot, log_w = 0 and entropy = 0): recon - kl = sum_y w [ELBO + log p(y)] + H(w).
 
-        ``kl`` is then KL(w(y) q(z|x,y) || p(y) p(z)), the joint KL over (y, z)."""
+        ``kl`` is then KL(w(y) q(z|x,y) || p(y) p(z)), the joint KL over (y, z); its z part
+        sum_y w KL(q(z|x,y) || p(z)), the only part a beta weighs, is ``extras["kl_z"]``."""
         log_py = -math.log(self.num_classes)
         return Terms(
             log_px_z=(w * t["log_px_z"]).sum(-1),
             log_pz=(w * (t["log_pz"] + log_py)).sum(-1),
             log_qz_x=(w * (t["log_qz_x"] + log_w)).sum(-1),
             kl=(w * (t["kl"] - log_py)).sum(-1) - entropy,
+            extras={"kl_z": (w * t["kl"]).sum(-1)},
         )
 
     def forward(self, x: torch.Tensor, samples: int = 1, y: torch.Tensor | None = None) -> Terms:

@@ -285,6 +285,12 @@ class DeepVAE(VAE):
         return self.likelihood.mean(params)
 
     @torch.no_grad()
-    def group_kl(self, x: torch.Tensor, samples: int = 1) -> torch.Tensor:
-        """KL per group of images ``x`` (floats), ``(G, B)``: which groups carry information."""
-        return self(x, samples).kl_groups
+    def group_kl(self, x: torch.Tensor, batch_size: int = 500) -> list[float]:
+        """Mean KL of each group (nats, top first) over uint8 images ``x`` ``(N, C, H, W)``:
+        which groups carry information (near 0: the group is unused, "collapsed")."""
+        param = next(self.parameters())
+        total = torch.zeros(self.num_groups, dtype=torch.float64)
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(param.device, param.dtype) / 255
+            total += self(xb, 1).kl_groups.sum(1).double().cpu()
+        return (total / len(x)).tolist()

@@ -51,7 +51,7 @@ def load_data(config: Config) -> ImageData:
     resize = parse_resize(d.resize) if d.resize else None
     return load_dataset(
         d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed,
+        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
     )  # fmt: skip
 
 
@@ -193,6 +193,7 @@ class Stepper:
             if self.scaler:
                 self.scaler.update()
             return False, loss, stats
+        self.skip_reason = ""
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -241,8 +242,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
-    # Data, checkpoint and model first: a bad input must not leave an empty run folder behind.
-    data = data or load_data(config)
+    # Checkpoint, data and model first: a bad input must not leave an empty run folder behind.
     # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
     ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
@@ -250,6 +250,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         if runfs.finished(ckpt.state, t.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return out
+    data = data or load_data(config)
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
@@ -314,6 +315,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         perm = epoch_permutation(n, t.seed, epoch, device)
         sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
         counted = 0
+        first = state.batch  # a mid-epoch save overwrites state.batch: images_per_s needs this
         t0 = time.perf_counter()
         bar = tqdm(
             range(state.batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -370,7 +372,7 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
             "train_loss": train[0], "train_bound": train[1], "train_recon": train[2],
             "train_kl": train[3], "test_elbo": test["elbo"], "test_recon": test["recon"],
             "test_kl": test["kl"], "seconds": seconds,
-            "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
+            "images_per_s": (min(n, steps_per_epoch * bs) - first * bs) / seconds,
             "skipped_steps": state.skipped_steps,
             "skipped_grad_norm": state.skipped_grad_norm,
         }  # fmt: skip
