@@ -25,8 +25,8 @@ def test_warnings_become_one_line_each(capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "vaelab train: warning: first line",
-        "vaelab train: warning: a palette image has transparency: read as RGBA and laid on "
-        "--background",
+        "vaelab train: warning: Pillow dropped a palette image's transparency (transparent "
+        "pixels keep their palette colour)",
     ]
 
 
