@@ -46,7 +46,7 @@ def test_train_then_every_generating_command(tmp_path):
     result = json.loads((run / "evaluation.json").read_text())
     assert result["images"] == 50 and result["samples"] == 20
     # An explicit --out is never replaced silently.
-    again = vaelab("sample", run, "--out", run / "sample.png", check=False)
+    again = vaelab("sample", run, "--out", run / "outputs" / "sample.png", check=False)
     assert again.returncode == 2 and "exists" in again.stderr
 
 

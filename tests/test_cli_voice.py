@@ -10,7 +10,8 @@ import torch
 from vaelab.cli.common import one_line_warnings
 from vaelab.config import Config, with_overrides
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, compile_declined, make_optimizer
+from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.options import compile_declined
 
 
 def test_warnings_become_one_line_each(capsys):
@@ -25,8 +26,8 @@ def test_warnings_become_one_line_each(capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "vaelab train: warning: first line",
-        "vaelab train: warning: a palette image has transparency: read as RGBA and laid on "
-        "--background",
+        "vaelab train: warning: Pillow dropped a palette image's transparency (transparent "
+        "pixels keep their palette colour)",
     ]
 
 

@@ -71,26 +71,32 @@ def made_by() -> dict[str, str]:
 
 
 def fit_titles(fig: Figure) -> Figure:
-    """Wrap any title wider than the room it has (an axes title: its axes' width; the
-    suptitle: the figure's), which would otherwise overlap a neighbour or be clipped at
-    the figure's edge, onto as many lines as it needs. Only the text's size is measured
-    (font metrics), so no extra draw of the figure is needed."""
+    """Wrap any title or x label wider than the room it has (an axes title: its axes'
+    width; an x label: the figure, about its axes' centre; the suptitle: the figure),
+    which would otherwise overlap a neighbour or be clipped at the figure's edge, onto as
+    many lines as it needs. Text sizes come from font metrics; axes positions from the
+    layout engine, which runs once more here when the figure has one."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # places the axes where the saved picture has them
     width = fig.bbox.width
-    pairs = [(ax.title, ax.get_position().width * width) for ax in fig.axes]
+    pairs = []
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        centre = (box.x0 + box.x1) / 2
+        pairs.append((ax.title, box.width))
+        # An x label is centred under its axes and may run past them, not past the figure.
+        pairs.append((ax.xaxis.label, 2 * min(centre, width - centre)))
     if fig._suptitle is not None:
-        pairs.append((fig._suptitle, 0.98 * width))
+        pairs.append((fig._suptitle, width))
     for text, room in pairs:
         content = text.get_text()
-        if not content:
-            continue
-        need = text.get_window_extent(renderer).width
-        if need > room:
+        need = text.get_window_extent(renderer).width if content else 0.0
+        if need > 0.98 * room:
             chars = max(len(line) for line in content.splitlines())
-            text.set_text(
-                textwrap.fill(" ".join(content.split()), max(12, int(chars * room / need)))
-            )
+            fits = max(12, int(0.9 * chars * room / need))  # characters per line, this font
+            text.set_text(textwrap.fill(" ".join(content.split()), fits))
     return fig
 
 
@@ -143,8 +149,9 @@ def training_curves(rows: Sequence[dict[str, Any]]) -> Figure:
     epochs = [r["epoch"] for r in rows]
     for i, (title, ylabel, train_key, test_key) in enumerate(CURVES):
         ax = fig.add_subplot(1, 3, i + 1)
-        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=3, label="train")
-        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=3, label="test")
+        ms = 3 if len(rows) <= 40 else 0  # past ~40 epochs markers merge into a thick line
+        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=ms, label="train")
+        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=ms, label="test")
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()

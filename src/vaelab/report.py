@@ -118,6 +118,15 @@ def _metrics_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+# compare's terse column titles, spelt out for a table with room for them
+_LONG_NAMES = {
+    "SE": "NLL standard error", "-ELBO": "-ELBO (nats)", "gap": "gap NLL - (-ELBO)",
+    "KL": "KL (nats)", "K": "importance samples K", "images": "test images",
+    "active": "active latent units", "MSE": "reconstruction MSE / pixel",
+    "PSNR": "reconstruction PSNR (dB)",
+}  # fmt: skip
+
+
 def _evaluation_section(run: Path) -> str:
     """The newest RUN/evaluation*.json (vaelab evaluate) as a table, or a note."""
     found = sorted(run.glob("evaluation*.json"), key=lambda p: p.stat().st_mtime)
@@ -130,10 +139,11 @@ def _evaluation_section(run: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return _note(f"{found[-1].name}: not readable ({type(exc).__name__})")
     fmts = [c[2] for c in COLUMNS] + [p[2] for p in PAIRED] + [q[2] for q in QUALITY] * 9
+    paired = {p[0] for p in PAIRED}  # differences to a first run: none in a one-run table
     body = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{fmt.format(value)}</td></tr>"
+        f"<tr><th>{html.escape(_LONG_NAMES.get(name, name))}</th><td>{fmt.format(value)}</td></tr>"
         for name, value, fmt in zip(header[1:], row[1:], fmts, strict=False)
-        if value is not None
+        if value is not None and name not in paired
     )
     return f"<table>{body}</table>" + _note(
         f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "

@@ -39,7 +39,8 @@ class HelpFormatter(argparse.HelpFormatter):
 # Warnings of other libraries that reach the user, in vaelab's words.
 _REWORDED = {
     "Palette images with Transparency expressed in bytes": (
-        "a palette image has transparency: read as RGBA and laid on --background"
+        "Pillow dropped a palette image's transparency (transparent pixels keep their "
+        "palette colour)"
     ),
 }
 

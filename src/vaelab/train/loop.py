@@ -40,7 +40,7 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
-from vaelab.train.options import check_names, check_resume
+from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, objective_for
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
@@ -107,20 +107,6 @@ class LossModule(nn.Module):
     def forward(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
         terms = self.model(x, self.samples) if y is None else self.model(x, self.samples, y=y)
         return self.objective(terms, beta)
-
-
-def compile_declined(model: nn.Module, device: torch.device) -> str | None:
-    """Why ``torch.compile`` would not pay for ``model`` on ``device`` (None: it would).
-
-    On CPU a convolutional model ran slower compiled than eager (0.52x per epoch, conv VAE
-    on mnist-5k): torch.profiler shows the oneDNN convolutions, ~80% of the eager step,
-    taking the same time either way, while the compiled graphs around them took ~6x the
-    time of eager's elementwise kernels. The MLP VAE gains (1.2x vs 1.1x a minimal loop).
-    """
-    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
-    if device.type == "cpu" and any(isinstance(m, convs) for m in model.modules()):
-        return "a convolutional model runs slower compiled than eager on CPU"
-    return None
 
 
 class Stepper:
