@@ -9,6 +9,9 @@ Models (MLP 784-300-300-40-300-300-784, ReLU, Bernoulli likelihood, Adam lr 1e-3
     mixture   ELBO, learned mixture-of-Gaussians prior (--prior-components)
     vamp      ELBO, VampPrior                     (published ~227.4 nats)
     best      VampPrior + IWAE K = 5 (vaelab's best combination here)
+    deep      --model deep (conv hierarchy: widths 32,64,64 at sides 28,14,7; 2 + 4 latent groups
+              of 8 channels at 14x14 and 7x7), ELBO with KL warm-up (5 epochs), free bits
+              0.25 nats per group, weight average 0.999 (the MLP options above do not apply)
 
 Each model trains for ``--epochs`` (per-model overrides via ``--epochs-for name=E``) and is
 evaluated with ``--nll-samples`` importance samples on the first ``--limit`` test images,
@@ -48,6 +51,16 @@ MODELS: dict[str, dict] = {
     "mixture": {"prior": "mixture"},
     "vamp": {"prior": "vamp"},
     "best": {"prior": "vamp", "objective": "iwae", "samples": 5},
+    "deep": {
+        "model": "deep",
+        "deep_widths": "32,64,64",
+        "deep_groups": "0,2,4",
+        "group_channels": 8,
+        "warmup_epochs": 5,
+        "free_bits": 0.25,
+        "ema": 0.999,
+        "skip_threshold": "inf",
+    },
 }
 
 

@@ -22,8 +22,9 @@ from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
 from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data
-from vaelab.train.run import resolve_device
+from vaelab.train.run import CONFIG, resolve_device
 
 __all__ = ["classify", "complete", "evaluate", "load", "load_test_images", "train"]
 
@@ -37,8 +38,13 @@ def train(
     **overrides: Any,
 ) -> Path:
     """Train a model; returns the run folder. ``config`` is a Config, a (flat or nested)
-    dict, or a YAML/TOML path; keyword overrides use the field names (``epochs=5``)."""
-    if config is None:
+    dict, or a YAML/TOML path; keyword overrides use the field names (``epochs=5``).
+    With ``resume`` and no ``config``, the run's own config.yaml is the base (as for the
+    command line), so ``train(out=run, resume=True, epochs=20)`` trains on."""
+    saved = Path(out) / CONFIG if out is not None else None
+    if config is None and resume and saved is not None and saved.is_file():
+        config = load_config(saved)
+    elif config is None:
         config = Config()
     elif isinstance(config, dict):
         config = config_from_dict(config)
@@ -60,7 +66,7 @@ def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
     ckpt = load_checkpoint(run / CHECKPOINT)
     config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
     model = build_model(config.model, tuple(ckpt.info["image_shape"]))
-    model.load_state_dict(ckpt.model_state())
+    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     model = model.to(resolve_device(device)).eval()
     model.config = config
     model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}
@@ -102,6 +108,8 @@ def evaluate(
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, model.config.data.binarize, model.config.train.seed)
     result = evaluate_model(model, x, samples=samples)
+    if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
+        result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
     if extras:
         run_dir = getattr(model, "run_dir", None)
@@ -138,7 +146,8 @@ def complete(
 ) -> torch.Tensor:
     """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
     name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
-    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``)."""
+    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``,
+    ``fill``)."""
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 

@@ -6,6 +6,7 @@ float images in [0, 1], ``(N, C, H, W)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,12 +24,20 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def sample(
-    model: torch.nn.Module, n: int, temperature: float = 1.0, seed: int | None = None
+    model: torch.nn.Module,
+    n: int,
+    temperature: float | Sequence[float] = 1.0,
+    seed: int | None = None,
 ) -> torch.Tensor:
-    """Decode ``z ~ N(0, temperature^2 I)``; the images are the means of p(x|z)."""
+    """Decode ``z ~ N(0, temperature^2 I)``; the images are the means of p(x|z). A model with
+    latent groups (``--model deep``) also takes one temperature per group, top first."""
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
-    if temperature <= 0:
+    if not isinstance(temperature, int | float):
+        if not hasattr(model, "temperatures"):
+            raise VaelabError("--group-temperature: this model has no latent groups (deep has)")
+        model.temperatures(temperature)  # checks the count
+    elif temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
     if seed is not None:
         torch.manual_seed(seed)

@@ -39,8 +39,9 @@ class Terms:
         log_qz_x: torch.Tensor | Callable[[], torch.Tensor],
         kl: torch.Tensor | None = None,  # (B,), analytic KL(q || p) when it exists
         extras: dict[str, torch.Tensor] | None = None,
+        kl_groups: torch.Tensor | None = None,  # (G, B): KL per latent group; kl is their sum
     ) -> None:
-        self.log_px_z, self.kl = log_px_z, kl
+        self.log_px_z, self.kl, self.kl_groups = log_px_z, kl, kl_groups
         self._log_pz, self._log_qz_x = log_pz, log_qz_x
         self.extras: dict[str, torch.Tensor] = extras if extras is not None else {}
 
@@ -71,12 +72,27 @@ def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.logsumexp(t, dim=dim) - math.log(t.shape[dim])
 
 
-def elbo(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Negative beta-ELBO: -(E_q[log p(x|z)] - beta * KL), averaged over the batch."""
+def free_bits_kl(terms: Terms, floor: float) -> torch.Tensor:
+    """The KL term with free bits (Kingma et al. 2016): sum_g max(floor, mean_b KL_g(x_b))
+    over latent groups (``terms.kl_groups``; a model without groups is one group). A group
+    whose batch-mean KL is below ``floor`` nats contributes a constant: no gradient pushes
+    it further towards its prior, so it stays free to carry information."""
+    groups = terms.kl_groups if terms.kl_groups is not None else terms.kl_per_image()[None]
+    return groups.mean(1).clamp(min=floor).sum()
+
+
+def elbo(
+    terms: Terms, beta: float = 1.0, free_bits: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Negative beta-ELBO: -(E_q[log p(x|z)] - beta * KL), averaged over the batch; with
+    ``free_bits`` > 0 the KL term is :func:`free_bits_kl` (the reported bound is not)."""
     recon = terms.log_px_z.mean(0)
     kl = terms.kl_per_image()
-    loss = -(recon - beta * kl).mean()
-    if terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
+    if free_bits > 0:
+        loss = -recon.mean() + beta * free_bits_kl(terms, free_bits)
+    else:
+        loss = -(recon - beta * kl).mean()
+    if "score" in terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
         f = (
             terms.log_px_z
             if terms.kl is not None
@@ -100,11 +116,15 @@ def iwae(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch
 def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """M2's J^alpha / N (Kingma et al. 2014): the negative beta-bound (labelled images: L(x, y),
     unlabelled: U(x); see vaelab.models.m2) plus ``ce_weight`` (alpha / N) times the mean
-    classification loss -log q(y|x) over the labelled images, both from ``extras``."""
+    classification loss -log q(y|x) over the labelled images, both from ``extras``.
+
+    beta weighs only KL(q(z|x,y) || p(z)) (``extras["kl_z"]``): the label's part of the
+    bound, log p(y) and H(q(y|x)), is not a KL to the latent prior and keeps weight 1."""
     recon = terms.log_px_z.mean(0)
     kl = terms.kl_per_image()
     class_loss = terms.extras["class_loss"]
-    loss = -(recon - beta * kl).mean() + terms.extras["ce_weight"] * class_loss
+    kl_beta = kl + (beta - 1.0) * terms.extras["kl_z"]  # y part + beta * z part
+    loss = -(recon - kl_beta).mean() + terms.extras["ce_weight"] * class_loss
     stats = {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
     return loss, {**stats, "class_loss": class_loss.detach()}
 

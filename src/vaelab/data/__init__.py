@@ -17,7 +17,7 @@ from vaelab.data.idx import find_idx_images, load_idx_dir, load_idx_file, read_i
 from vaelab.data.imagedata import ImageData, LoadOptions
 from vaelab.data.npz import load_npz
 from vaelab.data.transforms import parse_resize
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, did_you_mean
 
 __all__ = [
     "BUILTIN",
@@ -25,6 +25,7 @@ __all__ = [
     "ImageData",
     "LoadOptions",
     "cache_root",
+    "check_dataset",
     "load_dataset",
     "parse_resize",
     "read_idx",
@@ -42,6 +43,7 @@ def load_dataset(
     channels: int | None = None,
     test_fraction: float = 0.1,
     seed: int = 0,
+    background: str | tuple[int, int, int] = "white",
     center_crop: str | tuple[int, int] | None = None,
     download: bool = True,
     cache_dir: str | Path | None = None,
@@ -56,27 +58,20 @@ def load_dataset(
 
     ``resize = (H, W)`` resizes every image (bilinear, antialiased); ``channels`` forces 1
     (luma) or 3 (gray repeated), default: the data's own. Sources without a test split get a
-    random ``test_fraction`` of their images as one, fixed by ``seed``. ``center_crop``
+    random ``test_fraction`` of their images as one, fixed by ``seed``. Transparent pixels
+    are laid on ``background`` (``white``, ``black``, ``"R,G,B"``). ``center_crop``
     (``"square"`` or ``(H, W)``) keeps the centre of each image, before ``resize``.
     ``download`` and ``cache_dir`` apply to builtins that may fetch files (see :func:`cache_root`).
     Returns train images ``(N, C, H, W)`` and test images ``(M, C, H, W)``, uint8.
     """
-    options = LoadOptions(resize, channels, test_fraction, seed, center_crop=center_crop).checked()
+    options = LoadOptions(
+        resize, channels, test_fraction, seed, background, center_crop=center_crop
+    ).checked()
     if not isinstance(spec, (str, Path)):
         raise VaelabError(f"dataset: expected a name or a path, got {type(spec).__name__}")
     if isinstance(spec, str) and spec in BUILTIN:
         return BUILTIN[spec](options, download=download, cache_dir=cache_dir)
-    path = Path(spec).expanduser()
-    try:
-        exists = str(spec) != "" and path.exists()
-    except (OSError, ValueError):  # a name too long for the OS, or holding a NUL byte
-        exists = False
-    if not exists:
-        names = ", ".join(sorted(BUILTIN))
-        raise VaelabError(
-            f"unknown dataset {str(spec)!r}: expected one of {names}, or the path of an .npz"
-            " file, an IDX file, or a folder of images (no such file or folder)"
-        )
+    path = check_dataset(spec)
     if path.is_dir():
         loader = load_idx_dir if find_idx_images(path) else load_folder
         loader = load_cifar_dir if is_cifar_dir(path) else loader
@@ -84,3 +79,24 @@ def load_dataset(
     if not path.is_file():
         raise VaelabError(f"{path}: not a regular file or folder; expected a dataset file")
     return FILE_LOADERS.get(path.suffix.lower(), load_idx_file)(path, options)
+
+
+def check_dataset(spec: str | Path) -> Path | None:
+    """None for a builtin name, else the existing path ``spec`` names; otherwise a
+    VaelabError listing the builtin names, with a "did you mean" for a near miss."""
+    if isinstance(spec, str) and spec in BUILTIN:
+        return None
+    path = Path(spec).expanduser()
+    try:
+        exists = str(spec) != "" and path.exists()
+    except (OSError, ValueError):  # a name too long for the OS, or holding a NUL byte
+        exists = False
+    if not exists:
+        names = ", ".join(sorted(BUILTIN))
+        guess = did_you_mean(spec, BUILTIN)
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        raise VaelabError(
+            f"unknown dataset {str(spec)!r}: expected one of {names}, or the path of an .npz"
+            f" file, an IDX file, or a folder of images (no such file or folder){hint}"
+        )
+    return path

@@ -9,6 +9,7 @@ import torch
 
 from vaelab.data.transforms import (
     center_crop,
+    check_background,
     check_center_crop,
     check_options,
     resize_images,
@@ -70,18 +71,21 @@ class ImageData:
 @dataclass(frozen=True)
 class LoadOptions:
     """What every loader does to its images after reading them (``--resize``,
-    ``--channels``, ``--test-fraction``, ``--seed``); checked by :meth:`checked`."""
+    ``--channels``, ``--test-fraction``, ``--seed``; ``--background``: the (R, G, B) that
+    transparent pixels are laid on); checked by :meth:`checked`."""
 
     resize: tuple[int, int] | None = None
     channels: int | None = None
     test_fraction: float = 0.1
     seed: int = 0
+    background: tuple[int, int, int] | str = (255, 255, 255)
     center_crop: tuple[int, int] | str | None = None  # --center-crop, applied before resize
 
     def checked(self) -> LoadOptions:
         """The same options normalized, or a VaelabError naming the flag."""
         return LoadOptions(
             *check_options(self.resize, self.channels, self.test_fraction, self.seed),
+            background=check_background(self.background),
             center_crop=check_center_crop(self.center_crop),
         )
 

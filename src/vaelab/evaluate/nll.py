@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from vaelab.objectives import logmeanexp
 from vaelab.train.batches import to_unit
@@ -63,7 +65,12 @@ def log_likelihood(
     model.eval()
     param = next(model.parameters())
     out = []
-    for xb in _batches(x, batch_size):
+    bar = tqdm(  # a terminal only, as in training: K=1000 on 10,000 images takes minutes
+        _batches(x, batch_size), desc=f"importance sampling, K={samples}", unit="batch",
+        total=-(-len(x) // batch_size), disable=not sys.stderr.isatty(), leave=False,
+        dynamic_ncols=True,
+    )  # fmt: skip
+    for xb in bar:
         xf = to_unit(xb.to(param.device), param.dtype)
         log_w = [
             model.log_weights(xf, min(chunk, samples - start)) for start in range(0, samples, chunk)

@@ -138,7 +138,7 @@ class M2(CVAE):
         else:  # no labelled stream (evaluation, direct calls): the batch's own labels
             ce_each = -(onehot * log_q).sum(-1) * known[:, 0]
             ce = ce_each.sum() / known.sum().clamp(min=1)
-        terms.extras = {"class_loss": ce, "ce_weight": torch.tensor(self.ce_weight)}
+        terms.extras.update(class_loss=ce, ce_weight=torch.tensor(self.ce_weight))
         return terms
 
     @torch.no_grad()

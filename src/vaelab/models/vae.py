@@ -109,10 +109,8 @@ class VAE(nn.Module):
             kl=self.prior.analytic_kl(q),
         )
         if draw.score is not None:
-            # The learning signal at beta = 1, for the baseline only (objectives rebuild f
-            # with their own beta): log p(x|z) with an analytic KL, else log w.
-            f = terms.log_px_z if terms.kl is not None else terms.log_w()
-            terms.extras.update(self.estimator.extras(x, f.detach(), draw.score))
+            # The objective builds f with its own beta and fits the baseline to it.
+            terms.extras.update(self.estimator.extras(x, draw.score))
         return terms
 
     def _forward_normal(self, x: torch.Tensor, params: torch.Tensor, samples: int) -> Terms:

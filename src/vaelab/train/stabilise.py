@@ -1,0 +1,60 @@
+"""Training stabilisers shared by every model: gradient-norm skipping and free bits.
+
+* ``--skip-threshold T`` (VDVAE's skip_threshold): a step whose global gradient norm
+  ||g||_2 (before any ``--clip-grad``) exceeds T is not applied. Such spikes come from rare
+  batches where a deep hierarchy's KL or likelihood explodes; one applied spike can undo
+  hours of training. Skipped steps are counted in metrics.jsonl (``skipped_grad_norm``; the
+  total with non-finite ones in ``skipped_steps``), and ``grad_norm_mean``/``grad_norm_max``
+  over the epoch show what a good T is (``--skip-threshold inf`` records them, skips nothing).
+* ``--free-bits F``: the ELBO's KL term becomes sum_g max(F, mean_batch KL_g) over latent
+  groups (:func:`vaelab.objectives.free_bits_kl`), so no group is pushed below F nats.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from vaelab.config import Config
+from vaelab.errors import VaelabError
+from vaelab.models import MODELS
+from vaelab.objectives import Objective, get_objective
+from vaelab.train.ema import ema_decay
+
+
+def check_stabilisers(config: Config) -> None:
+    """Values a type cannot check (before anything is created); also the model's own
+    option checks when its class has ``check_config`` (e.g. ``--deep-groups``)."""
+    t = config.train
+    ema_decay(config)
+    if t.skip_threshold is not None and not t.skip_threshold > 0:
+        raise VaelabError(f"--skip-threshold: must be > 0 (or unset), got {t.skip_threshold}")
+    if t.free_bits < 0:
+        raise VaelabError(f"--free-bits: must be >= 0, got {t.free_bits}")
+    if t.free_bits > 0 and t.objective != "elbo":
+        raise VaelabError(
+            f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
+        )
+    check = getattr(MODELS.get(config.model.model), "check_config", None)
+    if check is not None:
+        check(config.model)
+
+
+def objective_for(config: Config) -> Objective:
+    """The configured objective, with ``--free-bits`` bound in when it is set."""
+    objective = get_objective(config.train.objective)
+    if config.train.free_bits > 0:
+        return partial(objective, free_bits=config.train.free_bits)
+    return objective
+
+
+def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """The global L2 norm of the gradients before clipping (0-d); clips to ``clip`` if set."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if clip is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, clip, norm, foreach=True)
+    return norm
