@@ -129,25 +129,32 @@ def main(argv=None) -> int:
     unknown = set(names) - set(MODELS)
     if unknown:
         sys.exit(f"--models: unknown {sorted(unknown)}; valid: {', '.join(MODELS)}")
-    report: dict = {"models": {}, "skipped": {}}
+    path = Path(args.json)  # rows of earlier invocations (--models subsets) are kept
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report.setdefault("models", {})
+    report.setdefault("skipped", {})
     for name in names:
         model_name = MODELS[name].get("model", "vae")
         if model_name not in VAELAB_MODELS:
             report["skipped"][name] = f"vaelab has no --model {model_name} yet"
             print(f"{name}: skipped ({report['skipped'][name]})")
+            save_json(path, report)
             continue
+        report["skipped"].pop(name, None)
         run = train(name, args)
         t0 = time.perf_counter()
         result = evaluate(name, run, args)
         result["seconds_evaluate"] = time.perf_counter() - t0
-        report["models"][name] = result
         print(f"{name}: {result['bits_per_dim']:.3f} +- {result['bits_per_dim_se']:.3f} bits/dim"
               f" (-ELBO {result['negative_elbo'] / (result['dims'] * math.log(2)):.3f}),"
               f" {result['epochs']} epochs")  # fmt: skip
-        report.update({**provenance(args.device), "device": args.device,
+        # Each row carries how it was measured: rows may come from different invocations.
+        result.update({**provenance(args.device), "device": args.device,
                        "budget_minutes": args.budget_minutes, "nll_samples": args.nll_samples,
                        "limit": args.limit, "threads": torch.get_num_threads()})  # fmt: skip
-        save_json(args.json, report)  # after each model: partial results are kept
+        report["models"][name] = result
+        report.update(provenance(args.device))
+        save_json(path, report)  # after each model: partial results are kept
     print(table(report))
     return 0
 
