@@ -197,3 +197,21 @@ def test_bad_center_crop_is_one_line(crop, expected, tmp_path, capsys):
                        capsys)  # fmt: skip
     assert code == 2 and len(err.splitlines()) == 1 and "--center-crop" in err, err
     assert expected in err, err
+
+
+def test_folder_images_of_different_sizes_are_cropped_before_their_resize(tmp_path):
+    """Each image has a white central square inside black margins (rows for the tall one,
+    columns for the wide one): cropping first leaves pure white after any resize, while
+    resizing first would mix the black margins in."""
+    from PIL import Image
+
+    tall = np.zeros((6, 4), np.uint8)
+    tall[1:5] = 255
+    wide = np.zeros((4, 8), np.uint8)
+    wide[:, 2:6] = 255
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(tall).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(wide).save(tmp_path / "imgs" / "b.png")
+    data = load_dataset(tmp_path / "imgs", center_crop="square", resize=(3, 3))
+    x = torch.cat([data.train_x, data.test_x])
+    assert x.shape == (2, 1, 3, 3) and (x == 255).all(), x

@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from vaelab.config import EIGHT_BIT_LIKELIHOODS
+from vaelab.config import EIGHT_BIT_LIKELIHOODS, Config, resolve_model, with_overrides
 from vaelab.likelihoods import LIKELIHOODS, build_likelihood
+from vaelab.models import MODELS, build_model
 
 LEVELS = torch.arange(256, dtype=torch.float64)
 
@@ -182,3 +183,14 @@ def test_far_tails_give_finite_gradients():
     x = torch.randint(0, 256, (1, 3, 2, 2)) / 255
     lik.log_prob(x, params).sum().backward()
     assert torch.isfinite(params.grad).all()
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_builds_dmol_with_the_configured_mixtures(model):
+    """--mixtures reaches the likelihood whatever the model (a model that forgets to pass
+    it would silently use the default)."""
+    cfg = with_overrides(Config(), {"model": model, "likelihood": "dmol", "mixtures": 3,
+                                    "hidden": "8", "latent_dim": 2}, "t").model  # fmt: skip
+    built = build_model(resolve_model(cfg), (3, 8, 8))
+    assert built.likelihood.mixtures == 3
+    assert built.likelihood.n_params == 3 * 4  # logits, locations, scales, coupling

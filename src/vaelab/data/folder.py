@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 
 from vaelab.data.arrays import one_line
 from vaelab.data.imagedata import ImageData, LoadOptions, assemble
+from vaelab.data.transforms import crop_box
 from vaelab.errors import VaelabError
 
 Background = tuple[int, int, int]
@@ -84,7 +86,10 @@ def load_folder(
             f" (e.g. {skipped[0]}); expected {', '.join(IMAGE_EXTENSIONS)}",
             stacklevel=3,
         )
-    x, kept = _stack(files, options.resize, root, options.background)
+    # Each image is cropped as it is read, before its own resize (sizes may differ), so
+    # assemble() must not crop again.
+    crop = options.center_crop
+    x, kept = _stack(files, options.resize, root, options.background, crop)
     y = None if labels is None else np.asarray(labels, dtype=np.int64)[kept]
     if class_names is not None:
         _check_classes(root, folders, y)
@@ -92,7 +97,7 @@ def load_folder(
         str(root),
         (x, y),
         None,
-        options,
+        replace(options, center_crop=None),
         class_names,
     )
 
@@ -165,15 +170,16 @@ def _list(directory: Path, real_root: Path, skipped: list[Path]) -> tuple[list[P
 
 
 def _stack(
-    files: list[Path], resize: tuple[int, int] | None, root: Path, background: Background
-) -> tuple[np.ndarray, list[int]]:
+    files: list[Path], resize: tuple[int, int] | None, root: Path, background: Background,
+    crop: tuple[int, int] | str | None = None,
+) -> tuple[np.ndarray, list[int]]:  # fmt: skip
     """Read ``files`` into one uint8 ``(N, C, H, W)`` array (gray images join RGB ones as
     RGB) and the indices of the files kept: unreadable or over-large ones are skipped with
     one warning giving their count and reasons; none left is an error."""
     arrays, kept, skipped = [], [], []
     for index, path in enumerate(files):
         try:
-            arr = read_image(path, resize, background)
+            arr = read_image(path, resize, background, crop)
         except SkippedImage as err:
             skipped.append(err)
             continue
@@ -205,15 +211,17 @@ def _stack(
 
 
 def read_image(
-    path: Path, resize: tuple[int, int] | None = None, background: Background = WHITE
-) -> np.ndarray:
+    path: Path, resize: tuple[int, int] | None = None, background: Background = WHITE,
+    crop: tuple[int, int] | str | None = None,
+) -> np.ndarray:  # fmt: skip
     """Decode one image file to uint8 ``(H, W)`` if its pixels are gray, else ``(H, W, 3)``.
 
     Colour modes (P, CMYK...) become RGB; an image with transparency (an alpha channel, or
     a palette/colour key marked transparent) is laid on ``background`` (R, G, B), out =
     a * pixel + (1 - a) * background; 16-bit gray is scaled to 8 bits; an RGB image whose
-    three planes are equal counts as gray. ``resize = (H, W)`` resizes, bilinear with
-    antialiasing. A file that cannot be used raises :class:`SkippedImage`.
+    three planes are equal counts as gray. ``crop`` (``"square"`` or ``(h, w)``) keeps the
+    centre first; ``resize = (H, W)`` resizes, bilinear with antialiasing. A file that
+    cannot be used raises :class:`SkippedImage`.
     """
     with warnings.catch_warnings():
         # Pillow only warns between its limit and twice that; either way we refuse the file.
@@ -223,6 +231,9 @@ def read_image(
                 width, height = im.size
                 if width * height > MAX_PIXELS:
                     raise SkippedImage(_bomb(path, f"{height}x{width} pixels"), "too large")
+                if crop is not None:
+                    top, left, h, w = crop_box(height, width, crop, str(path))
+                    im = im.crop((left, top, left + w, top + h))
                 return _pixels(im, resize, background)
         except VaelabError:
             raise

@@ -90,18 +90,24 @@ def check_center_crop(crop: object) -> tuple[int, int] | str | None:
         raise VaelabError(f"--center-crop: expected square, N or HxW, got {crop!r}") from None
 
 
-def center_crop(x: torch.Tensor, crop: tuple[int, int] | str, source: str) -> torch.Tensor:
-    """The central window of ``(N, C, H, W)`` images: ``"square"`` keeps min(H, W) on both
-    sides (CelebA's 178x218 -> 178x178), ``(h, w)`` keeps h x w; odd margins put the extra
-    pixel at the bottom/right. A window larger than the images is an error naming
-    ``source``."""
-    height, width = x.shape[2:]
+def crop_box(
+    height: int, width: int, crop: tuple[int, int] | str, source: str
+) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the central window of an image of ``height`` x ``width``:
+    ``"square"`` keeps min(H, W) on both sides (CelebA's 178x218 -> 178x178), ``(h, w)``
+    keeps h x w; odd margins put the extra pixel at the bottom/right. A window larger than
+    the image is an error naming ``source``."""
     h, w = (min(height, width),) * 2 if crop == "square" else crop
     if h > height or w > width:
         raise VaelabError(
             f"{source}: --center-crop {h}x{w} is larger than its {height}x{width} images"
         )
-    top, left = (height - h) // 2, (width - w) // 2
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop(x: torch.Tensor, crop: tuple[int, int] | str, source: str) -> torch.Tensor:
+    """The central window (:func:`crop_box`) of ``(N, C, H, W)`` images."""
+    top, left, h, w = crop_box(x.shape[2], x.shape[3], crop, source)
     return x[:, :, top : top + h, left : left + w].contiguous()
 
 
