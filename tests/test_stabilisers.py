@@ -162,6 +162,8 @@ def test_free_bits_on_the_deep_model():
     loss, _ = elbo(terms, 1.0, free_bits=floor)
     loss.backward()
     below = means < floor
+    # KL warm-up's beta = 0 (its first step) leaves only the reconstruction term.
+    torch.testing.assert_close(elbo(terms, 0.0)[0], -terms.log_px_z.mean())
     assert below.any() and (~below).any()
     assert (terms.kl_groups.grad[below] == 0).all()
     assert (terms.kl_groups.grad[~below] == 1 / len(x)).all()

@@ -241,8 +241,11 @@ class DeepVAE(VAE):
         )
 
     def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
-        # The encoder runs once; its activations are tiled K times (row k*B + b is image b).
-        acts = [a.repeat(samples, 1, 1, 1) for a in self.encoder(x)]
+        # The encoder runs once; its activations are tiled K times (row k*B + b is image b),
+        # at the levels that have groups (the finest level's copy is the largest).
+        used = {s.level for s in self.decoder if isinstance(s, GroupBlock)}
+        acts = [a.repeat(samples, 1, 1, 1) if r in used else a
+                for r, a in enumerate(self.encoder(x))]  # fmt: skip
         params, records = self.top_down(samples * x.shape[0], acts)
         return self._terms(x, params, records, samples)
 

@@ -27,6 +27,7 @@ from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
 from vaelab.models import build_model
+from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
 from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
@@ -41,7 +42,7 @@ from vaelab.train.checkpoint import (
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
 from vaelab.train.options import check_names, check_resume, compile_declined
-from vaelab.train.stabilise import check_stabilisers, grad_norm, objective_for
+from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 
@@ -125,7 +126,8 @@ class Stepper:
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        objective = objective_for(resolve(config))  # the model's default objective resolved
+        # The model's default objective resolved (m2), with --free-bits bound in.
+        objective = with_free_bits(get_objective(resolve(config).train.objective), config)
         self.model = self.world.wrap(LossModule(model, objective, t.samples))
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms

@@ -19,7 +19,7 @@ import torch
 from vaelab.config import Config
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
-from vaelab.objectives import Objective, get_objective
+from vaelab.objectives import Objective
 from vaelab.train.ema import ema_decay
 
 
@@ -41,9 +41,8 @@ def check_stabilisers(config: Config) -> None:
         check(config.model)
 
 
-def objective_for(config: Config) -> Objective:
-    """The configured objective, with ``--free-bits`` bound in when it is set."""
-    objective = get_objective(config.train.objective)
+def with_free_bits(objective: Objective, config: Config) -> Objective:
+    """``objective`` with ``--free-bits`` bound in when it is set."""
     if config.train.free_bits > 0:
         return partial(objective, free_bits=config.train.free_bits)
     return objective
