@@ -80,9 +80,9 @@ class TrainConfig:
     seed: int = 0  # seed of the initial weights, batch order and draws
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # autocast precision on CUDA (CPU trains in fp32)
-    compile: bool = False  # torch.compile the training step
+    compile: bool = False  # torch.compile the training step (declined on CPU for conv bodies)
     progress: bool = True  # tqdm bar with live loss
-    report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
+    report: bool = True  # curves every <=30 s; pictures + report.html at the end
     alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
     labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
     ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
