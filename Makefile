@@ -8,11 +8,14 @@ RUN ?= runs/demo
 .PHONY: venv data demo test lint format bench clean
 
 $(BIN)/python:
+	@echo "vaelab: creating the virtual environment $(VENV)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "vaelab: installing torch 2.13.0 (CPU build) into $(VENV); a few minutes the first time"
 	$(BIN)/pip install -q torch==2.13.0
+	@echo "vaelab: installing vaelab and its dependencies (editable, with dev tools)"
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -23,6 +26,7 @@ data:
 	@bash scripts/get_data.sh >/dev/null
 
 demo: venv
+	@echo "vaelab: getting Fashion-MNIST, then training the reference VAE into $(RUN)"
 	$(BIN)/vaelab train --dataset $$(bash scripts/get_data.sh) --out $(RUN) --overwrite
 	$(BIN)/vaelab evaluate $(RUN) --samples 100 --limit 1000
 	@echo "samples and reconstructions: $(RUN)/samples.png $(RUN)/reconstructions.png"

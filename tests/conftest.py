@@ -23,6 +23,16 @@ def pytest_configure(config):
     os.environ["VAELAB_CACHE"] = tempfile.mkdtemp(prefix="vaelab-test-cache-")
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a whole test module (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``): see ``one_thread``."""
+    from single_thread import one_thread
+
+    with one_thread():
+        yield
+
+
 def small_config(**overrides) -> Config:
     """A digits (8x8, 1,797 real images) VAE that trains in about a second."""
     base = {"dataset": "digits", "hidden": "64", "latent_dim": 4, "epochs": 2,

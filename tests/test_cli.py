@@ -40,13 +40,13 @@ def test_train_then_every_generating_command(tmp_path):
     vaelab("similar", run, "--image", tmp_path / "in.png", "-n", "4")
     vaelab("similar", run, "--index", "3", "-n", "4", "--spread", "0.5")
     for name in ("sample.png", "reconstruct.png", "similar.png", "similar-2.png"):
-        assert Image.open(run / name).size[0] > 8  # a real grid, numbered not replaced
+        assert Image.open(run / "outputs" / name).size[0] > 8  # a grid, numbered not replaced
     out = vaelab("evaluate", run, "--samples", "20", "--limit", "50").stdout
     assert "NLL, K=20" in out
     result = json.loads((run / "evaluation.json").read_text())
     assert result["images"] == 50 and result["samples"] == 20
     # An explicit --out is never replaced silently.
-    again = vaelab("sample", run, "--out", run / "sample.png", check=False)
+    again = vaelab("sample", run, "--out", run / "outputs" / "sample.png", check=False)
     assert again.returncode == 2 and "exists" in again.stderr
 
 
@@ -117,8 +117,6 @@ def test_run_folder_errors(tmp_path, capsys):
     assert main(base) == 0
     assert main(base) == 2 and "--resume" in capsys.readouterr().err  # exists
     assert main([*base, "--resume", "--arch", "conv"]) == 2
-    assert "arch='mlp'" in capsys.readouterr().err
-    assert main(["train", "--resume", "--out", str(tmp_path / "none")]) == 2
-    assert "no checkpoint.safetensors" in capsys.readouterr().err
+    assert "--arch mlp" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nowhere")]) == 2
     assert "no such run folder" in capsys.readouterr().err

@@ -71,8 +71,11 @@ def test_compare_prints_and_saves_table_and_chart(evaluated, tmp_path, capsys):
     # Different images (a --limit) cannot pair: the paired columns stay empty.
     other = tmp_path / "first100.json"
     args = ["--samples", "5", "--limit", "100", "--no-quality", "--json", str(other)]
-    assert main(["evaluate", str(evaluated[0]), *args]) == 0
-    assert main(["compare", str(evaluated[0]), str(other), "--out", str(tmp_path / "c2.png")]) == 0
+    copy = shutil.copytree(evaluated[0], tmp_path / "a")  # evaluate adds to the run folder
+    assert main(["evaluate", str(copy), *args]) == 0
+    # (evaluate also kept this one as the run's newest record: name the full-set file)
+    full = str(copy / "evaluation.json")
+    assert main(["compare", full, str(other), "--out", str(tmp_path / "c2.png")]) == 0
     rows = json.loads((tmp_path / "c2.json").read_text())["rows"]
     assert rows[1][0] == tmp_path.name and rows[1][d] is None and rows[1][d + 1] is None
 

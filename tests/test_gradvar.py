@@ -35,8 +35,13 @@ def test_training_with_each_estimator_and_family_improves_the_bound(tmp_path, po
         run = fit(cfg, tmp_path / "run", data=data)
     rows = read_metrics(run)
     # Digits: the untrained model scores about -45 nats; 2 epochs gain several nats with any
-    # unbiased estimator (the decoder's gradient is pathwise in all of them).
+    # unbiased estimator (the decoder's gradient is pathwise in all of them), so this alone
+    # passes with a broken encoder estimator. The encoder must also carry information: test
+    # KL measured 0.87 (score-baseline), 1.07 (grep), 0.48 (reparam, beta); with the
+    # score term dropped the Normal posterior collapses to KL 0.002. Whether the encoder's
+    # gradient is right is test_estimators_inside_a_training_vae_are_unbiased's job.
     assert rows[-1]["test_elbo"] > init + 2.0, (init, rows)
+    assert rows[-1]["test_kl"] > 0.2, rows[-1]
     model = vaelab.load(run)
     assert posterior in type(model.prior).__name__.lower()
     if estimator == "score-baseline":  # the running mean is a checkpointed buffer
@@ -48,7 +53,7 @@ def test_surrogate_leaves_reported_elbo_unchanged():
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 8, 8)).train()
     terms = model(torch.rand(7, 1, 8, 8), 3)
-    assert set(terms.extras) == {"score", "baseline", "baseline_fit"}
+    assert set(terms.extras) == {"score", "baseline"}
     loss, stats = elbo(terms)
     terms.extras.clear()
     plain_loss, plain_stats = elbo(terms)
@@ -128,3 +133,44 @@ def test_cli_gradvar_during_training(digits_run, tmp_path):
     assert rc == 0, stderr
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["test_elbo"] > rows[0]["test_elbo"]
+
+
+def _encoder_gradients(model, x, groups=40, k=2000):
+    """``groups`` independent estimates of the encoder's gradient of -ELBO, each averaged
+    over k draws per image, one row per estimate."""
+    rows = []
+    for _ in range(groups):
+        model.zero_grad(set_to_none=True)
+        elbo(model(x, k))[0].backward()
+        rows.append(torch.cat([p.grad.flatten() for p in model.encoder.parameters()]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("posterior, estimator", [("normal", "score-baseline"), ("gamma", "grep")])
+def test_estimators_inside_a_training_vae_are_unbiased(posterior, estimator):
+    """The learned baseline (EMA + b(x), updated every call in training mode) and G-REP, as
+    the VAE uses them, against the reparameterization gradient of the same model (explicit
+    for Normal, implicit for Gamma), both unbiased for grad E_q[f]: 40 x 2000 draws each.
+    Summed over the encoder's coordinates, (difference / SE)^2 is ~chi-square with one
+    degree per coordinate (measured 108 on 109 and 105 on 130; SEs estimated from 40 rows
+    add ~5%); the bound 1.2 n + 6 sqrt(2n) is far below what a sign error gives (~1e5, ~640)."""
+    from vaelab.config import ModelConfig
+    from vaelab.estimators import build_estimator
+    from vaelab.models import VAE
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=(8,), latent_dim=2, posterior=posterior, estimator=estimator,
+                      prior="gamma" if posterior == "gamma" else "normal",
+                      learned_baseline=True)  # fmt: skip
+    model = VAE.from_config(cfg, (1, 4, 4)).double().train()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    with one_thread():
+        torch.manual_seed(1)
+        ours = _encoder_gradients(model, x)
+        model.estimator = build_estimator("reparam", posterior)
+        ref = _encoder_gradients(model, x)
+    se2 = ours.var(0) / len(ours) + ref.var(0) / len(ref)
+    live = se2 > 0  # dead ReLU units get no gradient from either
+    chi2 = ((ours.mean(0) - ref.mean(0))[live].square() / se2[live]).sum().item()
+    n = int(live.sum())
+    assert n > 50 and chi2 < 1.2 * n + 6 * (2 * n) ** 0.5, (chi2, n)

@@ -70,3 +70,25 @@ def test_bernoulli_accepts_batched_targets_and_unbatched_params():
     ref = Bernoulli(logits=logits[:, :, 0]).log_prob(x).flatten(2).sum(-1)
     torch.testing.assert_close(lik.log_prob(x, logits), ref)
     torch.testing.assert_close(lik.log_prob(x[0], logits[0]), ref[0])  # no K dimension
+
+
+def test_per_pixel_sigma_uses_each_pixels_value_and_the_one_grey_level_floor():
+    """gaussian-pixel with a different sigma at every pixel and channel (some below 1/255):
+    log p must be torch's Normal with sigma_i = max(exp(log_sigma_i), 1/255) pixel by pixel
+    (float64: 1e-10), and the floored pixels must get no gradient (the clamp is flat there)."""
+    lik = build_likelihood("gaussian-pixel", SHAPE, 0.3).double()
+    g = torch.Generator().manual_seed(0)
+    log_sigma = torch.empty(SHAPE, dtype=torch.float64).uniform_(-9.0, 0.5, generator=g)
+    with torch.no_grad():
+        lik.log_sigma_param.copy_(log_sigma)
+    below = log_sigma < math.log(1 / 255)
+    assert below.any() and (~below).any() and len(log_sigma.unique()) == log_sigma.numel()
+    params = torch.randn(3, 7, 1, *SHAPE, dtype=torch.float64, generator=g)
+    x = torch.rand(7, *SHAPE, dtype=torch.float64, generator=g)
+    sigma = log_sigma.exp().clamp(min=1 / 255)
+    want = Normal(params[:, :, 0], sigma).log_prob(x).flatten(-3).sum(-1)
+    got = lik.log_prob(x, params)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    got.sum().backward()
+    grad = lik.log_sigma_param.grad
+    assert (grad[below] == 0).all() and (grad[~below] != 0).all()

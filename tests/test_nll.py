@@ -64,20 +64,36 @@ def test_exact_posterior_gives_exact_log_likelihood():
     torch.testing.assert_close(est, exact, rtol=1e-9, atol=1e-8)
 
 
-@pytest.mark.parametrize("samples", [2000])
-def test_approximate_posterior_converges_to_exact(samples):
+def test_chunks_are_pooled_into_one_estimate_of_log_px():
+    """K = 2000 draws from a wrong-but-reasonable posterior, taken 2 at a time: the chunks'
+    log weights must be pooled into one logmeanexp over all 2000 (bias ~var(w)/2K, nil
+    here), not averaged chunk by chunk (that is IWAE with K = 2: 0.19 nats low here).
+    Over 10 seeds the mean of exact - estimate over these 40 images measured -0.001 with a
+    spread (SD) of 0.0036 pooled, and 0.190 (SD 0.0037) chunk-averaged; the 0.015 margin is
+    4 SDs of the pooled spread and 1/12 of the chunk-averaged error."""
     model, p_x = linear_gaussian(exact=False)
     x = data(model)
     exact = p_x.log_prob(x.double().div(255).flatten(1))
     torch.manual_seed(2)
-    est = log_likelihood(model, x, samples=samples, batch_size=16, chunk=500)
-    # A lower bound in expectation, and consistent: with K=2000 and a posterior this
-    # close, each image's bias is ~var(w)/(2K) < 0.01 nats; 0.05 leaves room for noise.
-    assert (est <= exact + 0.05).all()
-    assert (exact - est).abs().max() < 0.05, (exact - est).abs().max()
-    summary = summarize_nll(est, D)
-    assert summary["nll_nats"] == pytest.approx(-est.mean().item())
-    assert summary["bits_per_dim"] == pytest.approx(-est.mean().item() / (D * math.log(2)))
+    est = log_likelihood(model, x, samples=2000, batch_size=40, chunk=2)
+    assert abs((exact - est).mean()) < 0.015, (exact - est).mean()
+
+
+def test_summary_standard_errors_against_the_statistics_module():
+    """nll_nats_se is the sample SD of per-image NLL / sqrt(N); bits/dim and its SE follow
+    by converting each image's NLL to bits per dimension first (Python's statistics
+    module, an independent route). Float64 throughout: 1e-12 relative."""
+    import statistics
+
+    log_px = torch.tensor([-310.2, -295.7, -402.1, -288.0, -350.5, -333.3], dtype=torch.float64)
+    s = summarize_nll(log_px, D)
+    nll = [-v for v in log_px.tolist()]
+    bits = [v / (D * math.log(2)) for v in nll]
+    assert s["nll_nats"] == pytest.approx(statistics.fmean(nll), rel=1e-12)
+    assert s["nll_nats_se"] == pytest.approx(statistics.stdev(nll) / math.sqrt(6), rel=1e-12)
+    assert s["bits_per_dim"] == pytest.approx(statistics.fmean(bits), rel=1e-12)
+    assert s["bits_per_dim_se"] == pytest.approx(statistics.stdev(bits) / math.sqrt(6), rel=1e-12)
+    assert s["images"] == 6 and math.isnan(summarize_nll(log_px[:1], D)["nll_nats_se"])
 
 
 def test_paired_difference_is_the_difference_of_means_with_a_paired_se():
@@ -106,3 +122,20 @@ def test_images_fingerprint_tells_the_evaluated_images_apart():
     y[3, 0, 2, 2] ^= 1
     assert images_fingerprint(y) != images_fingerprint(x)
     assert images_fingerprint(x[:9]) != images_fingerprint(x)
+
+
+def test_a_dynamically_binarized_run_is_evaluated_on_the_same_images_twice(tmp_path):
+    """Training redraws binary pixels every step, but evaluation must score one fixed draw:
+    two evaluations of the run report the same images fingerprint (so their per-image
+    values pair), and it is not that of the grey-level test images."""
+    import vaelab
+    from conftest import small_config
+    from vaelab.train.loop import fit
+
+    run = fit(small_config(binarize="dynamic", epochs=1), tmp_path / "dyn")
+    a = vaelab.evaluate(run, samples=2, limit=30, extras=False)
+    b = vaelab.evaluate(run, samples=2, limit=30, extras=False)
+    assert a["images_fingerprint"] == b["images_fingerprint"]
+    assert a["log_px_per_image"] != b["log_px_per_image"]  # fresh draws of z, same images
+    grey = vaelab.api.load_test_images(vaelab.load(run)).test_x[:30]
+    assert a["images_fingerprint"] != images_fingerprint(grey)

@@ -145,7 +145,8 @@ def test_cli_explore_commands(digits_run, tmp_path, capsys):
     run = shutil.copytree(digits_run, tmp_path / "run")  # the fixture's folder stays as is
     code, out, err = _cli(capsys, "traverse", run, "--index", 1, 2, "--dims", 3)
     assert code == 0, err
-    assert (run / "traverse-1.png").is_file() and (run / "traverse-2.png").is_file()
+    assert (run / "outputs" / "traverse-1.png").is_file()
+    assert (run / "outputs" / "traverse-2.png").is_file()
     assert out.startswith("dimensions by KL: z")
     code, out, err = _cli(capsys, "latent-plot", digits_run, "--out", tmp_path / "l.png")
     assert code == 0 and "180 test images" in out, err

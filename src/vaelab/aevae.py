@@ -20,10 +20,10 @@ from matplotlib.figure import Figure
 
 from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
-from vaelab.train.batches import eval_images, to_unit
+from vaelab.train.batches import eval_images, to_unit, train_images
 
 
 def train_pair(
@@ -66,7 +66,7 @@ def judge_by_reconstruction(
     recon = decode_mean(model, latent_means(model, eval_images(
         data.test_x[:2000], cfg.data.binarize, cfg.train.seed))).flatten(1)  # fmt: skip
     threshold = torch.quantile((recon - test).square().mean(1), 0.95)
-    ref = to_unit(eval_images(data.train_x[:reference], cfg.data.binarize, cfg.train.seed))
+    ref = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed, reference))
     dist = _min_sq_dist(decodings.flatten(1).float(), ref.flatten(1))
     return dist <= threshold, {"threshold_mse": float(threshold)}
 
@@ -130,7 +130,7 @@ def compare(
     (``judge``: a key of :data:`JUDGES`; default: the classifier where there are labels)."""
     judge = judge or default_judge(data)
     if judge not in JUDGES:
-        raise VaelabError(f"--judge: unknown {judge!r}; valid: {', '.join(JUDGES)}")
+        raise unknown_name("--judge", judge, JUDGES)
     for name, model in (("--ae", ae), ("--vae", vae)):
         if model.latent_dim != 2:
             raise VaelabError(f"{name}: needs --latent-dim 2, not {model.latent_dim}")

@@ -24,7 +24,7 @@ from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data
-from vaelab.train.run import resolve_device
+from vaelab.train.run import CONFIG, resolve_device
 
 __all__ = ["classify", "complete", "evaluate", "load", "load_test_images", "train"]
 
@@ -38,8 +38,13 @@ def train(
     **overrides: Any,
 ) -> Path:
     """Train a model; returns the run folder. ``config`` is a Config, a (flat or nested)
-    dict, or a YAML/TOML path; keyword overrides use the field names (``epochs=5``)."""
-    if config is None:
+    dict, or a YAML/TOML path; keyword overrides use the field names (``epochs=5``).
+    With ``resume`` and no ``config``, the run's own config.yaml is the base (as for the
+    command line), so ``train(out=run, resume=True, epochs=20)`` trains on."""
+    saved = Path(out) / CONFIG if out is not None else None
+    if config is None and resume and saved is not None and saved.is_file():
+        config = load_config(saved)
+    elif config is None:
         config = Config()
     elif isinstance(config, dict):
         config = config_from_dict(config)
@@ -141,7 +146,8 @@ def complete(
 ) -> torch.Tensor:
     """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
     name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
-    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``)."""
+    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``,
+    ``fill``)."""
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 

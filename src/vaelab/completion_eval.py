@@ -19,7 +19,7 @@ import torch
 
 from vaelab.complete import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
-from vaelab.train.batches import eval_images, to_unit
+from vaelab.train.batches import eval_images, to_unit, train_images
 
 
 def _mse(pred: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> dict[str, float]:
@@ -56,17 +56,18 @@ def evaluate_completion(
     steps: int = 50,
     method: str = "pseudo-gibbs",
     seed: int = 0,
+    fill: str = "mean",
 ) -> dict[str, Any]:
     """Missing-pixel MSE of the model's completions of the first ``limit`` test images and of
     the baselines. With ``n`` > 1 it also scores the average of the n completions (an
     estimate of E[x_mis | x_obs], the MSE-optimal fill)."""
     cfg = model.config
     x = to_unit(eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed))
-    train = to_unit(eval_images(data.train_x, cfg.data.binarize, cfg.train.seed))
+    train = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed))
     t0 = time.perf_counter()
     if downscale_factor is None:
         missing = make_mask(mask, data.image_shape, seed) if isinstance(mask, str) else mask
-        result = complete(model, x, missing, n=n, steps=steps, method=method, seed=seed)
+        result = complete(model, x, missing, n=n, steps=steps, method=method, seed=seed, fill=fill)
         baselines = {
             "mean_image": train.mean(0).expand_as(x),
             "nearest_neighbour": nearest_neighbour(train, x, ~missing),
@@ -74,7 +75,9 @@ def evaluate_completion(
         what = mask if isinstance(mask, str) else "custom"
     else:
         missing = torch.ones(data.image_shape, dtype=torch.bool)
-        result = complete(model, x, n=n, steps=steps, downscale_factor=downscale_factor, seed=seed)
+        result = complete(
+            model, x, n=n, steps=steps, downscale_factor=downscale_factor, seed=seed, fill=fill
+        )
         low, f = downscale(x, downscale_factor), downscale_factor
         nn_full = train[torch.cdist(low.flatten(1), downscale(train, f).flatten(1)).argmin(1)]
         baselines = {
@@ -86,7 +89,7 @@ def evaluate_completion(
     seconds = time.perf_counter() - t0
     images = result.images.cpu()
     out: dict[str, Any] = {
-        "task": what, "method": method, "steps": steps, "completions": n,
+        "task": what, "method": method, "fill": fill, "steps": steps, "completions": n,
         "images": len(x), "missing_fraction": missing.float().mean().item(),
         "model": _mse(images[:, 0], x, missing),
         "seconds": seconds,

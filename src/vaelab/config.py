@@ -20,7 +20,7 @@ from typing import Any
 import tomllib
 import yaml
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -29,23 +29,27 @@ class DataConfig:
     resize: str | None = None  # "HxW" or "S"; required when folder images differ in size
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.1  # held-out share when the data has no test split of its own
-    binarize: str = "none"  # none | static | dynamic (resampled every step)
+    binarize: str = "none"  # 0/1 draws from the grey levels: once (static) or each step (dynamic)
+    background: str = "white"  # white | black | R,G,B: what transparent pixels are laid on
+    center_crop: str | None = None  # "square" or "HxW": keep the image centre, before --resize
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # ae | vae | hvae | cvae | m2 | deep (vaelab.models.MODELS)
-    arch: str = "mlp"  # mlp | conv
-    hidden: tuple[int, ...] = (400,)  # MLP widths, or conv channels per stride-2 layer
-    latent_dim: int = 20
-    likelihood: str = "bernoulli"  # see vaelab.likelihoods.LIKELIHOODS
+    model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
+    arch: str = "mlp"  # encoder/decoder bodies: fully connected, strided or residual convs
+    hidden: tuple[int, ...] | None = None  # widths; default mlp 400, conv 32,64, resnet 32,64,128
+    blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)
+    latent_dim: int = 20  # size of the latent code z
+    likelihood: str = "bernoulli"  # p(x|z) of each pixel (bernoulli: binary or grey in [0, 1])
     sigma: float = 1.0  # std of gaussian-fixed; initial std of the learned ones
-    prior: str = "normal"
+    mixtures: int = 10  # dmol: logistic components per pixel (PixelCNN++ used 10)
+    prior: str = "normal"  # p(z); the default normal follows a gamma or beta posterior
     prior_components: int = 10  # mixture components / VampPrior pseudo-inputs
-    posterior: str = "normal"  # normal | gamma | beta (vaelab.latents.FAMILIES)
+    posterior: str = "normal"  # family of q(z|x)
     prior_a: float = 1.0  # Gamma(a, b) shape / Beta(a, b) first parameter
     prior_b: float = 1.0  # Gamma(a, b) rate / Beta(a, b) second parameter
-    estimator: str = "reparam"  # reparam | score | score-baseline | grep (vaelab.estimators)
+    estimator: str = "reparam"  # gradient estimator through the draw of z
     baseline_decay: float = 0.9  # score-baseline: EMA decay of the running mean of f
     learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
     num_classes: int = 10  # cvae | m2: number of classes of the labels
@@ -60,25 +64,25 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "elbo"  # elbo | iwae
+    objective: str | None = None  # bound maximised (default: m2 for --model m2, else elbo)
     samples: int = 1  # K Monte Carlo / importance samples per image
     beta: float = 1.0  # KL weight of the ELBO
     warmup_epochs: float = 0.0  # beta rises linearly from 0 over this many epochs
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "none"  # none | cosine | step (x0.5 every third of training)
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay (L2 penalty)
+    schedule: str = "none"  # learning-rate schedule: cosine decay, or step (x0.5 every third)
     clip_grad: float | None = None  # max global gradient norm
     max_bad_steps: int = 20  # consecutive non-finite steps before training stops
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: each epoch only)
     eval_samples: int = 1  # K for the per-epoch test-set bound
-    seed: int = 0
+    seed: int = 0  # seed of the initial weights, batch order and draws
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA)
-    compile: bool = False  # torch.compile the training step
+    precision: str = "fp32"  # autocast precision on CUDA (CPU trains in fp32)
+    compile: bool = False  # torch.compile the training step (declined on CPU for conv bodies)
     progress: bool = True  # tqdm bar with live loss
-    report: bool = True  # training_curves.png each epoch; pictures + report.html at the end
+    report: bool = True  # curves every <=30 s; pictures + report.html at the end
     alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
     labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
     ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
@@ -98,6 +102,35 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Defaults that follow from another option. Each body has its own widths: the MLP's 400
+# units as one conv layer would be 400 channels and a 78,400-wide linear layer (4.8 M
+# parameters on 28x28); 32,64 is the shipped conv config (configs/fashion_conv.yaml).
+ARCH_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": (32, 64), "resnet": (32, 64, 128)}
+# The objective a model trains with unless told otherwise (M2 accepts only its own).
+MODEL_OBJECTIVE: dict[str, str] = {"m2": "m2"}
+DEFAULT_OBJECTIVE = "elbo"
+
+
+def resolve_model(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with ``hidden=None`` replaced by the arch's widths (unknown arch: unchanged,
+    left to the registry's error)."""
+    if cfg.hidden is None and cfg.arch in ARCH_WIDTHS:
+        return replace(cfg, hidden=ARCH_WIDTHS[cfg.arch])
+    return cfg
+
+
+def resolve(config: Config) -> Config:
+    """``config`` with every "follows from another option" default filled in, as recorded
+    in the run's config.yaml."""
+    objective = config.train.objective
+    if objective is None:
+        objective = MODEL_OBJECTIVE.get(config.model.model, DEFAULT_OBJECTIVE)
+    return replace(
+        config,
+        model=resolve_model(config.model),
+        train=replace(config.train, objective=objective),
+    )
 
 
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -161,14 +194,14 @@ def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Co
     index = field_index()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in overrides.items():
-        name = key.replace("-", "_")
+        # A key written as a flag ("--latent-dim") is named as the flag in errors.
+        name = key.lstrip("-").replace("-", "_")
         if name not in index:
-            raise VaelabError(
-                f"{source}: unknown option {key!r}; valid: {', '.join(sorted(index))}"
-            )
+            raise unknown_name(source, key, sorted(index), kind="option")
         section, _ = index[name]
         tp = _field_type(SECTIONS[section], name)
-        per_section[section][name] = coerce(value, tp, f"{source}: {key}")
+        where = key if key.startswith("--") else f"{source}: {key}"
+        per_section[section][name] = coerce(value, tp, where)
     return replace(
         config,
         **{s: replace(getattr(config, s), **kv) for s, kv in per_section.items() if kv},
@@ -216,6 +249,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 _POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_POSITIVE += ("mixtures", "blocks")
+# Likelihoods of 8-bit values (Likelihood.discrete; tests keep the two lists equal): they
+# model the 256 levels of the data, so binarized pixels would be a different data set.
+EIGHT_BIT_LIKELIHOODS = ("dlogistic", "dmol")
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
     "objective": ("elbo", "iwae", "m2"),
@@ -232,13 +269,17 @@ def validate(config: Config) -> Config:
         if flat[name] < 1:
             raise VaelabError(f"--{name.replace('_', '-')}: must be at least 1, got {flat[name]}")
     for name, choices in _CHOICES.items():
-        if flat[name] not in choices:
-            flag = name.replace("_", "-")
-            raise VaelabError(f"--{flag}: unknown {flat[name]!r}; valid: {', '.join(choices)}")
+        if flat[name] is not None and flat[name] not in choices:  # None: resolved later
+            raise unknown_name(f"--{name.replace('_', '-')}", flat[name], choices)
     for name in ("hidden", "z1_hidden"):
-        if any(h < 1 for h in flat[name]):
+        if any(h < 1 for h in flat[name] or ()):
             flag = name.replace("_", "-")
             raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
+    if flat["likelihood"] in EIGHT_BIT_LIKELIHOODS and flat["binarize"] != "none":
+        raise VaelabError(
+            f"--binarize {flat['binarize']}: --likelihood {flat['likelihood']} models the 8-bit"
+            " values 0..255; use --binarize none (or a bernoulli likelihood for binary pixels)"
+        )
     if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
         raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
     if not 0 < flat["test_fraction"] < 1:

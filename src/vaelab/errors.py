@@ -1,10 +1,57 @@
-"""The one exception type users see.
+"""The one exception type users see, and the one way to say a name is unknown.
 
 A :class:`VaelabError` carries a single line naming the file or flag at fault
 and what was expected. The CLI prints it as ``vaelab: error: <message>`` and
 exits with status 2, without a traceback; anything else is a bug.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class VaelabError(Exception):
     """A user-facing error: bad input, a missing file, an invalid option."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C at a step boundary; ``str()`` says where, ``run_dir`` is
+    the run folder to resume (a KeyboardInterrupt, so code that catches those still does)."""
+
+    def __init__(self, message: str, run_dir: object) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def did_you_mean(value: object, valid: Iterable[str]) -> str | None:
+    """The valid name closest to ``value``, or None when none is close.
+
+    Case and ``_``/``-`` are ignored first (``fashion_mnist`` -> ``fashion-mnist``); then
+    difflib's ratio 2M/T >= 0.5 (M matching characters, T the two lengths together):
+    ``cnn`` -> ``conv`` scores 4/7.
+    """
+    names = list(valid)
+    text = _norm(str(value))
+    for name in names:
+        if _norm(name) == text:
+            return name
+    close = difflib.get_close_matches(text, [_norm(n) for n in names], n=1, cutoff=0.5)
+    return next(n for n in names if _norm(n) == close[0]) if close else None
+
+
+def unknown_name(what: str, value: object, valid: Iterable[str], kind: str = "") -> VaelabError:
+    """``"<what>: unknown <kind> 'y'; valid: a, b, c; did you mean 'b'?"`` as one line.
+
+    ``what`` names the flag or file (``--arch``), ``kind`` what the value is (``option``,
+    ``dataset``), if the flag does not say it; the caller raises the result.
+    """
+    names = list(valid)
+    guess = did_you_mean(value, names)
+    hint = f"; did you mean {guess!r}?" if guess is not None else ""
+    kind = f"{kind} " if kind else ""
+    return VaelabError(f"{what}: unknown {kind}{str(value)!r}; valid: {', '.join(names)}{hint}")

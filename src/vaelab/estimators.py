@@ -20,20 +20,24 @@ analytic (its own exact gradient is added by autograd) and f(z) = log p(x|z) + b
 
 A draw returns ``score`` ``(K, B)``: a tensor of value 0 whose gradient is the term that
 multiplies f (grad log q for score, grad log pi for grep); the model passes it, with the
-baseline, to the objective through ``Terms.extras``, and :func:`surrogate_loss` turns it into
-a zero-valued loss term, so the reported ELBO is unchanged. Decoder and prior gradients are
-pathwise in every case (their parameters do not affect how z is drawn).
+baseline (a function of f, bound to the batch x), to the objective through
+``Terms.extras``, and :func:`surrogate_loss` turns it into a zero-valued loss term, so the
+reported ELBO is unchanged. The baseline is fitted to the f the objective builds, with its
+own beta (KL warm-up): a baseline of f at beta = 1 would centre the wrong signal. Decoder
+and prior gradients are pathwise in every case (their parameters do not affect how z is
+drawn).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Gamma, Independent
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 @dataclass
@@ -55,7 +59,7 @@ class Reparam(nn.Module):
     def draw(self, q: Distribution, samples: int) -> Draw:
         return Draw(q.rsample((samples,)))
 
-    def extras(self, x: torch.Tensor, f: torch.Tensor, score: torch.Tensor | None) -> dict:
+    def extras(self, x: torch.Tensor, score: torch.Tensor | None) -> dict:
         return {}
 
 
@@ -72,12 +76,12 @@ class Score(Reparam):
         """The control variate b, broadcastable to ``(K, B)``, and extra loss terms."""
         return torch.zeros((), device=f.device, dtype=f.dtype), {}
 
-    def extras(self, x: torch.Tensor, f: torch.Tensor, score: torch.Tensor | None) -> dict:
-        """``f``: the learning signal at beta = 1, ``(K, B)``, without a graph."""
+    def extras(self, x: torch.Tensor, score: torch.Tensor | None) -> dict:
+        """``score`` and ``baseline``: f ``(K, B)`` -> (b, extra loss terms) for the batch x,
+        called by :func:`surrogate_loss` with the objective's own learning signal."""
         if score is None:
             return {}
-        b, more = self.baseline(x, f)
-        return {"score": score, "baseline": b.detach().expand_as(score), **more}
+        return {"score": score, "baseline": partial(self.baseline, x)}
 
 
 class ScoreBaseline(Score):
@@ -173,7 +177,7 @@ def build_estimator(
     name: str, posterior: str, decay: float = 0.9, learned: bool = False, in_features: int = 0
 ) -> Reparam:
     if name not in ESTIMATORS:
-        raise VaelabError(f"--estimator: unknown {name!r}; valid: {', '.join(ESTIMATORS)}")
+        raise unknown_name("--estimator", name, ESTIMATORS)
     cls = ESTIMATORS[name]
     if cls.families is not None and posterior not in cls.families:
         raise VaelabError(
@@ -188,12 +192,15 @@ def surrogate_loss(extras: dict[str, torch.Tensor], f: torch.Tensor) -> torch.Te
     """Zero-valued loss term adding the score-function part of the gradient.
 
     ``f`` ``(K, B)``: the per-sample learning signal of the objective being minimised as
-    -mean_{k,b} f. Returns -mean_{k,b} (f - b) * score (+ the baseline's fitting term);
-    0 when the estimator is purely pathwise.
+    -mean_{k,b} f (with the objective's beta). Returns -mean_{k,b} (f - b) * score, b the
+    estimator's baseline fitted to this same f (+ its zero-valued fitting term); 0 when the
+    estimator is purely pathwise.
     """
     if "score" not in extras:
         return 0.0
-    loss = -((f.detach() - extras["baseline"]) * extras["score"]).mean()
-    if "baseline_fit" in extras:
-        loss = loss + extras["baseline_fit"]
+    f = f.detach()
+    b, more = extras["baseline"](f)
+    loss = -((f - b.detach()) * extras["score"]).mean()
+    for term in more.values():  # e.g. the learned baseline's least-squares fit
+        loss = loss + term
     return loss

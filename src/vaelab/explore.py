@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data import ImageData
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.latents import StandardNormalPrior
 from vaelab.plots import latent_figure
 from vaelab.train.batches import eval_images, to_unit
@@ -91,7 +91,7 @@ def interpolate(
     """Decodings along the path between the latent means of uint8 images ``x0``, ``x1``
     ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions."""
     if method not in INTERPOLATIONS:
-        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(INTERPOLATIONS)}")
+        raise unknown_name("--method", method, INTERPOLATIONS)
     if steps < 2:
         raise VaelabError(f"--steps: must be at least 2, got {steps}")
     z = latent_means(model, torch.stack([x0, x1]))
@@ -201,7 +201,7 @@ def embed(z: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[np.ndarr
     """2-D coordinates for latents ``(N, D)`` and the axis-name prefix. A 2-D latent is
     returned as it is (``z``); larger ones go through ``method`` (pca | tsne)."""
     if method not in EMBEDDINGS:
-        raise VaelabError(f"--method: unknown {method!r}; valid: {', '.join(EMBEDDINGS)}")
+        raise unknown_name("--method", method, EMBEDDINGS)
     array = z.double().numpy()
     if array.shape[1] == 2:
         return array, "z"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import Beta, Distribution, Gamma, Independent, Normal, kl_divergence
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 
 
 class NormalFamily:
@@ -222,7 +222,7 @@ def resolve_prior(posterior: str, prior: str) -> str:
     a Gamma or Beta posterior (Gamma(a, b), Beta(a, b)); any other choice must cover the
     posterior's support (a Gamma prior cannot score a Normal draw z < 0)."""
     if posterior not in FAMILIES:
-        raise VaelabError(f"--posterior: unknown {posterior!r}; valid: {', '.join(FAMILIES)}")
+        raise unknown_name("--posterior", posterior, FAMILIES)
     name = posterior if prior == "normal" and posterior in PRIORS else prior
     if name in PRIORS:
         need, have = FAMILIES[posterior].support, PRIORS[name].support
@@ -238,7 +238,7 @@ def build_prior(name: str, latent_dim: int, **options: Any) -> Prior:
     """The prior ``name``; ``options`` (e.g. ``components``, ``image_shape``) go to the
     priors whose constructor takes them and are ignored by the others."""
     if name not in PRIORS:
-        raise VaelabError(f"--prior: unknown {name!r}; valid: {', '.join(PRIORS)}")
+        raise unknown_name("--prior", name, PRIORS)
     accepted = inspect.signature(PRIORS[name]).parameters
     return PRIORS[name](latent_dim, **{k: v for k, v in options.items() if k in accepted})
 

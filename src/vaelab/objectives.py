@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.estimators import surrogate_loss
 
 
@@ -92,7 +92,7 @@ def elbo(
         loss = -recon.mean() + beta * free_bits_kl(terms, free_bits)
     else:
         loss = -(recon - beta * kl).mean()
-    if terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
+    if "score" in terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
         f = (
             terms.log_px_z
             if terms.kl is not None
@@ -116,11 +116,15 @@ def iwae(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch
 def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """M2's J^alpha / N (Kingma et al. 2014): the negative beta-bound (labelled images: L(x, y),
     unlabelled: U(x); see vaelab.models.m2) plus ``ce_weight`` (alpha / N) times the mean
-    classification loss -log q(y|x) over the labelled images, both from ``extras``."""
+    classification loss -log q(y|x) over the labelled images, both from ``extras``.
+
+    beta weighs only KL(q(z|x,y) || p(z)) (``extras["kl_z"]``): the label's part of the
+    bound, log p(y) and H(q(y|x)), is not a KL to the latent prior and keeps weight 1."""
     recon = terms.log_px_z.mean(0)
     kl = terms.kl_per_image()
     class_loss = terms.extras["class_loss"]
-    loss = -(recon - beta * kl).mean() + terms.extras["ce_weight"] * class_loss
+    kl_beta = kl + (beta - 1.0) * terms.extras["kl_z"]  # y part + beta * z part
+    loss = -(recon - kl_beta).mean() + terms.extras["ce_weight"] * class_loss
     stats = {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
     return loss, {**stats, "class_loss": class_loss.detach()}
 
@@ -132,5 +136,5 @@ OBJECTIVES: dict[str, Objective] = {"elbo": elbo, "iwae": iwae, "m2": m2}
 
 def get_objective(name: str) -> Objective:
     if name not in OBJECTIVES:
-        raise VaelabError(f"--objective: unknown {name!r}; valid: {', '.join(OBJECTIVES)}")
+        raise unknown_name("--objective", name, OBJECTIVES)
     return OBJECTIVES[name]

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import io
 import math
+import shlex
+import sys
+import textwrap
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, PngImagePlugin
+
+from vaelab.version import __version__
 
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -48,21 +55,67 @@ def grid_image(
     return img
 
 
+def made_by() -> dict[str, str]:
+    """PNG text chunks saying what made a picture: the command line as typed (``vaelab
+    sample RUN -n 9``, or ``python script.py ...`` from the Python API), vaelab's
+    version and the time. Read them with ``PIL.Image.open(path).text``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    is_cli = argv0.name == "vaelab" or (argv0.name == "__main__.py" and argv0.parent.name
+                                         == "vaelab")  # fmt: skip
+    command = ["vaelab", *sys.argv[1:]] if is_cli else ["python", *sys.argv]
+    return {
+        "Software": f"vaelab {__version__}",
+        "Command": shlex.join(command),
+        "Creation Time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def fit_titles(fig: Figure) -> Figure:
+    """Wrap any title or x label wider than the room it has (an axes title: its axes'
+    width; an x label: the figure, about its axes' centre; the suptitle: the figure),
+    which would otherwise overlap a neighbour or be clipped at the figure's edge, onto as
+    many lines as it needs. Text sizes come from font metrics; axes positions from the
+    layout engine, which runs once more here when the figure has one."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # places the axes where the saved picture has them
+    width = fig.bbox.width
+    pairs = []
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        centre = (box.x0 + box.x1) / 2
+        pairs.append((ax.title, box.width))
+        # An x label is centred under its axes and may run past them, not past the figure.
+        pairs.append((ax.xaxis.label, 2 * min(centre, width - centre)))
+    if fig._suptitle is not None:
+        pairs.append((fig._suptitle, width))
+    for text, room in pairs:
+        content = text.get_text()
+        need = text.get_window_extent(renderer).width if content else 0.0
+        if need > 0.98 * room:
+            chars = max(len(line) for line in content.splitlines())
+            fits = max(12, int(0.9 * chars * room / need))  # characters per line, this font
+            text.set_text(textwrap.fill(" ".join(content.split()), fits))
+    return fig
+
+
 def png_bytes(image: Image.Image | Figure) -> bytes:
     """PNG encoding of a Pillow image or a matplotlib Figure (for embedding in HTML)."""
     buf = io.BytesIO()
     if isinstance(image, Figure):
-        image.savefig(buf, format="png", dpi=100)
+        fit_titles(image).savefig(buf, format="png", dpi=100)
     else:
         image.save(buf, format="png")
     return buf.getvalue()
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write a matplotlib ``Figure`` (made without pyplot: no global backend or state)."""
+    """Write a matplotlib ``Figure`` (made without pyplot: no global backend or state),
+    titles wrapped to fit, with :func:`made_by` as PNG text."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fit_titles(fig).savefig(path, dpi=dpi, metadata=made_by())
     return path
 
 
@@ -73,7 +126,10 @@ def save_grid(
     img = grid_image(images, nrow, scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    info = PngImagePlugin.PngInfo()
+    for key, value in made_by().items():
+        info.add_text(key, value)
+    img.save(path, pnginfo=info)
     return path
 
 
@@ -93,8 +149,9 @@ def training_curves(rows: Sequence[dict[str, Any]]) -> Figure:
     epochs = [r["epoch"] for r in rows]
     for i, (title, ylabel, train_key, test_key) in enumerate(CURVES):
         ax = fig.add_subplot(1, 3, i + 1)
-        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=3, label="train")
-        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=3, label="test")
+        ms = 3 if len(rows) <= 40 else 0  # past ~40 epochs markers merge into a thick line
+        ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=ms, label="train")
+        ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=ms, label="test")
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -153,7 +210,10 @@ def traversal_figure(
     fig = Figure(figsize=(1.0 + 0.75 * cols * w / h, 0.9 + 0.75 * rows), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(grid_array(images, cols), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([1 + (w + 1) * (i + 0.5) for i in range(cols)], [f"{o:+.1f}" for o in offsets])
-    ax.set_yticks([1 + (h + 1) * (i + 0.5) for i in range(rows)], list(row_labels))
+    # Tile i covers pixels pad + i (w + pad) ... + w - 1 of grid_array (pad = 1); imshow
+    # centres pixel j on coordinate j, so the tile's centre is at pad + i (w + pad) + (w-1)/2.
+    ax.set_xticks([1 + i * (w + 1) + (w - 1) / 2 for i in range(cols)],
+                  [f"{o:+.3g}" for o in offsets])  # fmt: skip
+    ax.set_yticks([1 + i * (h + 1) + (h - 1) / 2 for i in range(rows)], list(row_labels))
     ax.set(title=title, xlabel="offset from the image's mean, in prior standard deviations")
     return fig

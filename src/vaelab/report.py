@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from vaelab.data import ImageData
 from vaelab.errors import VaelabError
+from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import (
     dim_scores,
     embed,
@@ -47,6 +49,7 @@ REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (
     ("config", "Configuration"),
     ("metrics", "Metrics per epoch"),
+    ("evaluation", "Evaluation"),
     ("curves", "Training curves"),
     ("samples", "Samples from the prior"),
     ("reconstructions", "Reconstructions"),
@@ -63,8 +66,9 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .6em;
-text-align:right}pre{background:#f6f6f6;padding:.8em;font-size:.85em}img{max-width:100%;
+table{border-collapse:collapse;font-size:.9em;font-variant-numeric:tabular-nums}
+td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}th{background:#f3f3f3;
+position:sticky;top:0}.scroll{max-height:30em;overflow-y:auto;display:inline-block}pre{background:#f6f6f6;padding:.8em;font-size:.85em}img{max-width:100%;
 image-rendering:pixelated}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"""
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -105,8 +109,45 @@ def _metrics_table(rows: list[dict[str, Any]]) -> str:
                          for k, _, fmt in METRIC_COLUMNS) + "</tr>"
         for r in rows
     )  # fmt: skip
-    return f"<table><tr>{head}</tr>{body}</table>" + _note(
-        "ELBO and E log p(x|z) in nats per image (higher is better); KL in nats."
+    table = f"<table><tr>{head}</tr>{body}</table>"
+    if len(rows) > 20:  # long runs: the table scrolls under its fixed header
+        table = f'<div class="scroll">{table}</div>'
+    return table + _note(
+        f"{len(rows)} epochs. ELBO and E log p(x|z) in nats per image (higher is better); KL "
+        "in nats."
+    )
+
+
+# compare's terse column titles, spelt out for a table with room for them
+_LONG_NAMES = {
+    "SE": "NLL standard error", "-ELBO": "-ELBO (nats)", "gap": "gap NLL - (-ELBO)",
+    "KL": "KL (nats)", "K": "importance samples K", "images": "test images",
+    "active": "active latent units", "MSE": "reconstruction MSE / pixel",
+    "PSNR": "reconstruction PSNR (dB)",
+}  # fmt: skip
+
+
+def _evaluation_section(run: Path) -> str:
+    """The newest RUN/evaluation*.json (vaelab evaluate) as a table, or a note."""
+    found = sorted(run.glob("evaluation*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return _note(f"no evaluation yet: `vaelab evaluate {run}` adds the importance-sampled "
+                     "NLL, bits/dim and sample quality here")  # fmt: skip
+    try:
+        result = {"name": run.name, **json.loads(found[-1].read_text())}
+        header, (row,) = comparison_rows([result])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _note(f"{found[-1].name}: not readable ({type(exc).__name__})")
+    fmts = [c[2] for c in COLUMNS] + [p[2] for p in PAIRED] + [q[2] for q in QUALITY] * 9
+    paired = {p[0] for p in PAIRED}  # differences to a first run: none in a one-run table
+    body = "".join(
+        f"<tr><th>{html.escape(_LONG_NAMES.get(name, name))}</th><td>{fmt.format(value)}</td></tr>"
+        for name, value, fmt in zip(header[1:], row[1:], fmts, strict=False)
+        if value is not None and name not in paired
+    )
+    return f"<table>{body}</table>" + _note(
+        f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "
+        "per image (lower is better); FD/prec/rec: sample quality per latent sampler"
     )
 
 
@@ -222,6 +263,7 @@ def write_report(
     try:
         with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
             sections = build_sections(model, data, runfs.read_metrics(run), seed)
+        sections["evaluation"] = _evaluation_section(run)
     finally:
         model.train(was_training)
     path = Path(out) if out else run / REPORT

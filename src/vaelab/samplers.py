@@ -10,14 +10,17 @@ no pickle) and reused by later commands.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.evaluate.health import posterior_stats
 from vaelab.train.checkpoint import tensor_digest
 
@@ -49,15 +52,34 @@ class GaussianMixture:
         return means[idx] + temperature * (chol[idx] @ eps).squeeze(-1)
 
 
+MAX_EM_ITERATIONS = 100  # scikit-learn's default max_iter
+
+
 def fit_gmm(latents: torch.Tensor, components: int = 10, seed: int = 0) -> GaussianMixture:
     """EM fit of a full-covariance mixture to latents ``(N, D)`` (a small ridge, 1e-6, keeps
     each covariance positive definite)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture as SkGMM
 
     if components < 1 or components > len(latents):
         raise VaelabError(f"--components: must be in 1..{len(latents)}, got {components}")
-    gm = SkGMM(components, covariance_type="full", reg_covar=1e-6, random_state=seed)
-    gm.fit(latents.double().cpu().numpy())
+    # One EM iteration per fit() call (warm_start) so a terminal can show progress; the same
+    # iterations and stopping rule (|change of the mean log-likelihood bound| < tol) as one
+    # fit() with max_iter=100 (tests/test_samplers.py compares the two).
+    gm = SkGMM(components, covariance_type="full", reg_covar=1e-6, random_state=seed,
+               warm_start=True, max_iter=1)  # fmt: skip
+    data = latents.double().cpu().numpy()
+    bar = tqdm(range(MAX_EM_ITERATIONS), desc=f"fitting a {components}-component GMM",
+               unit="EM step", disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
+    previous = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # expected: one step per call
+        for _ in bar:
+            gm.fit(data)
+            if abs(gm.lower_bound_ - previous) < gm.tol:
+                break
+            previous = gm.lower_bound_
+    bar.close()
     return GaussianMixture(gm.weights_, gm.means_, gm.covariances_)
 
 
@@ -119,17 +141,17 @@ def prepare_sampler(
 ) -> dict:
     """The keyword options :func:`sample_images` needs for sampler ``name``."""
     if name not in SAMPLERS:
-        raise VaelabError(f"--sampler: unknown {name!r}; valid: {', '.join(SAMPLERS)}")
+        raise unknown_name("--sampler", name, SAMPLERS)
     return SETUP[name](model, train_x, components, run_dir)
 
 
 def training_images(model: torch.nn.Module, limit: int = 20000) -> torch.Tensor:
-    """The first ``limit`` training images of a loaded run, binarized as in its evaluation."""
+    """The first ``limit`` training images of a loaded run, binarized as it was trained."""
     from vaelab.api import load_test_images
-    from vaelab.train.batches import eval_images
+    from vaelab.train.batches import train_images
 
     data = load_test_images(model)
-    return eval_images(data.train_x[:limit], model.config.data.binarize, model.config.train.seed)
+    return train_images(data.train_x, model.config.data.binarize, model.config.train.seed, limit)
 
 
 def sample_with(
@@ -161,6 +183,6 @@ def sample_images(
 ) -> torch.Tensor:
     """``(n, C, H, W)`` means of p(x|z) at z from ``sampler`` (``gmm`` needs ``gmm=``)."""
     if sampler not in SAMPLERS:
-        raise VaelabError(f"--sampler: unknown {sampler!r}; valid: {', '.join(SAMPLERS)}")
+        raise unknown_name("--sampler", sampler, SAMPLERS)
     model.eval()
     return SAMPLERS[sampler](model, n, temperature, **options)

@@ -1,6 +1,8 @@
 """Command line: ``vaelab SUBCOMMAND ...``; one module per subcommand.
 
 Each module provides ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+A module imports only what its arguments need (no torch, numpy, matplotlib) at the top,
+and the rest inside ``run``: ``--help`` must answer at once (tests/test_cli_help.py).
 A :class:`VaelabError` becomes one line on stderr and exit status 2, never a traceback.
 """
 
@@ -27,6 +29,8 @@ from vaelab.cli import (
 from vaelab.cli import classify as classify_cmd
 from vaelab.cli import complete as complete_cmd
 from vaelab.cli import report as report_cmd
+from vaelab.cli import serve as serve_cmd
+from vaelab.cli.common import HelpFormatter, one_line_warnings
 from vaelab.errors import VaelabError
 
 COMMANDS: dict[str, ModuleType] = {
@@ -44,6 +48,7 @@ COMMANDS: dict[str, ModuleType] = {
     "compare": compare,
     "classify": classify_cmd,
     "complete": complete_cmd,
+    "serve": serve_cmd,
 }
 
 
@@ -61,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         p = sub.add_parser(
             name, help=module.HELP, description=module.HELP,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )  # fmt: skip
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args._run(args)
+        with one_line_warnings(args.command):
+            return args._run(args)
     except VaelabError as exc:
         print(f"vaelab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -7,11 +7,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from vaelab.aevae import JUDGES, compare, train_pair
-from vaelab.api import load, load_test_images
+from vaelab.cli.names import registry_names
 from vaelab.errors import VaelabError
-from vaelab.plots import save_figure
-from vaelab.train.run import prepare_run_dir
 
 HELP = "train (or take) an AE and a VAE with a 2-D latent and compare their latent spaces"
 
@@ -26,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=1000,
                         help="uniform points per bounding box to judge")  # fmt: skip
     parser.add_argument("--grid", type=int, default=15, help="decoded tiles per side")
-    parser.add_argument("--judge", default=None, choices=list(JUDGES),
+    judges = registry_names("vaelab.aevae", "JUDGES")
+    parser.add_argument("--judge", default=None, choices=judges,
                         help="what decides that a decoding is well-formed (default: "
                         "classifier for labelled data, else reconstruction)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
@@ -36,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaelab.aevae import compare, train_pair
+    from vaelab.api import load, load_test_images
+    from vaelab.plots import save_figure
+    from vaelab.train.run import prepare_run_dir
+
     if (args.ae is None) != (args.vae is None):
         raise VaelabError("--ae and --vae: give both existing runs, or neither to train them")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -6,11 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from vaelab.api import load, load_test_images
-from vaelab.classify import evaluate_classifier, save_confusion
 from vaelab.cli.common import (
+    OUTPUTS,
     add_out_arguments,
     add_run_argument,
     new_file,
@@ -32,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-control", type=int, default=0, metavar="N", help="also draw N images per "
         "label and report how often the dataset's classifier sees the label asked for "
-        "(confusion matrix in RUN_DIR/label-control.png)",
+        "(confusion matrix in RUN_DIR/outputs/label-control.png)",
     )  # fmt: skip
     parser.add_argument(
         "--json", default=None, help="also write the results to this file (new, or --overwrite)"
@@ -41,15 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def label_control_path(args: argparse.Namespace, confusion: Path) -> Path:
-    """Beside an explicit --out (``NAME-label-control.png``), else RUN_DIR/label-control.png;
-    numbered rather than replacing an earlier one unless --overwrite."""
+    """Beside an explicit --out (``NAME-label-control.png``), else
+    RUN_DIR/outputs/label-control.png; numbered rather than replacing an earlier one unless
+    --overwrite."""
     if args.out:
         path = confusion.with_name(f"{confusion.stem}-label-control.png")
         return path if args.overwrite else numbered(path)
-    return numbered(Path(args.run) / "label-control.png")
+    return numbered(Path(args.run) / OUTPUTS / "label-control.png")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load, load_test_images
+    from vaelab.classify import evaluate_classifier, save_confusion
+
     json_path = new_file("--json", args.json, args.overwrite) if args.json else None
     model = load(args.run, args.device)
     data = load_test_images(model)

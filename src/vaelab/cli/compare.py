@@ -7,7 +7,6 @@ from pathlib import Path
 
 from vaelab.cli.common import new_file
 from vaelab.errors import VaelabError
-from vaelab.evaluate.compare import compare
 
 HELP = "compare the evaluations of several runs: a table (printed, .md, .json) and a bar chart"
 
@@ -37,6 +36,8 @@ def _out_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaelab.evaluate.compare import compare
+
     path = _out_path(args)
     result = compare(args.runs, path)
     print(result["markdown"], end="")

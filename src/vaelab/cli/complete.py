@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image
-
-from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, test_images
-from vaelab.complete import METHODS, complete, downscale, load_mask, make_mask, upsample
+from vaelab.cli.names import registry_names
 from vaelab.errors import VaelabError
-from vaelab.plots import save_grid
-from vaelab.train.batches import to_unit
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "complete missing pixels of an image (inpainting) or its full resolution"
 
@@ -33,7 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obs.add_argument("--downscale", type=int, default=None, help="super-resolution factor")
     parser.add_argument("-n", type=int, default=8, help="completions per input")
     parser.add_argument("--steps", type=int, default=50, help="iterations of the chain")
-    parser.add_argument("--method", choices=sorted(METHODS), default="pseudo-gibbs")
+    parser.add_argument(
+        "--method",
+        choices=sorted(registry_names("vaelab.complete", "METHODS")),
+        default="pseudo-gibbs",
+        help="the chain: pseudo-Gibbs (decode, re-encode) or Metropolis-within-Gibbs, which "
+        "accepts each move by the model's joint density",
+    )
+    parser.add_argument(
+        "--fill", choices=sorted(registry_names("vaelab.complete", "FILLS")), default="mean",
+        help="pseudo-gibbs: put back "
+        "E[x_mis|z] (mean) or a draw of p(x_mis|z) (sample); mwg always draws",
+    )  # fmt: skip
     parser.add_argument(
         "--evaluate", type=int, default=None, metavar="N", help="instead of pictures: missing-"
         "pixel MSE on the first N test images vs the baselines (JSON on stdout)",
@@ -43,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vaelab.train.batches import to_unit
+
     c, h, w = model.image_shape
     if args.input is None:
         x = test_images(model)
@@ -59,6 +73,12 @@ def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.complete import complete, downscale, load_mask, make_mask, upsample
+    from vaelab.plots import save_grid
+
     model = load(args.run, args.device)
     shape = model.image_shape
     missing = None
@@ -75,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_completion(
             model, load_test_images(model), mask=missing, downscale_factor=args.downscale,
             limit=args.evaluate, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
+            fill=args.fill,
         )  # fmt: skip
         result["task"] = args.mask_preset or args.mask or result["task"]
         text = json.dumps(result, indent=2)
@@ -86,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     x = _input(model, args)
     result = complete(
         model, x, missing, n=args.n, steps=args.steps, method=args.method,
-        downscale_factor=args.downscale, seed=args.seed,
+        downscale_factor=args.downscale, seed=args.seed, fill=args.fill,
     )  # fmt: skip
     if missing is not None:  # what the model saw: missing pixels shown mid-grey
         seen = torch.where(missing, torch.full_like(x, 0.5), x)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from vaelab.api import evaluate
-from vaelab.cli.common import output_path
-from vaelab.evaluate.extras import print_extras
-from vaelab.samplers import SAMPLERS
+from vaelab.cli.common import new_file, numbered
+from vaelab.cli.names import registry_names
 
 HELP = (
     "test-set ELBO, importance-sampled log-likelihood (nats, bits/dim), latent health, "
@@ -24,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     parser.add_argument(
         "--json", dest="out", default=None,
-        help="output file (default: RUN_DIR/evaluation.json, numbered if it exists)",
+        help="also write the results here (RUN_DIR/evaluation.json, numbered if it exists, "
+        "is always written: it is what compare and the report read)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument(
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the classifier sample metrics (the slow part; trains a classifier once)",
     )  # fmt: skip
     parser.add_argument(
-        "--sampler", action="append", choices=sorted(SAMPLERS), default=None,
+        "--sampler", action="append", default=None,
+        choices=sorted(registry_names("vaelab.samplers", "SAMPLERS")),
         help="latent sampler for the sample metrics; repeat for several (default: prior)",
     )  # fmt: skip
     parser.add_argument("--components", type=int, default=10, help="GMM sampler components")
@@ -53,21 +54,35 @@ def evaluation_json(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.api import load
+    from vaelab.api import evaluate, load
+    from vaelab.evaluate.extras import print_extras
 
     torch.manual_seed(args.seed)
     if args.limit is not None and args.limit < 1:
         from vaelab.errors import VaelabError
 
         raise VaelabError(f"--limit: must be at least 1, got {args.limit}")
-    path = output_path(args, "evaluation.json")
+    extra = new_file("--json", args.out, args.overwrite) if args.out else None
+    path = numbered(Path(args.run) / "evaluation.json")  # the run's own record
+    model = load(args.run, args.device)
     result = evaluate(
-        load(args.run, args.device), samples=args.samples, limit=args.limit,
+        model, samples=args.samples, limit=args.limit,
         quality=not args.no_quality, samplers=tuple(args.sampler or ["prior"]),
         quality_samples=args.quality_samples, components=args.components,
     )  # fmt: skip
     result["seed"] = args.seed
     path.write_text(evaluation_json(result))
+    written = [path]
+    if extra is not None and extra.resolve() != path.resolve():
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_text(evaluation_json(result))
+        written.append(extra)
+    report = Path(args.run) / "report.html"
+    if report.is_file():  # training wrote one: it now shows these numbers too
+        from vaelab.report import write_report
+
+        write_report(args.run, report, model=model, seed=args.seed)
+        written.append(report)
     rows = [
         ("test ELBO (nats/image)", result["elbo"]),
         ("  E_q log p(x|z)", result["recon"]),
@@ -81,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<32}{value:>12.3f}")
     print_extras(result)
     print(
-        f"{result['images']} test images, {result['seconds_nll']:.1f} s for the NLL; wrote {path}"
+        f"{result['images']} test images, {result['seconds_nll']:.1f} s for the NLL; wrote "
+        + ", ".join(map(str, written))
     )
     return 0

@@ -5,20 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from vaelab.api import load, load_test_images
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, positive
 from vaelab.errors import VaelabError
-from vaelab.gradvar import (
-    during_training,
-    format_table,
-    gradient_stats,
-    plot_over_training,
-    plot_stats,
-)
-from vaelab.models import build_model
-from vaelab.train.batches import eval_images, to_unit
 
 HELP = "gradient variance and SNR of each latent-gradient estimator (table + log-scale PNG)"
 
@@ -43,6 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load, load_test_images
+    from vaelab.gradvar import (
+        during_training,
+        format_table,
+        gradient_stats,
+        plot_over_training,
+        plot_stats,
+    )
+    from vaelab.models import build_model
+    from vaelab.train.batches import eval_images, to_unit
+
     for flag in ("draws", "batch_size", "samples"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
     if args.during_training < 0:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
-
-from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, test_images
+from vaelab.cli.names import registry_names
 from vaelab.cli.similar import read_image
 from vaelab.errors import VaelabError
-from vaelab.explore import INTERPOLATIONS, interpolate
-from vaelab.plots import save_grid
-from vaelab.train.batches import binarize_fixed, to_unit
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "decode the path between two images' latents (rows: methods; ends: the inputs)"
 
@@ -25,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a test-set index or an image file")  # fmt: skip
     parser.add_argument("--steps", type=int, default=10, help="decodings along the path")
     parser.add_argument(
-        "--method", default="both", choices=[*INTERPOLATIONS, "both"],
+        "--method", default="both",
+        choices=[*registry_names("vaelab.explore", "INTERPOLATIONS"), "both"],
         help="linear, spherical (norm goes linearly, direction along the great circle) or both",
     )  # fmt: skip
     add_out_arguments(parser, "interpolate.png")
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_image(model: torch.nn.Module, spec: str, flag: str, seed: int) -> torch.Tensor:
     """``spec`` as uint8 ``(C, H, W)``: a test-set index if it is an integer, else a file."""
+    from vaelab.train.batches import binarize_fixed
+
     try:
         index = int(spec)
     except ValueError:
@@ -47,6 +49,13 @@ def resolve_image(model: torch.nn.Module, spec: str, flag: str, seed: int) -> to
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.explore import INTERPOLATIONS, interpolate
+    from vaelab.plots import save_grid
+    from vaelab.train.batches import to_unit
+
     model = load(args.run, args.device)
     x0 = resolve_image(model, args.source, "--from", args.seed)
     x1 = resolve_image(model, args.target, "--to", args.seed)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+from vaelab.cli.common import (
+    add_out_arguments,
+    add_run_argument,
+    numbered,
+    output_path,
+    positive,
+)
+from vaelab.cli.names import registry_names
 
-from vaelab.api import load, load_test_images
-from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, positive
-from vaelab.explore import EMBEDDINGS, latent_plot, prior_quantile_grid
-from vaelab.plots import image_panel, save_figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 HELP = "scatter the test set's latent means (PCA/t-SNE above 2-D); 2-D: the decoded manifold"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_argument(parser)
-    parser.add_argument("--method", default="pca", choices=list(EMBEDDINGS),
+    embeddings = registry_names("vaelab.explore", "EMBEDDINGS")
+    parser.add_argument("--method", default="pca", choices=embeddings,
                         help="projection for latents of more than 2 dimensions")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None,
                         help="use the first N test images (t-SNE is slow on 10,000)")  # fmt: skip
@@ -26,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def manifold_figure(model, n: int) -> Figure:
     """Decodings over an n x n grid of the prior's quantiles, on labelled z axes."""
+    from matplotlib.figure import Figure
+
+    from vaelab.explore import prior_quantile_grid
+    from vaelab.plots import image_panel
+
     tiles, q = prior_quantile_grid(model, n)
     fig = Figure(figsize=(8, 8), layout="constrained")
     dx, dy = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
@@ -36,6 +48,10 @@ def manifold_figure(model, n: int) -> Figure:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaelab.api import load, load_test_images
+    from vaelab.explore import latent_plot
+    from vaelab.plots import save_figure
+
     model = load(args.run, args.device)
     data = load_test_images(model)
     limit = positive("--limit", args.limit) if args.limit is not None else None
@@ -43,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     path = save_figure(fig, output_path(args, "latent.png"))
     print(f"wrote {path} ({len(coords)} test images)")
     if model.latent_dim == 2 and model.config.model.model != "ae":  # an AE has no p(z)
-        mpath = output_path(argparse.Namespace(out=None, run=str(path.parent)), "manifold.png")
+        mpath = numbered(path.with_name("manifold.png"))
         save_figure(manifold_figure(model, positive("--grid", args.grid)), mpath)
         print(f"wrote {mpath}")
     return 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from vaelab.api import load
 from vaelab.cli.common import (
     add_out_arguments,
     add_run_argument,
@@ -14,9 +11,6 @@ from vaelab.cli.common import (
     positive,
     test_images,
 )
-from vaelab.generate import reconstruct
-from vaelab.plots import save_grid
-from vaelab.train.batches import to_unit
 
 HELP = "show test images beside their reconstructions as a PNG grid"
 
@@ -29,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.generate import reconstruct
+    from vaelab.plots import save_grid
+    from vaelab.train.batches import to_unit
+
     model = load(args.run, args.device)
     x = test_images(model)[args.start : args.start + positive("-n", args.n)]
     recon = reconstruct(model, x).cpu()

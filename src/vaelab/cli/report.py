@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
-from vaelab.report import REPORT, write_report
 
 HELP = "write a self-contained HTML report of a run (images embedded)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_argument(parser)
-    add_out_arguments(parser, REPORT)
+    add_out_arguments(parser, "report.html")  # vaelab.report.REPORT, which imports torch
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaelab.api import load
+    from vaelab.report import write_report
+
     model = load(args.run, args.device)
-    path = write_report(args.run, output_path(args, REPORT), model=model, seed=args.seed)
+    path = write_report(args.run, output_path(args, "report.html"), model=model, seed=args.seed)
     print(f"wrote {path}")
     return 0

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from vaelab.api import load
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
+from vaelab.cli.names import registry_names
 from vaelab.config import coerce
 from vaelab.errors import VaelabError
-from vaelab.generate import sample
-from vaelab.labels import label_samples
-from vaelab.plots import save_grid
-from vaelab.samplers import SAMPLERS, sample_with
 
 HELP = "draw images from the prior and decode them into a PNG grid"
 
@@ -29,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deep: one temperature per latent group, top first (replaces --temperature)",
     )  # fmt: skip
     parser.add_argument(
-        "--sampler", choices=sorted(SAMPLERS), default="prior",
+        "--sampler", choices=sorted(registry_names("vaelab.samplers", "SAMPLERS")), default="prior",
         help="z from the prior, or from a Gaussian mixture fitted to the training latents",
     )  # fmt: skip
     parser.add_argument("--components", type=int, default=10, help="GMM sampler components")
@@ -42,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vaelab.api import load
+    from vaelab.generate import sample
+    from vaelab.labels import label_samples
+    from vaelab.plots import save_grid
+    from vaelab.samplers import sample_with
+
     model = load(args.run, args.device)
     nrow = None
     if args.group_temperature is not None:

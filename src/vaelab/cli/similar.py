@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-
-from vaelab.api import load
 from vaelab.cli.common import (
     add_out_arguments,
     add_run_argument,
@@ -17,9 +13,9 @@ from vaelab.cli.common import (
     test_images,
 )
 from vaelab.errors import VaelabError
-from vaelab.generate import similar
-from vaelab.plots import save_grid
-from vaelab.train.batches import binarize_fixed, to_unit
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "decode several images that resemble a given one (first tile: the input)"
 
@@ -38,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_image(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
     """An image file as uint8 ``(C, H, W)`` in the model's channels and size."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
     c, h, w = shape
     try:
         with Image.open(path) as img:
@@ -51,6 +51,13 @@ def read_image(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.generate import similar
+    from vaelab.plots import save_grid
+    from vaelab.train.batches import binarize_fixed, to_unit
+
     model = load(args.run, args.device)
     if args.image:
         x = read_image(args.image, model.run_info["image_shape"])

@@ -3,61 +3,121 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
+import types
 import typing
 from dataclasses import MISSING
 from pathlib import Path
 
-from vaelab.config import SECTIONS, Config, load_config, with_overrides
-from vaelab.train.loop import fit
-from vaelab.train.run import CONFIG
+from vaelab.cli.names import field_help, registry_names
+from vaelab.config import _CHOICES, SECTIONS, Config, load_config, with_overrides
+from vaelab.errors import Interrupted, VaelabError
 
 HELP = "train an autoencoder or a VAE; writes a run folder"
 
+# The fields whose value names a registry entry: --help lists the names (read from the
+# source, so that --help does not import torch).
+REGISTRIES = {
+    "dataset": ("vaelab.data.builtin", "BUILTIN"),
+    "model": ("vaelab.models", "MODELS"),
+    "arch": ("vaelab.nn", "ARCHS"),
+    "likelihood": ("vaelab.likelihoods", "LIKELIHOODS"),
+    "prior": ("vaelab.latents", "PRIORS"),
+    "posterior": ("vaelab.latents", "FAMILIES"),
+    "estimator": ("vaelab.estimators", "ESTIMATORS"),
+    "objective": ("vaelab.objectives", "OBJECTIVES"),
+}
+_METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
 
-def _flag_help(section: str, f) -> str:
-    default = f.default if f.default is not MISSING else f.default_factory()
+
+def choices(name: str) -> tuple[str, ...]:
+    """The accepted values of config field ``name`` (empty where any value of its type is)."""
+    if name in REGISTRIES:
+        return registry_names(*REGISTRIES[name])
+    return tuple(_CHOICES.get(name, ()))
+
+
+def _metavar(name: str, tp: object) -> str:
+    if choices(name):
+        return "NAME"
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(inner) == 1:
+        tp = inner[0]  # X | None: shown as X
+    if typing.get_origin(tp) is tuple:
+        return f"{_METAVAR[typing.get_args(tp)[0]]},..."
+    return _METAVAR.get(tp, "VALUE")
+
+
+def _flag_help(name: str, comment: str, default: object) -> str:
+    """The field's own comment, its choices, and its default (once)."""
+    names = choices(name)
+    text = comment or name.replace("_", " ")
+    if names:
+        word = "builtin" if name == "dataset" else "one of"
+        text += f"; {word}: {', '.join(names)}"
+    if "(default" in text:  # the comment says what an unset value means
+        return text
     if isinstance(default, tuple):
         default = ",".join(map(str, default))
-    tp = typing.get_type_hints(SECTIONS[section])[f.name]
-    kind = getattr(tp, "__name__", str(tp)).replace("typing.", "")
-    return f"[{section}] {kind} (default: {default})"
+    return f"{text} (default: {default})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", help="YAML or TOML file of options (flags override it)")
-    parser.add_argument("--out", help="run folder (default: runs/<time>-<dataset>-<model>)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML or TOML file of options (flags override it)"
+    )
+    parser.add_argument(
+        "--out", metavar="RUN_DIR", help="run folder (default: runs/<time>-<dataset>-<model>)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    group = parser.add_argument_group("options (also config-file keys, with _ for -)")
+    titles = {"data": "data", "model": "model", "train": "training"}
     for section, cls in SECTIONS.items():
-        for f in cls.__dataclass_fields__.values():
-            tp = typing.get_type_hints(cls)[f.name]
-            extra = {"nargs": "?", "const": "true"} if tp is bool else {}
+        group = parser.add_argument_group(
+            f"{titles.get(section, section)} options (also config-file keys, with _ for -)"
+        )
+        docs, hints = field_help(cls), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            extra = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
             group.add_argument(
                 f"--{f.name.replace('_', '-')}", dest=f"opt_{f.name}", default=None,
-                metavar="VALUE", help=_flag_help(section, f), **extra,
+                metavar=_metavar(f.name, hints[f.name]),
+                help=_flag_help(f.name, docs[f.name], default), **extra,
             )  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """defaults < the run's saved config (on --resume) < --config file < flags."""
+    from vaelab.train.run import CONFIG  # imports torch: only when training, not for --help
+
     if args.resume and args.out and (Path(args.out) / CONFIG).is_file():
         config = load_config(Path(args.out) / CONFIG)
     else:
         config = Config()
     if args.config:
         config = load_config(args.config, config)
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    # Keyed as flags, so a bad value is reported as "--latent-dim: ...", not the field name.
+    flags = {
+        f"--{k[4:].replace('_', '-')}": v
+        for k, v in vars(args).items()
+        if k.startswith("opt_") and v is not None
+    }
     return with_overrides(config, flags, "command line")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.resume and not args.out:
-        from vaelab.errors import VaelabError
-
         raise VaelabError("--resume needs --out RUN_DIR, the run to continue")
-    out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    from vaelab.train.loop import fit  # imports torch: only when training, not for --help
+
+    try:
+        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as stop:
+        print(f"vaelab train: {stop}", file=sys.stderr)
+        print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
     print(f"run folder: {out}")
     return 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from vaelab.api import load
 from vaelab.cli.common import (
     add_out_arguments,
     add_run_argument,
@@ -15,8 +12,6 @@ from vaelab.cli.common import (
     test_images,
 )
 from vaelab.errors import VaelabError
-from vaelab.explore import dim_scores, top_dims, traverse
-from vaelab.plots import save_figure, traversal_figure
 
 HELP = "vary the most-used (top-KL) latent dimensions around test images' means"
 
@@ -34,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.api import load
+    from vaelab.explore import dim_scores, top_dims, traverse
+    from vaelab.plots import save_figure, traversal_figure
+
     if args.out and len(args.index) > 1:
         raise VaelabError("--out: names one file; give one --index or leave --out unset")
     model = load(args.run, args.device)

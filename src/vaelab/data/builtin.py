@@ -1,4 +1,4 @@
-"""The named datasets: ``fashion-mnist``, ``mnist-5k`` and ``digits``.
+"""The named datasets: ``fashion-mnist``, ``mnist-5k``, ``digits``, ``emoji`` and ``cifar10``.
 
 Each is a function taking the keyword options of :func:`vaelab.data.load_dataset` (minus the
 name) and returning an :class:`~vaelab.data.ImageData`; ``BUILTIN`` maps names to them.
@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data.arrays import as_images, as_labels
+from vaelab.data.cifar import fetch_cifar10, load_cifar_dir
 from vaelab.data.download import download as download_file
+from vaelab.data.emoji import EMOJI_CLASSES, load_emoji
 from vaelab.data.idx import read_pair
 from vaelab.data.imagedata import ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
@@ -135,8 +137,42 @@ def digits(
     )
 
 
+def emoji(
+    options: LoadOptions,
+    *,
+    download: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ImageData:
+    """Colour emoji from Debian's fonts-noto-color-emoji (about 5,400 RGB images on white,
+    ``(N, 3, 32, 32)`` unless ``resize``), labelled by Unicode block; see
+    :mod:`vaelab.data.emoji`. Rendered at ``resize`` directly (the font's bitmaps are
+    136x128), once, then read from the cache. The split is fixed (``test_fraction`` and
+    ``seed`` are ignored); ``download`` is unused."""
+    size = options.resize or (32, 32)
+    train_x, train_y, test_x, test_y = load_emoji(size, cache_root(cache_dir) / "emoji")
+    return assemble(
+        "emoji", (train_x.numpy(), train_y.numpy()), (test_x.numpy(), test_y.numpy()),
+        options, EMOJI_CLASSES,
+    )  # fmt: skip
+
+
+def cifar10(
+    options: LoadOptions,
+    *,
+    download: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ImageData:
+    """CIFAR-10, official binary version: 50,000 train / 10,000 test images,
+    ``(N, 3, 32, 32)``, 10 classes; from the cache, else downloaded (sha256-checked) and
+    extracted there (see :mod:`vaelab.data.cifar`). Its own test split is used."""
+    folder = fetch_cifar10(cache_root(cache_dir) / "cifar10", download)
+    return load_cifar_dir(folder, options, name="cifar10")
+
+
 BUILTIN: dict[str, Callable[..., ImageData]] = {
     "fashion-mnist": fashion_mnist,
     "mnist-5k": mnist_5k,
     "digits": digits,
+    "emoji": emoji,
+    "cifar10": cifar10,
 }

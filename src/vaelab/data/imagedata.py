@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from vaelab.data.transforms import check_options, resize_images, split_indices, to_channels
+from vaelab.data.transforms import (
+    center_crop,
+    check_background,
+    check_center_crop,
+    check_options,
+    resize_images,
+    split_indices,
+    to_channels,
+)
 from vaelab.errors import VaelabError
 
 
@@ -63,17 +71,22 @@ class ImageData:
 @dataclass(frozen=True)
 class LoadOptions:
     """What every loader does to its images after reading them (``--resize``,
-    ``--channels``, ``--test-fraction``, ``--seed``); checked by :meth:`checked`."""
+    ``--channels``, ``--test-fraction``, ``--seed``; ``--background``: the (R, G, B) that
+    transparent pixels are laid on); checked by :meth:`checked`."""
 
     resize: tuple[int, int] | None = None
     channels: int | None = None
     test_fraction: float = 0.1
     seed: int = 0
+    background: tuple[int, int, int] | str = (255, 255, 255)
+    center_crop: tuple[int, int] | str | None = None  # --center-crop, applied before resize
 
     def checked(self) -> LoadOptions:
         """The same options normalized, or a VaelabError naming the flag."""
         return LoadOptions(
-            *check_options(self.resize, self.channels, self.test_fraction, self.seed)
+            *check_options(self.resize, self.channels, self.test_fraction, self.seed),
+            background=check_background(self.background),
+            center_crop=check_center_crop(self.center_crop),
         )
 
 
@@ -88,10 +101,12 @@ def assemble(
 
     ``train``/``test`` are ``(images (N, C, H, W) uint8, labels (N,) int64 or None)``. Without
     ``test`` a seeded ``test_fraction`` of ``train`` becomes the test set. Then images are
-    converted to ``channels`` (default: 3 if either part is RGB, else 1) and resized to
-    ``resize = (H, W)`` (``options``).
+    converted to ``channels`` (default: 3 if either part is RGB, else 1), cropped to their
+    centre (``center_crop``) and resized to ``resize = (H, W)`` (``options``).
     """
-    resize, channels, test_fraction, seed = astuple(options.checked())
+    checked = options.checked()
+    resize, channels = checked.resize, checked.channels
+    test_fraction, seed = checked.test_fraction, checked.seed
     train_x, train_y = _tensor(train[0]), _tensor(train[1])
     if test is None:
         train_idx, test_idx = split_indices(len(train_x), test_fraction, seed, name)
@@ -110,6 +125,9 @@ def assemble(
             )
     target = channels or max(train_x.shape[1], test_x.shape[1])
     train_x, test_x = to_channels(train_x, target), to_channels(test_x, target)
+    if checked.center_crop is not None:
+        train_x = center_crop(train_x, checked.center_crop, name)
+        test_x = center_crop(test_x, checked.center_crop, name)
     if resize is not None:
         train_x, test_x = resize_images(train_x, resize), resize_images(test_x, resize)
     if train_x.shape[1:] != test_x.shape[1:]:

@@ -11,7 +11,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, did_you_mean
 
 # Larger sides only come from typos ("28x2800"); they would allocate gigabytes per image batch.
 MAX_SIDE = 4096
@@ -43,6 +43,72 @@ def check_resize(size: object) -> tuple[int, int]:
     if not ok:
         raise VaelabError(f"--resize: expected height and width in 1..{MAX_SIDE}, got {size!r}")
     return int(size[0]), int(size[1])
+
+
+# --background names; anything else is "R,G,B" with each in 0..255.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0)}
+
+
+def check_background(value: object) -> tuple[int, int, int]:
+    """``--background``: a name of ``BACKGROUNDS``, ``"R,G,B"`` or an (R, G, B) sequence of
+    ints in 0..255; the colour transparent pixels are laid on, as ``(R, G, B)``."""
+    if isinstance(value, str):
+        if value.strip().lower() in BACKGROUNDS:
+            return BACKGROUNDS[value.strip().lower()]
+        parts = value.split(",")
+        value = [int(p) if p.strip().isdigit() else p for p in parts] if len(parts) == 3 else value
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    )
+    if not ok:
+        guess = did_you_mean(value, BACKGROUNDS) if isinstance(value, str) else None
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        raise VaelabError(
+            f"--background: expected {', '.join(BACKGROUNDS)} or R,G,B with each in 0..255, "
+            f"got {value!r}{hint}"
+        )
+    return int(value[0]), int(value[1]), int(value[2])
+
+
+def check_center_crop(crop: object) -> tuple[int, int] | str | None:
+    """``--center-crop``: None, ``"square"`` (the central square of side min(H, W)), or
+    ``(H, W)`` / ``"HxW"`` / ``"S"`` (the central HxW window); returned normalized."""
+    if crop is None:
+        return None
+    if isinstance(crop, str) and crop.strip().lower() == "square":
+        return "square"
+    if isinstance(crop, str):
+        match = _RESIZE_RE.fullmatch(crop)
+        if match is None:
+            raise VaelabError(f"--center-crop: expected square, N or HxW, got {crop!r}")
+        crop = (int(match.group(1)), int(match.group(2) or match.group(1)))
+    try:
+        return check_resize(crop)
+    except VaelabError:
+        raise VaelabError(f"--center-crop: expected square, N or HxW, got {crop!r}") from None
+
+
+def crop_box(
+    height: int, width: int, crop: tuple[int, int] | str, source: str
+) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the central window of an image of ``height`` x ``width``:
+    ``"square"`` keeps min(H, W) on both sides (CelebA's 178x218 -> 178x178), ``(h, w)``
+    keeps h x w; odd margins put the extra pixel at the bottom/right. A window larger than
+    the image is an error naming ``source``."""
+    h, w = (min(height, width),) * 2 if crop == "square" else crop
+    if h > height or w > width:
+        raise VaelabError(
+            f"{source}: --center-crop {h}x{w} is larger than its {height}x{width} images"
+        )
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop(x: torch.Tensor, crop: tuple[int, int] | str, source: str) -> torch.Tensor:
+    """The central window (:func:`crop_box`) of ``(N, C, H, W)`` images."""
+    top, left, h, w = crop_box(x.shape[2], x.shape[3], crop, source)
+    return x[:, :, top : top + h, left : left + w].contiguous()
 
 
 def check_channels(channels: object) -> int | None:

@@ -130,9 +130,8 @@ def comparison_chart(evaluations: list[dict[str, Any]], path: str | Path) -> Pat
     if samplers:
         width = 0.8 / len(samplers)
         for j, s in enumerate(samplers):
-            fd = [
-                r.get("quality", {}).get(s, {}).get("frechet_distance", np.nan) for r in evaluations
-            ]
+            fd = [r.get("quality", {}).get(s, {}).get("frechet_distance") for r in evaluations]
+            fd = [np.nan if v is None else v for v in fd]  # left out (null) or not evaluated
             axes[1].bar(x + (j - (len(samplers) - 1) / 2) * width, fd, width, label=s)
         axes[1].legend(title="sampler")
         axes[1].set_title("classifier Frechet distance (lower is better)")

@@ -10,11 +10,16 @@ from typing import Any
 import torch
 
 from vaelab.data import ImageData
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.evaluate.health import latent_health
-from vaelab.evaluate.quality import load_classifier, reconstruction_quality, sample_quality
+from vaelab.evaluate.quality import (
+    load_classifier,
+    quality_caveat,
+    reconstruction_quality,
+    sample_quality,
+)
 from vaelab.samplers import SAMPLERS, prepare_sampler, sample_images
-from vaelab.train.batches import eval_images
+from vaelab.train.batches import train_images
 
 
 def extra_metrics(
@@ -34,7 +39,7 @@ def extra_metrics(
     compared with the images it models, not with one binarized draw of them)."""
     for name in samplers:
         if name not in SAMPLERS:
-            raise VaelabError(f"--sampler: unknown {name!r}; valid: {', '.join(SAMPLERS)}")
+            raise unknown_name("--sampler", name, SAMPLERS)
     if quality_samples < 10:
         raise VaelabError(f"--quality-samples: must be at least 10, got {quality_samples}")
     t0 = time.perf_counter()
@@ -46,15 +51,19 @@ def extra_metrics(
         net, info = load_classifier(data)
         reference = data.test_x[:quality_samples]
         out["classifier"] = info
+        # None, or why Frechet distance and precision/recall are left out (JSON null).
+        out["quality_omitted"] = quality_caveat(info["test_accuracy"], len(reference))
         out["quality"] = {}
         # The training images as the model was trained on them (binarized if it was).
-        train_x = eval_images(
-            data.train_x[:20000], model.config.data.binarize, model.config.train.seed
+        train_x = train_images(
+            data.train_x, model.config.data.binarize, model.config.train.seed, 20000
         )
         for name in samplers:
             options = prepare_sampler(name, model, lambda: train_x, components, run_dir)
             images = sample_images(model, len(reference), name, **options)
-            out["quality"][name] = sample_quality(net, images, reference)
+            out["quality"][name] = sample_quality(
+                net, images, reference, omit=out["quality_omitted"]
+            )
     out["seconds_extras"] = time.perf_counter() - t0
     return out
 
@@ -73,10 +82,19 @@ def print_extras(result: dict[str, Any]) -> None:
         return
     acc = result["classifier"]["test_accuracy"]
     print(f"sample quality in the {result['dataset']} classifier (test accuracy {acc:.3f});")
-    print("Frechet distances in its features, not the Inception FID:")
+    omitted = result.get("quality_omitted")
+    if omitted:
+        print(f"Frechet distance and precision/recall left out: {omitted}")
+    else:
+        print("Frechet distances in its features, not the Inception FID:")
     print(f"{'sampler':<10}{'FD':>10}{'precision':>11}{'recall':>8}{'H(class)':>10}{'H(test)':>9}")
     for name, q in result["quality"].items():
         print(
-            f"{name:<10}{q['frechet_distance']:>10.2f}{q['precision']:>11.3f}{q['recall']:>8.3f}"
+            f"{name:<10}{_num(q['frechet_distance'], 10, 2)}{_num(q['precision'], 11, 3)}"
+            f"{_num(q['recall'], 8, 3)}"
             f"{q['class_entropy_samples']:>10.3f}{q['class_entropy_test']:>9.3f}"
         )
+
+
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from vaelab.objectives import logmeanexp
 from vaelab.train.batches import to_unit
@@ -63,7 +65,12 @@ def log_likelihood(
     model.eval()
     param = next(model.parameters())
     out = []
-    for xb in _batches(x, batch_size):
+    bar = tqdm(  # a terminal only, as in training: K=1000 on 10,000 images takes minutes
+        _batches(x, batch_size), desc=f"importance sampling, K={samples}", unit="batch",
+        total=-(-len(x) // batch_size), disable=not sys.stderr.isatty(), leave=False,
+        dynamic_ncols=True,
+    )  # fmt: skip
+    for xb in bar:
         xf = to_unit(xb.to(param.device), param.dtype)
         log_w = [
             model.log_weights(xf, min(chunk, samples - start)) for start in range(0, samples, chunk)
@@ -123,7 +130,10 @@ def evaluate_model(
     # (6.5 s per 1000 images at K=1000 vs 10 s with 100k-row chunks that spill the cache),
     # and memory stays bounded whatever K is.
     chunk = min(samples, 256)
-    batch = batch_size or max(1, 4096 // chunk)
+    # The same memory for larger images and wider decoder outputs (a dmol decoder emits
+    # 40 values per sub-pixel): 4096 decoded images at 784 values each.
+    width = dims * getattr(getattr(model, "likelihood", None), "n_params", 1)
+    batch = batch_size or max(1, 4096 * 784 // (chunk * max(width, 784)))
     log_px = log_likelihood(model, x, samples=samples, batch_size=batch, chunk=chunk)
     t2 = time.perf_counter()
     nll = summarize_nll(log_px, dims)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
+from vaelab.config import ModelConfig, resolve_model
+from vaelab.errors import unknown_name
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.deep import DeepVAE
@@ -21,8 +21,9 @@ MODELS["deep"] = DeepVAE
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
     if cfg.model not in MODELS:
-        raise VaelabError(f"--model: unknown {cfg.model!r}; valid: {', '.join(MODELS)}")
-    return MODELS[cfg.model].from_config(cfg, image_shape)
+        raise unknown_name("--model", cfg.model, MODELS)
+    # hidden=None: the arch's own widths (config.ARCH_WIDTHS)
+    return MODELS[cfg.model].from_config(resolve_model(cfg), image_shape)
 
 
 __all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "build_model"]

@@ -24,10 +24,11 @@ class Autoencoder(VAE):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> Autoencoder:
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         encoder, decoder = build_bodies(
-            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim, cfg.latent_dim, likelihood.n_params
-        )
+            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim, cfg.latent_dim, likelihood.n_params,
+            blocks=cfg.blocks,
+        )  # fmt: skip
         return cls(
             encoder, decoder, build_prior(cfg.prior, cfg.latent_dim), likelihood, image_shape
         )

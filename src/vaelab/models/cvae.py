@@ -11,8 +11,10 @@ enumerating the classes with weights w(y|x) (any distribution over y):
     log p(x) >= sum_y w(y|x) [ELBO(x, y) + log p(y)] + H(w)
 
 which is tight at w = the posterior r(y|x) = softmax_y(ELBO(x, y) + log p(y)): the CVAE
-uses r (the bound is then logsumexp_y of the class bounds); M2 (``m2.py``) uses its
-classifier q(y|x). Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
+uses r, estimated from K draws of z independent of the K draws that estimate the class
+ELBOs it weighs (the same draws would give logsumexp_y of noisy class ELBOs, biased above
+the bound, even above log p(x)); M2 (``m2.py``) uses its classifier q(y|x).
+Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
 """
 
 from __future__ import annotations
@@ -72,12 +74,12 @@ class CVAE(VAE):
                 f"--model {cfg.model}: supports --prior normal, --posterior normal and "
                 "--estimator reparam only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
             cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
-            likelihood.n_params,
+            likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
             nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))
@@ -178,20 +180,27 @@ class CVAE(VAE):
         """Combine per-class terms into a bound on log p(x) (or log p(x, y) where w is
         one-hot, log_w = 0 and entropy = 0): recon - kl = sum_y w [ELBO + log p(y)] + H(w).
 
-        ``kl`` is then KL(w(y) q(z|x,y) || p(y) p(z)), the joint KL over (y, z)."""
+        ``kl`` is then KL(w(y) q(z|x,y) || p(y) p(z)), the joint KL over (y, z); its z part
+        sum_y w KL(q(z|x,y) || p(z)), the only part a beta weighs, is ``extras["kl_z"]``."""
         log_py = -math.log(self.num_classes)
         return Terms(
             log_px_z=(w * t["log_px_z"]).sum(-1),
             log_pz=(w * (t["log_pz"] + log_py)).sum(-1),
             log_qz_x=(w * (t["log_qz_x"] + log_w)).sum(-1),
             kl=(w * (t["kl"] - log_py)).sum(-1) - entropy,
+            extras={"kl_z": (w * t["kl"]).sum(-1)},
         )
 
     def forward(self, x: torch.Tensor, samples: int = 1, y: torch.Tensor | None = None) -> Terms:
         if y is None:
-            t = self.class_terms(x, samples)
-            log_r = torch.log_softmax(t["log_px_z"].mean(0) - t["kl"], -1).detach()
+            # The weights come from draws independent of the ones they weigh: r computed
+            # from the same noisy class ELBOs makes the estimate logsumexp_y of them, whose
+            # mean lies above logsumexp of their means (Jensen) and can exceed log p(x).
+            # With independent r the estimate is unbiased for a valid bound (any w works).
+            with torch.no_grad():
+                log_r = torch.log_softmax(self.class_elbos(x, samples), -1)
             r = log_r.exp()
+            t = self.class_terms(x, samples)
             return self.marginal_terms(t, r, log_r, -(r * log_r).sum(-1))
         q = self.encode(x, y)
         z = q.rsample((samples,))

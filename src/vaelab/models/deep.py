@@ -167,7 +167,7 @@ class DeepVAE(VAE):
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> DeepVAE:
         cls.check_config(cfg)
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         return cls(
             image_shape, likelihood, cfg.deep_widths, cfg.deep_groups, cfg.group_channels,
             cfg.deep_blocks,

@@ -78,10 +78,10 @@ class HVAE(VAE):
                 "--model hvae: needs --posterior normal and --estimator reparam "
                 f"(got {cfg.posterior}, {cfg.estimator})"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         d1, d2, widths = cfg.z1_dim, cfg.latent_dim, list(cfg.z1_hidden)
         encoder, decoder = build_bodies(
-            cfg.arch, image_shape, cfg.hidden, d1, 2 * d1, likelihood.n_params
+            cfg.arch, image_shape, cfg.hidden, d1, 2 * d1, likelihood.n_params, blocks=cfg.blocks
         )
         up = mlp([d1, *widths, 2 * d2])
         down = mlp([d2, *reversed(widths), 2 * d1])

@@ -138,7 +138,7 @@ class M2(CVAE):
         else:  # no labelled stream (evaluation, direct calls): the batch's own labels
             ce_each = -(onehot * log_q).sum(-1) * known[:, 0]
             ce = ce_each.sum() / known.sum().clamp(min=1)
-        terms.extras = {"class_loss": ce, "ce_weight": torch.tensor(self.ce_weight)}
+        terms.extras.update(class_loss=ce, ce_weight=torch.tensor(self.ce_weight))
         return terms
 
     @torch.no_grad()
@@ -163,4 +163,4 @@ class M2(CVAE):
 def classifier_net(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
     """q(y|x)'s network: the encoder body of ``cfg.arch`` with C outputs (logits). The
     supervised-only baseline of :mod:`vaelab.classify` builds the same network."""
-    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes)
+    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes, blocks=cfg.blocks)

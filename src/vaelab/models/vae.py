@@ -53,7 +53,7 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma)
+        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
         family = FAMILIES[cfg.posterior]()
         estimator = build_estimator(
@@ -67,6 +67,7 @@ class VAE(nn.Module):
             cfg.latent_dim,
             family.params_size(cfg.latent_dim),
             likelihood.n_params,
+            blocks=cfg.blocks,
         )
         prior = build_prior(
             prior_name, cfg.latent_dim, components=cfg.prior_components, image_shape=image_shape,
@@ -108,10 +109,8 @@ class VAE(nn.Module):
             kl=self.prior.analytic_kl(q),
         )
         if draw.score is not None:
-            # The learning signal at beta = 1, for the baseline only (objectives rebuild f
-            # with their own beta): log p(x|z) with an analytic KL, else log w.
-            f = terms.log_px_z if terms.kl is not None else terms.log_w()
-            terms.extras.update(self.estimator.extras(x, f.detach(), draw.score))
+            # The objective builds f with its own beta and fits the baseline to it.
+            terms.extras.update(self.estimator.extras(x, draw.score))
         return terms
 
     def _forward_normal(self, x: torch.Tensor, params: torch.Tensor, samples: int) -> Terms:

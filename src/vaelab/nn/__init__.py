@@ -1,7 +1,8 @@
 """Encoder and decoder bodies: plain ``nn.Module`` builders, tensors in, tensors out.
 
 An encoder maps ``(N, C, H, W)`` to ``(N, out_features)``; a decoder maps ``(N, D)`` to
-``(N, n_params, C, H, W)``. Nothing here knows about distributions or datasets.
+``(N, n_params, C, H, W)``. Builders take ``blocks`` (residual blocks per resolution)
+as a keyword; bodies without blocks ignore it. Nothing here knows about distributions or datasets.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
 from vaelab.nn.conv import conv_decoder, conv_encoder
 from vaelab.nn.mlp import mlp_decoder, mlp_encoder
+from vaelab.nn.resnet import resnet_decoder, resnet_encoder
 
 Builder = Callable[..., nn.Module]
 
 ARCHS: dict[str, tuple[Builder, Builder]] = {
     "mlp": (mlp_encoder, mlp_decoder),
     "conv": (conv_encoder, conv_decoder),
+    "resnet": (resnet_encoder, resnet_decoder),
 }
 
 
@@ -29,11 +32,13 @@ def build_bodies(
     in_features: int,
     out_features: int,
     n_params: int,
+    blocks: int = 2,
 ) -> tuple[nn.Module, nn.Module]:
-    """Encoder ``image -> (N, out_features)`` and decoder ``(N, in_features) -> params``."""
+    """Encoder ``image -> (N, out_features)`` and decoder ``(N, in_features) -> params``;
+    ``blocks`` residual blocks per resolution where the body has them (resnet)."""
     if arch not in ARCHS:
-        raise VaelabError(f"--arch: unknown {arch!r}; valid: {', '.join(ARCHS)}")
+        raise unknown_name("--arch", arch, ARCHS)
     make_encoder, make_decoder = ARCHS[arch]
-    encoder = make_encoder(image_shape, hidden, out_features)
-    decoder = make_decoder(in_features, hidden, image_shape, n_params)
+    encoder = make_encoder(image_shape, hidden, out_features, blocks=blocks)
+    decoder = make_decoder(in_features, hidden, image_shape, n_params, blocks=blocks)
     return encoder, decoder

@@ -19,7 +19,10 @@ def _sides(size: int, layers: int) -> list[int]:
 
 
 def conv_encoder(
-    image_shape: tuple[int, int, int], hidden: tuple[int, ...], out_features: int
+    image_shape: tuple[int, int, int],
+    hidden: tuple[int, ...],
+    out_features: int,
+    blocks: int = 1,
 ) -> nn.Module:
     """``(N, C, H, W) -> (N, out_features)``: stride-2 3x3 convs, then a linear layer."""
     channels, height, width = image_shape
@@ -33,7 +36,11 @@ def conv_encoder(
 
 
 def conv_decoder(
-    latent_dim: int, hidden: tuple[int, ...], image_shape: tuple[int, int, int], n_params: int
+    latent_dim: int,
+    hidden: tuple[int, ...],
+    image_shape: tuple[int, int, int],
+    n_params: int,
+    blocks: int = 1,
 ) -> nn.Module:
     """``(N, D) -> (N, n_params, C, H, W)``: a linear layer, then stride-2 transposed convs."""
     channels, height, width = image_shape

@@ -16,7 +16,10 @@ def _stack(widths: list[int]) -> list[nn.Module]:
 
 
 def mlp_encoder(
-    image_shape: tuple[int, int, int], hidden: tuple[int, ...], out_features: int
+    image_shape: tuple[int, int, int],
+    hidden: tuple[int, ...],
+    out_features: int,
+    blocks: int = 1,
 ) -> nn.Module:
     """``(N, C, H, W) -> (N, out_features)`` through ReLU layers of widths ``hidden``."""
     widths = [math.prod(image_shape), *hidden]
@@ -24,7 +27,11 @@ def mlp_encoder(
 
 
 def mlp_decoder(
-    latent_dim: int, hidden: tuple[int, ...], image_shape: tuple[int, int, int], n_params: int
+    latent_dim: int,
+    hidden: tuple[int, ...],
+    image_shape: tuple[int, int, int],
+    n_params: int,
+    blocks: int = 1,
 ) -> nn.Module:
     """``(N, D) -> (N, n_params, C, H, W)``, mirroring the encoder's widths."""
     widths = [latent_dim, *reversed(hidden)]

@@ -43,3 +43,17 @@ def prepare(x: torch.Tensor, dynamic: bool) -> torch.Tensor:
 def eval_images(x: torch.Tensor, binarize: str, seed: int) -> torch.Tensor:
     """The uint8 test images as the model is evaluated on them (fixed binarization if any)."""
     return binarize_fixed(x, seed + 1) if binarize != "none" else x
+
+
+def train_images(
+    x: torch.Tensor, binarize: str, seed: int, limit: int | None = None
+) -> torch.Tensor:
+    """The first ``limit`` uint8 training images as the model was trained on them (for a
+    post-hoc sampler's fit or a completion baseline). ``static``: the training loop's own draw,
+    ``binarize_fixed(all, seed)``, sliced after the draw (an image's draw depends on its
+    place in the stream), not the test set's ``seed + 1``; ``dynamic`` drew afresh every
+    epoch, so any fixed draw stands for it: the ``seed + 1`` one used before (unchanged
+    figures)."""
+    if binarize == "static":
+        return binarize_fixed(x, seed)[:limit]
+    return binarize_fixed(x[:limit], seed + 1) if binarize == "dynamic" else x[:limit]

@@ -175,18 +175,6 @@ class Checkpoint:
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith("model/")}
 
-    def check_compatible(self, now: dict[str, Any], out: Path) -> None:
-        """Resuming with another model or data setup would silently train something else;
-        ``now`` is the new run's ``Config.to_dict()``."""
-        saved = self.info["config"]
-        for section in ("model", "data"):
-            for key, value in saved[section].items():
-                if now[section].get(key) != value:
-                    raise VaelabError(
-                        f"--resume: the checkpoint in {out} was trained with {key}={value!r}, "
-                        f"this run asks {key}={now[section].get(key)!r}"
-                    )
-
     def restore_training(
         self,
         optimizer: torch.optim.Optimizer,
@@ -213,6 +201,27 @@ class Checkpoint:
         torch.set_rng_state(self.tensors[f"rng/torch{suffix}"])
         if f"rng/cuda{suffix}" in self.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(self.tensors[f"rng/cuda{suffix}"], device)
+
+
+def apply_hyperparameters(
+    optimizer: torch.optim.Optimizer, scheduler: Any, lr: float, weight_decay: float, epoch: int
+) -> None:
+    """On resume: train on with this command's ``lr``, ``weight_decay`` and schedule (the
+    optimizer state restored from the checkpoint carries the old ones) as if the run had
+    been started with them. ``scheduler`` is a fresh one built from the new config (new
+    --epochs, new --schedule); it is stepped once per finished epoch, the arithmetic the
+    original run did, so an unchanged config resumes bit for bit."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = lr
+        group["weight_decay"] = weight_decay
+    if scheduler is None:
+        return
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    with warnings.catch_warnings():
+        # Stepping a scheduler before any optimizer.step() warns; here it is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epoch):
+            scheduler.step()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vaelab.config import Config, save_config, validate
+from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, load_dataset, parse_resize
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
@@ -34,13 +34,17 @@ from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images,
 from vaelab.train.checkpoint import (
     CHECKPOINT,
     TrainState,
+    apply_hyperparameters,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
+from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
+
+CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 
 
 def load_data(config: Config) -> ImageData:
@@ -48,7 +52,7 @@ def load_data(config: Config) -> ImageData:
     resize = parse_resize(d.resize) if d.resize else None
     return load_dataset(
         d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed,
+        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
     )  # fmt: skip
 
 
@@ -122,7 +126,8 @@ class Stepper:
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        objective = with_free_bits(get_objective(t.objective), config)
+        # The model's default objective resolved (m2), with --free-bits bound in.
+        objective = with_free_bits(get_objective(resolve(config).train.objective), config)
         self.model = self.world.wrap(LossModule(model, objective, t.samples))
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
@@ -135,7 +140,11 @@ class Stepper:
         # dynamic=False: an epoch's smaller last batch gets its own static graph. With automatic
         # dynamic shapes it would replace the full-batch graph by a dynamic-shape one that
         # ran 2.6x slower than eager on CPU (measured: epoch 2 of the reference VAE).
-        self.loss_fn = torch.compile(self.model, dynamic=False) if t.compile else self.model
+        declined = compile_declined(model, device) if t.compile else None
+        if declined:
+            warnings.warn(f"--compile: declined, {declined}; training eager", stacklevel=2)
+        compiled = t.compile and not declined
+        self.loss_fn = torch.compile(self.model, dynamic=False) if compiled else self.model
 
     def __call__(
         self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None, scale: float = 1.0
@@ -195,39 +204,49 @@ def fit(
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
     """
-    validate(config)
+    config = validate(resolve(config))  # defaults that follow from other options, recorded
+    check_names(config)  # every name, before anything is read or created
     check_stabilisers(config)
     world = setup(config.train.device)
+    stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: stop at a step boundary
     try:
-        run_dir = _fit(config, out, resume, overwrite, data, world)
+        run_dir = _fit(config, out, resume, overwrite, data, world, stop)
     except BaseException:
         world.close()  # no barrier: another rank may be gone
         raise
+    finally:
+        stop.disarm()
     world.close(finished=True)
     return run_dir
 
 
-def _fit(config, out, resume, overwrite, data, world: World) -> Path:
+def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest) -> Path:
     t = config.train
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
+    if resume and overwrite:
+        raise VaelabError("--resume and --overwrite contradict each other; pass one")
 
     def prepare_dir() -> None:
         runfs.prepare_run_dir(out, resume=resume, overwrite=overwrite)
         remove_stale_temps(out)  # left by a process killed mid-write; never read
 
-    # Data first: a mistyped --dataset must not leave an empty run folder behind.
-    data = data or load_data(config)
-    world.on_main(prepare_dir, "preparing the run folder")
-    ckpt = load_checkpoint(out / CHECKPOINT) if resume else None
+    # Checkpoint, data and model first: a bad input must not leave an empty run folder behind.
+    # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
+    ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
-        ckpt.check_compatible(config.to_dict(), out)
+        check_resume(ckpt.info["config"], config, out)
+        if runfs.finished(ckpt.state, t.epochs):
+            world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
+            return out
+    data = data or load_data(config)
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     raw = build_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
+    world.on_main(prepare_dir, "preparing the run folder")
     optimizer, scheduler = make_optimizer(raw, config, device)
     if world.rank:  # rank 0's noise is one process's noise; the others draw their own
         torch.manual_seed(t.seed + world.rank)
@@ -240,8 +259,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
     state = TrainState()
     if ckpt is not None:
         raw.load_state_dict(ckpt.model_state())
-        ckpt.restore_training(optimizer, scheduler, device, world.rank)
+        ckpt.restore_training(optimizer, None, device, world.rank)
         state = ckpt.state
+        # This command's --lr, --weight-decay, --schedule and --epochs apply from here on.
+        apply_hyperparameters(optimizer, scheduler, t.lr, t.weight_decay, state.epoch)
         world.on_main(lambda: runfs.truncate_metrics(out, state.step), "rewriting metrics")
 
     def write_setup() -> None:
@@ -279,10 +300,12 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
         )
 
     raw.train()
+    stop.arm()
     for epoch in range(state.epoch, t.epochs):
         perm = epoch_permutation(n, t.seed, epoch, device)
         sums = torch.zeros(4, device=device)  # loss, bound, recon, kl over counted steps
         counted = 0
+        first = state.batch  # a mid-epoch save overwrites state.batch: images_per_s needs this
         t0 = time.perf_counter()
         bar = tqdm(
             range(state.batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -323,6 +346,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             ):
                 state.epoch, state.batch = epoch, b + 1
                 save()
+            if stop.requested and b + 1 < steps_per_epoch:
+                state.epoch, state.batch = epoch, b + 1
+                save()
+                raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
@@ -335,7 +362,7 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             "train_loss": train[0], "train_bound": train[1], "train_recon": train[2],
             "train_kl": train[3], "test_elbo": test["elbo"], "test_recon": test["recon"],
             "test_kl": test["kl"], "seconds": seconds,
-            "images_per_s": (steps_per_epoch - state.batch) * bs / seconds,
+            "images_per_s": (min(n, steps_per_epoch * bs) - first * bs) / seconds,
             "skipped_steps": state.skipped_steps,
             "skipped_grad_norm": state.skipped_grad_norm,
         }  # fmt: skip
@@ -344,8 +371,10 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             row.update(grad_norm_mean=norms[0] / norms[2], grad_norm_max=norms[1])
             stepper.norms.zero_()
         world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
-        if t.report:  # redrawn each epoch (at most every 2 s) to watch a running job
-            world.on_main(partial(write_curves, out, 2.0), "drawing training_curves.png")
+        if t.report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
+            # 7% of a 4 s reference epoch (cProfile), so drawing every epoch was most of the
+            # per-epoch overhead. The end of the run draws the final curves.
+            world.on_main(partial(write_curves, out, CURVES_EVERY), "drawing training_curves.png")
         if main_progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
@@ -353,6 +382,9 @@ def _fit(config, out, resume, overwrite, data, world: World) -> Path:
             )
         state.epoch, state.batch = epoch + 1, 0
         save()
+        if stop.requested and epoch + 1 < t.epochs:
+            raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
+    stop.disarm()  # trained: a Ctrl-C from here on stops at once (the checkpoint is final)
     if ckpt is None and t.epochs == 0:
         save()
     if t.report:

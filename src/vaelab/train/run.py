@@ -7,22 +7,29 @@
     RUN/samples.png, RUN/reconstructions.png
     RUN/training_curves.png      redrawn each epoch; RUN/report.html at the end (vaelab.report)
 
-A new run refuses an existing non-empty folder unless told ``overwrite``; ``resume``
-requires a checkpoint there.
+A new run refuses an existing non-empty folder unless told ``overwrite``. ``resume``
+continues from the checkpoint there; without one (the job was killed before its first
+checkpoint, or never started) it starts the run from scratch in that folder and says so,
+so a scheduler can requeue one command. A run that has done its epochs is left alone.
+Ctrl-C during training stops at the next step boundary with a checkpoint there
+(:class:`StopRequest`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaelab.errors import VaelabError
-from vaelab.train.checkpoint import CHECKPOINT
+from vaelab.errors import Interrupted, VaelabError
+from vaelab.train.checkpoint import CHECKPOINT, TEMP_PREFIX, TrainState
 
 CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
 
@@ -39,7 +46,7 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
         raise VaelabError("--resume and --overwrite contradict each other; pass one")
     if resume:
         if not (out / CHECKPOINT).is_file():
-            raise VaelabError(f"--resume: {out} has no {CHECKPOINT} to resume from")
+            _start_over(out)
         return out
     if out.exists() and not out.is_dir():
         raise VaelabError(f"--out {out}: exists and is not a folder")
@@ -52,6 +59,98 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# What a run writes before its first checkpoint; --resume starts over only among these.
+_BEFORE_FIRST_CHECKPOINT = (CONFIG, INFO, METRICS, "training_curves.png")
+
+
+def can_resume(out: Path, resume: bool) -> bool:
+    """``resume`` was asked and there is a checkpoint to resume from."""
+    return resume and (Path(out) / CHECKPOINT).is_file()
+
+
+def _start_over(out: Path) -> None:
+    """--resume without a checkpoint: a new run in ``out``, if ``out`` holds nothing but
+    what a run writes before its first checkpoint (never delete a user's files)."""
+    if out.exists() and not out.is_dir():
+        raise VaelabError(f"--out {out}: exists and is not a folder")
+    entries = list(out.iterdir()) if out.is_dir() else []
+    foreign = [
+        p.name for p in entries
+        if p.name not in _BEFORE_FIRST_CHECKPOINT and not p.name.startswith(TEMP_PREFIX)
+    ]  # fmt: skip
+    if foreign:
+        raise VaelabError(
+            f"--resume: {out} has no {CHECKPOINT} and holds {foreign[0]!r}, which a vaelab "
+            "run does not write before its first checkpoint; refusing to start a run there"
+        )
+    print(
+        f"vaelab: {out} has no {CHECKPOINT} yet (stopped before its first checkpoint); "
+        "starting the run from scratch",
+        file=sys.stderr,
+    )
+    (out / METRICS).unlink(missing_ok=True)  # rows of the lost attempt
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def finished(state: TrainState, epochs: int) -> bool:
+    """The checkpoint has done all ``epochs`` (a resume would train nothing; a checkpoint
+    inside an epoch past a lowered ``--epochs`` counts too)."""
+    return state.epoch >= epochs
+
+
+def say_finished(out: Path, state: TrainState) -> None:
+    print(
+        f"vaelab: the run in {out} is finished ({state.epoch} epochs, step {state.step}); "
+        f"to train further: vaelab train --resume --out {out} --epochs N (N > {state.epoch})",
+        file=sys.stderr,
+    )
+
+
+class StopRequest:
+    """Ctrl-C during training: the first SIGINT only sets ``requested``; the loop then
+    writes a checkpoint at the next step boundary (resume stays exact) and raises
+    :meth:`interrupted`. A second Ctrl-C interrupts at once (the last checkpoint stays).
+    Off under torchrun: ranks would see the signal at different steps, and the checkpoint
+    is collective."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.requested, self._previous = enabled, False, None
+
+    def arm(self) -> None:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C stays as is.
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def disarm(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nvaelab: stopping after this step, with a checkpoint (Ctrl-C again: at once)",
+            file=sys.stderr,
+        )
+
+    def interrupted(
+        self, out: Path, state: TrainState, steps_per_epoch: int, epochs: int
+    ) -> Interrupted:
+        """Where training stopped; the checkpoint there is already written."""
+        if state.batch:
+            where = (
+                f"in epoch {state.epoch + 1}/{epochs} after batch {state.batch} of "
+                f"{steps_per_epoch}"
+            )
+        else:
+            where = f"after epoch {state.epoch}/{epochs}"
+        return Interrupted(
+            f"interrupted {where} (step {state.step}); {out / CHECKPOINT} holds that step", out
+        )
 
 
 def resolve_device(name: str) -> torch.device:

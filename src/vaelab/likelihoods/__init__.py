@@ -20,33 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import unknown_name
+from vaelab.likelihoods.base import Likelihood, sum_pixels
+from vaelab.likelihoods.discrete import DiscretizedLogistic, DiscretizedLogisticMixture
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-class Likelihood(nn.Module):
-    """Base class; subclasses may hold parameters (a learned sigma)."""
-
-    n_params: int = 1
-
-    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-
-    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
-        """E[x|z], shape ``(..., C, H, W)``: what a sample grid shows."""
-        raise NotImplementedError
-
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-def _sum_pixels(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(-3).sum(-1)
 
 
 class Bernoulli(Likelihood):
@@ -88,7 +66,9 @@ class GaussianFixed(Likelihood):
 
     n_params = 1
 
-    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], sigma: float = 1.0, mixtures: int = 10
+    ) -> None:
         super().__init__(image_shape, sigma)
         self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
 
@@ -100,7 +80,7 @@ class GaussianFixed(Likelihood):
         log_sigma = self._log_sigma().to(mean.dtype)
         z = (x - mean) * torch.exp(-log_sigma)
         per_pixel = -0.5 * z.square() - log_sigma - 0.5 * LOG_2PI
-        return _sum_pixels(per_pixel.expand_as(mean))
+        return sum_pixels(per_pixel.expand_as(mean))
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params[..., 0, :, :, :]
@@ -113,7 +93,9 @@ class GaussianFixed(Likelihood):
 class GaussianLearned(GaussianFixed):
     """As :class:`GaussianFixed`, with one learned log-sigma for all pixels."""
 
-    def __init__(self, image_shape: tuple[int, int, int], sigma: float = 1.0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], sigma: float = 1.0, mixtures: int = 10
+    ) -> None:
         Likelihood.__init__(self, image_shape, sigma)
         self.log_sigma_param = nn.Parameter(torch.full(self._shape(), math.log(sigma)))
 
@@ -138,10 +120,16 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "gaussian-fixed": GaussianFixed,
     "gaussian-learned": GaussianLearned,
     "gaussian-pixel": GaussianPixel,
+    "dlogistic": DiscretizedLogistic,
+    "dmol": DiscretizedLogisticMixture,
 }
 
 
-def build_likelihood(name: str, image_shape: tuple[int, int, int], sigma: float) -> Likelihood:
+def build_likelihood(
+    name: str, image_shape: tuple[int, int, int], sigma: float, mixtures: int = 10
+) -> Likelihood:
+    """The likelihood ``name`` for images of ``image_shape``; ``sigma`` is read by the
+    Gaussians, ``mixtures`` (logistic components per pixel) by ``dmol``."""
     if name not in LIKELIHOODS:
-        raise VaelabError(f"--likelihood: unknown {name!r}; valid: {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](image_shape, sigma)
+        raise unknown_name("--likelihood", name, LIKELIHOODS)
+    return LIKELIHOODS[name](image_shape, sigma, mixtures)

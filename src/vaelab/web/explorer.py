@@ -1,0 +1,205 @@
+"""What the explorer page asks of a trained model, as plain Python (no HTTP here).
+
+Each operation is a thin call to the library's free functions (``explore``, ``generate``,
+``samplers``, ``labels``, ``complete``) on a model loaded by ``vaelab.load``; images come
+back as floats in [0, 1], ``(N, C, H, W)`` on the CPU. One lock serializes the model: the
+server answers requests on threads, and a conditional model keeps the label of its last
+``encode`` as the context of the next ``decode`` (``CVAE.context_y``), as the seeds do.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from vaelab.complete import METHODS as COMPLETIONS
+from vaelab.complete import complete
+from vaelab.data import ImageData
+from vaelab.errors import VaelabError
+from vaelab.explore import (
+    INTERPOLATIONS,
+    decode_mean,
+    dim_scores,
+    interpolate,
+    latent_means,
+    prior_std,
+    top_dims,
+)
+from vaelab.generate import similar
+from vaelab.labels import sample_class
+from vaelab.samplers import sample_images
+from vaelab.train.batches import binarize_fixed, eval_images, to_unit
+from vaelab.web.latentmap import LatentMap
+
+
+class Explorer:
+    """A loaded model with the test images of its map, their codes and the ranked dimensions.
+
+    ``limit`` test images (the first ones) make the map; ``dims`` of the most-used latent
+    dimensions (``explore.dim_scores``: KL per dimension, else activity) get sliders.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int = 2000,
+        dims: int = 8, seed: int = 0,
+    ) -> None:  # fmt: skip
+        if not getattr(model, "on_images", True):
+            raise VaelabError("serve: an M1+M2 run models M1's features, not images; serve M1")
+        if limit < 2:
+            raise VaelabError(f"--limit: must be at least 2, got {limit}")
+        self.model, self.lock = model, threading.Lock()
+        cfg = model.config
+        self.image_shape: tuple[int, int, int] = tuple(model.image_shape)
+        self.images = eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed)
+        self.labels = data.test_y[: len(self.images)] if data.test_y is not None else None
+        self.dataset = data.name
+        self.class_names = list(data.class_names or [])
+        self.is_ae = cfg.model.model == "ae"  # no posterior spread, no prior to sample from
+        self.conditional = bool(getattr(model, "uses_labels", False))
+        if self.conditional and not self.class_names:
+            self.class_names = [str(i) for i in range(model.num_classes)]
+        z = latent_means(model, self.images)
+        self.map = LatentMap.fit(z, method, seed)
+        try:
+            self.scores, self.measure = dim_scores(model, self.images)
+        except VaelabError:  # a plain autoencoder: how much each code coordinate varies
+            self.scores, self.measure = z.var(0), "activity"
+        self.dims = top_dims(self.scores, dims)
+        # Slider span per dimension: the prior's std (as vaelab traverse), or the codes' own.
+        self.scale = z.std(0) if self.is_ae else prior_std(model).cpu()
+
+    # ---- what the page needs to draw itself -------------------------------------------
+    def info(self, run_name: str) -> dict[str, Any]:
+        """Everything the page shows before any request: the map, dimensions, features."""
+        m, shape = self.map, self.image_shape
+        return {
+            "run": run_name,
+            "dataset": self.dataset,
+            "model": self.model.config.model.model,
+            "image_shape": list(shape),
+            "latent_dim": int(self.map.z.shape[1]),
+            "map": {
+                "kind": m.kind,
+                "prefix": m.prefix,
+                "points": [[round(float(u), 5), round(float(v), 5)] for u, v in m.coords],
+                "labels": None if self.labels is None else self.labels.tolist(),
+            },
+            "class_names": self.class_names,
+            "dims": [
+                {
+                    "index": d,
+                    "score": round(float(self.scores[d]), 4),
+                    "scale": float(self.scale[d]),
+                }
+                for d in self.dims
+            ],
+            "measure": self.measure,
+            "interpolations": list(INTERPOLATIONS),
+            "completions": sorted(COMPLETIONS),
+            "features": {
+                "labels": self.labels is not None,
+                "conditional": self.conditional,
+                "sample": not self.is_ae,
+                "similar": not self.is_ae,
+                "complete": not self.is_ae,
+            },
+        }
+
+    def check_index(self, i: int) -> int:
+        if not 0 <= i < len(self.images):
+            raise VaelabError(f"index {i}: the map holds test images 0..{len(self.images) - 1}")
+        return i
+
+    def test_image(self, i: int) -> torch.Tensor:
+        """Test image ``i`` as the model sees it (binarized if the run binarizes), uint8."""
+        return self.images[self.check_index(i)]
+
+    def prepare_upload(self, x: torch.Tensor) -> torch.Tensor:
+        """An uploaded uint8 image ``(C, H, W)`` as the model sees images (as ``vaelab similar
+        --image`` does: binarized with a fixed draw when the run binarizes)."""
+        if self.model.config.data.binarize != "none":
+            x = binarize_fixed(x.unsqueeze(0), self.model.config.train.seed)[0]
+        return x
+
+    def nearest(self, z: torch.Tensor) -> int:
+        """Index of the test image whose code is closest to ``z`` ``(D,)``."""
+        return int(((self.map.z - z.double()) ** 2).sum(1).argmin())
+
+    @contextmanager
+    def _label(self, label: int | None):
+        """Hold the model; for a conditional model, decode label-less z as class ``label``."""
+        with self.lock:
+            if self.conditional:
+                device = next(self.model.parameters()).device
+                self.model.context_y = torch.tensor([label or 0], device=device)
+            yield
+
+    def check_label(self, label: int | None) -> int | None:
+        if label is None:
+            return None
+        if not self.conditional:
+            raise VaelabError("label: this run's model is not conditioned on labels")
+        if not 0 <= label < len(self.class_names):
+            raise VaelabError(f"label {label}: expected a class 0..{len(self.class_names) - 1}")
+        return label
+
+    def check_feature(self, name: str) -> None:
+        if self.is_ae:
+            raise VaelabError(f"{name}: a plain autoencoder has no posterior or prior for this")
+
+    # ---- operations --------------------------------------------------------------------
+    def in_support(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` clamped to the prior's support (Gamma/Beta latents, as ``vaelab traverse``
+        does): a slider or a map point may reach past it."""
+        bounds = getattr(self.model.prior, "bounds", None)
+        return z.clamp(*bounds) if bounds else z
+
+    def decode(self, z: torch.Tensor, label: int | None = None) -> torch.Tensor:
+        """The mean of p(x|z) for one latent ``z`` ``(D,)`` (in the support); ``(C, H, W)``."""
+        with self._label(self.check_label(label)):
+            return decode_mean(self.model, z[None])[0]
+
+    def sample(
+        self, n: int, temperature: float, seed: int, label: int | None = None
+    ) -> torch.Tensor:
+        """``n`` decoded prior draws at ``temperature`` (of class ``label`` for a CVAE/M2).
+        The same seed gives the same noise, so moving the temperature rescales the same draws."""
+        self.check_feature("sample")
+        label = self.check_label(label)
+        with self.lock:
+            torch.manual_seed(seed)
+            if label is not None:
+                return sample_class(self.model, n, label, temperature).cpu()
+            return sample_images(self.model, n, "prior", temperature).cpu()
+
+    def similar(self, x: torch.Tensor, n: int, spread: float, seed: int) -> torch.Tensor:
+        """Decodings of z = mu(x) + spread * sigma(x) * eps for a uint8 image ``x``."""
+        self.check_feature("similar")
+        with self.lock:
+            return similar(self.model, x, n, spread, seed=seed).cpu()
+
+    def interpolate(
+        self, a: int, b: int, steps: int, method: str, label: int | None = None
+    ) -> torch.Tensor:
+        """Decodings along the path between test images ``a`` and ``b``'s codes."""
+        if method not in INTERPOLATIONS:
+            raise VaelabError(f"method: unknown {method!r}; valid: {', '.join(INTERPOLATIONS)}")
+        x0, x1 = self.test_image(a), self.test_image(b)
+        with self._label(self.check_label(label)):
+            return interpolate(self.model, x0, x1, steps, method)
+
+    def complete(
+        self, i: int, missing: torch.Tensor, n: int, steps: int, method: str, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Completions ``(n, C, H, W)`` of test image ``i`` with ``missing`` pixels (bool
+        ``(C, H, W)``, True = missing); also the observed image (missing shown mid-grey)
+        and the Metropolis acceptance rate (None for pseudo-Gibbs)."""
+        self.check_feature("complete")
+        x = to_unit(self.test_image(i)[None])
+        with self.lock:
+            result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed)
+        observed = torch.where(missing, torch.full_like(x[0], 0.5), x[0])
+        return observed, result.images[0].cpu(), result.acceptance
