@@ -54,3 +54,19 @@ def test_zero_sizes_rejected(key):
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))
 def test_shipped_configs_load_and_validate(path):
     validate(load_config(path))
+
+
+def test_model_is_a_field_as_well_as_a_section(tmp_path):
+    # `model: deep` (flat) names the model; `model: {latent_dim: 5}` is the section.
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("model: deep\nlatent_dim: 7\n")
+    cfg = load_config(flat)
+    assert cfg.model.model == "deep" and cfg.model.latent_dim == 7
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model: {model: cvae, latent_dim: 5}\ntrain: {epochs: 3}\n")
+    cfg = load_config(nested)
+    assert (cfg.model.model, cfg.model.latent_dim, cfg.train.epochs) == ("cvae", 5, 3)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: 3\n")
+    with pytest.raises(VaelabError, match="section 'train' must be a mapping"):
+        load_config(bad)

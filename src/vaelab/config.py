@@ -209,15 +209,20 @@ def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Co
 
 
 def _flatten(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Nested sections merged into one flat mapping. ``model`` is both a section and a field
+    (``--model deep``): a mapping under it is the section, any other value is the field."""
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key in SECTIONS and isinstance(value, dict):
             flat.update(value)
-        elif key in SECTIONS:
+        elif key in SECTIONS and key not in _FIELD_NAMES:
             raise VaelabError(f"{source}: section {key!r} must be a mapping")
         else:
             flat[key] = value
     return flat
+
+
+_FIELD_NAMES = frozenset(f.name for cls in SECTIONS.values() for f in fields(cls))
 
 
 def load_config(path: str | Path, base: Config | None = None) -> Config:
