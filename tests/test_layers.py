@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
 
 # From the bottom up (DESIGN.md "Layers"); the first matching prefix decides.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("vaelab.errors", "vaelab.config", "vaelab.version")),
+    ("base", ("vaelab.errors", "vaelab.config", "vaelab.version", "vaelab.runs")),
     ("data", ("vaelab.data",)),
     ("parts", ("vaelab.nn", "vaelab.likelihoods", "vaelab.latents", "vaelab.priors")),
     ("models", ("vaelab.models",)),
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "vaelab.gradvar",
         ),
     ),
-    ("api", ("vaelab.api",)),
+    ("api", ("vaelab.api", "vaelab.api_pictures", "vaelab.api_studies")),
     ("cli", ("vaelab.cli", "vaelab.web", "vaelab.__main__", "vaelab")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}

@@ -14,18 +14,32 @@ __all__ = [
     "TrainConfig",
     "VaelabError",
     "__version__",
+    "ae_vs_vae",
+    "classify",
+    "compare",
+    "complete",
     "evaluate",
+    "gradvar",
+    "interpolate",
+    "latent_plot",
     "load",
+    "open_run",
+    "reconstruct",
+    "report",
+    "sample",
     "serve",
+    "similar",
     "train",
+    "traverse",
 ]
 
 
 def _api_function(name: str, module_name: str = "vaelab.api") -> property:
     """``vaelab.NAME`` is ``vaelab.api.NAME``, imported on first use: the API imports torch
-    (a second or more), which ``vaelab --help`` must not pay for. ``train`` is also the name
-    of the training subpackage, and importing a submodule rebinds the parent's attribute;
-    the setter ignores that, so ``vaelab.train`` stays the function."""
+    (a second or more), which ``vaelab --help`` must not pay for. ``train``, ``evaluate``,
+    ``classify``, ``complete``, ``gradvar`` and ``report`` are also names of submodules,
+    and importing a submodule rebinds the parent's attribute; the setter ignores that, so
+    ``vaelab.NAME`` stays the function (``from vaelab.report import ...`` still works)."""
 
     def get(module: types.ModuleType) -> object:
         import importlib  # deferred: the reason this property exists
@@ -36,10 +50,24 @@ def _api_function(name: str, module_name: str = "vaelab.api") -> property:
 
 
 class _Package(types.ModuleType):
+    # One function per CLI command (vaelab/cli), plus load and open_run.
+    ae_vs_vae = _api_function("ae_vs_vae")
+    classify = _api_function("classify")
+    compare = _api_function("compare")
+    complete = _api_function("complete")
     evaluate = _api_function("evaluate")
+    gradvar = _api_function("gradvar")
+    interpolate = _api_function("interpolate")
+    latent_plot = _api_function("latent_plot")
     load = _api_function("load")
+    open_run = _api_function("open_run")
+    reconstruct = _api_function("reconstruct")
+    report = _api_function("report")
+    sample = _api_function("sample")
     serve = _api_function("serve", "vaelab.web")
+    similar = _api_function("similar")
     train = _api_function("train")
+    traverse = _api_function("traverse")
 
 
 sys.modules[__name__].__class__ = _Package

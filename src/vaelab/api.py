@@ -20,13 +20,25 @@ from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
+from vaelab.runs import Run
 from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data
 from vaelab.train.run import CONFIG, resolve_device
 
-__all__ = ["classify", "complete", "evaluate", "load", "load_test_images", "train"]
+__all__ = [
+    "Run",
+    "as_run",
+    "classify",
+    "complete",
+    "evaluate",
+    "load",
+    "load_test_images",
+    "open_run",
+    "prepared_test_images",
+    "train",
+]  # fmt: skip  (and, through __getattr__ below, the other commands' functions)
 
 
 def train(
@@ -54,33 +66,57 @@ def train(
     return fit(config, out, resume=resume, overwrite=overwrite)
 
 
-def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """The trained model of a run folder, in eval mode, on ``device``.
-
-    The model gets two attributes: ``config`` (the run's Config) and ``run_info`` (dataset
-    name, image shape, class names). Nothing is unpickled: weights come from safetensors.
-    """
-    run = Path(run)
-    if not run.is_dir():
-        raise VaelabError(f"{run}: no such run folder")
-    ckpt = load_checkpoint(run / CHECKPOINT)
-    config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
+def open_run(run: str | Path | Run, device: str = "cpu") -> Run:
+    """A run folder as a :class:`Run`: its model (eval mode, on ``device``), Config,
+    checkpoint info (dataset name, image shape, class names) and folder. Nothing is
+    unpickled: weights come from safetensors, the rest from JSON."""
+    if isinstance(run, Run):
+        return run
+    folder = Path(run)
+    if not folder.is_dir():
+        raise VaelabError(f"{folder}: no such run folder")
+    ckpt = load_checkpoint(folder / CHECKPOINT)
+    config = config_from_dict(ckpt.info["config"], str(folder / CHECKPOINT))
     model = build_model(config.model, tuple(ckpt.info["image_shape"]))
     model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     model = model.to(resolve_device(device)).eval()
-    model.config = config
-    model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}
-    model.run_dir = run  # where per-run artefacts (e.g. a fitted GMM sampler) are kept
-    return model
+    info = {k: v for k, v in ckpt.info.items() if k != "config"}
+    # Transitional: modules below the API (report, explore, classify, samplers, web...)
+    # still read these from the model; they go once each takes the Run or its fields.
+    model.config, model.run_info, model.run_dir = config, info, folder
+    return Run(model, config, info, folder)
 
 
-def load_test_images(model: torch.nn.Module, data: ImageData | None = None) -> ImageData:
+def load(run: str | Path | Run, device: str = "cpu") -> torch.nn.Module:
+    """The trained model of a run folder, in eval mode, on ``device`` (``open_run(run).model``;
+    use :func:`open_run` for its config, dataset info and folder as well)."""
+    return open_run(run, device).model
+
+
+def as_run(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> Run:
+    """A run path, a :class:`Run`, or a model returned by :func:`load`, as a Run."""
+    if isinstance(run, torch.nn.Module):  # a model from load(): its run rides on it for now
+        return Run(run, run.config, run.run_info, getattr(run, "run_dir", None))
+    return open_run(run, device)
+
+
+def load_test_images(
+    run: str | Path | Run | torch.nn.Module, data: ImageData | None = None
+) -> ImageData:
     """The run's dataset (reloaded from its config) for commands that need test images."""
-    return data or load_data(model.config)
+    return data or load_data(as_run(run).config)
+
+
+def prepared_test_images(run: str | Path | Run | torch.nn.Module) -> torch.Tensor:
+    """The run's test images, uint8 ``(N, C, H, W)``, binarized as the model is evaluated."""
+    run = as_run(run)
+    return eval_images(
+        load_test_images(run).test_x, run.config.data.binarize, run.config.train.seed
+    )
 
 
 def evaluate(
-    run_or_model: str | Path | torch.nn.Module,
+    run_or_model: str | Path | Run | torch.nn.Module,
     samples: int = 1000,
     limit: int | None = None,
     data: ImageData | None = None,
@@ -94,25 +130,26 @@ def evaluate(
     """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluate.nll);
     with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
     sample metrics per sampler (see vaelab.evaluate.extras)."""
-    model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
+    run = as_run(run_or_model)
+    model, config = run.model, run.config
     if samples < 1:
         raise VaelabError(f"--samples: must be at least 1, got {samples}")
-    if model.config.model.model == "ae":
+    if config.model.model == "ae":
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not getattr(model, "on_images", True):
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
             "and use vaelab classify for the labels"
         )
-    data = load_test_images(model, data)
+    data = load_test_images(run, data)
     x = data.test_x[:limit] if limit else data.test_x
-    x = eval_images(x, model.config.data.binarize, model.config.train.seed)
+    x = eval_images(x, config.data.binarize, config.train.seed)
     result = evaluate_model(model, x, samples=samples)
     if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
     if extras:
-        run_dir = getattr(model, "run_dir", None)
+        run_dir = run.folder
         result.update(
             extra_metrics(
                 model, data, x, quality=quality, samplers=tuple(samplers),
@@ -123,9 +160,9 @@ def evaluate(
 
 
 def classify(
-    run_or_model: str | Path | torch.nn.Module, limit: int | None = None,
+    run_or_model: str | Path | Run | torch.nn.Module, limit: int | None = None,
     baseline: bool = False, baseline_steps: int = 2000, data: ImageData | None = None,
-    label_control: int = 0,
+    label_control: int = 0, *, seed: int = 0, device: str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """Test accuracy, error and confusion matrix of an m2/cvae run; with ``baseline`` also of
     the same classifier network trained on the run's labels alone; with ``label_control``
@@ -133,13 +170,13 @@ def classify(
     (vaelab.classify)."""
     from vaelab.classify import evaluate_classifier
 
-    model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
-    return evaluate_classifier(model, load_test_images(model, data), limit, baseline,
-                               baseline_steps, label_samples=label_control)  # fmt: skip
+    run = as_run(run_or_model, device)
+    return evaluate_classifier(run.model, load_test_images(run, data), limit, baseline,
+                               baseline_steps, seed=seed, label_samples=label_control)  # fmt: skip
 
 
 def complete(
-    run_or_model: str | Path | torch.nn.Module,
+    run_or_model: str | Path | Run | torch.nn.Module,
     x: torch.Tensor,
     mask: str | torch.Tensor | None = None,
     **options: Any,
@@ -151,7 +188,26 @@ def complete(
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 
-    model = run_or_model if isinstance(run_or_model, torch.nn.Module) else load(run_or_model)
+    model = as_run(run_or_model).model
     if isinstance(mask, str):
         mask = make_mask(mask, model.image_shape, options.get("seed") or 0)
     return run_chains(model, x, mask, **options).images
+
+
+# The other commands' functions live in two sibling modules that import this one; module
+# __getattr__ makes them vaelab.api.NAME as well without an import cycle at load time.
+_ELSEWHERE = {
+    **dict.fromkeys(
+        ("interpolate", "latent_plot", "reconstruct", "report", "sample", "similar", "traverse"),
+        "vaelab.api_pictures",
+    ),
+    **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api_studies"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ELSEWHERE:
+        raise AttributeError(f"module 'vaelab.api' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_ELSEWHERE[name]), name)

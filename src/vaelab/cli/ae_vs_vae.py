@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime
 from pathlib import Path
 
 from vaelab.cli.names import registry_names
-from vaelab.errors import VaelabError
 
 HELP = "train (or take) an AE and a VAE with a 2-D latent and compare their latent spaces"
 
@@ -34,29 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaelab.aevae import compare, train_pair
-    from vaelab.api import load, load_test_images
-    from vaelab.plots import save_figure
-    from vaelab.train.run import prepare_run_dir
+    from vaelab.api_studies import ae_vs_vae
 
-    if (args.ae is None) != (args.vae is None):
-        raise VaelabError("--ae and --vae: give both existing runs, or neither to train them")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = prepare_run_dir(Path(args.out or f"runs/{stamp}-ae-vs-vae"), resume=False,
-                          overwrite=args.overwrite)  # fmt: skip
-    if args.ae is None:
-        train_pair(out, dataset=args.dataset, epochs=args.epochs, arch=args.arch,
-                   hidden=args.hidden, seed=args.seed, device=args.device)  # fmt: skip
-        args.ae, args.vae = out / "ae", out / "vae"
-    ae, vae = load(args.ae, args.device), load(args.vae, args.device)
-    if ae.config.model.model != "ae" or vae.config.model.model == "ae":
-        raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
-    data = load_test_images(vae)
-    fig, result = compare(ae, vae, data, args.points, args.grid, args.seed, args.judge)
-    result.update(ae_run=str(args.ae), vae_run=str(args.vae))
-    png = save_figure(fig, out / "ae-vs-vae.png")
-    (out / "ae-vs-vae.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {png} and {out / 'ae-vs-vae.json'}")
+    result = ae_vs_vae(
+        args.ae, args.vae, out=args.out, dataset=args.dataset, epochs=args.epochs,
+        arch=args.arch, hidden=args.hidden, points=args.points, grid=args.grid,
+        judge=args.judge, seed=args.seed, device=args.device, overwrite=args.overwrite,
+    )  # fmt: skip
+    out = Path(result["out"])
+    print(f"wrote {out / 'ae-vs-vae.png'} and {out / 'ae-vs-vae.json'}")
     print(f"well-formed decodings of {args.points} uniform points per bounding box "
           f"({result['criterion']}): autoencoder {result['ae']['well_formed']:.1%}, "
           f"VAE {result['vae']['well_formed']:.1%}")  # fmt: skip

@@ -50,15 +50,13 @@ def label_control_path(args: argparse.Namespace, confusion: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.api import load, load_test_images
-    from vaelab.classify import evaluate_classifier, save_confusion
+    from vaelab.api import classify
+    from vaelab.classify import save_confusion
 
     json_path = new_file("--json", args.json, args.overwrite) if args.json else None
-    model = load(args.run, args.device)
-    data = load_test_images(model)
-    result = evaluate_classifier(
-        model, data, args.limit, args.baseline, args.baseline_steps, seed=args.seed,
-        label_samples=args.label_control,
+    result = classify(
+        args.run, args.limit, args.baseline, args.baseline_steps,
+        label_control=args.label_control, seed=args.seed, device=args.device,
     )  # fmt: skip
     path = save_confusion(
         torch.tensor(result["confusion"]), result["class_names"],

@@ -8,12 +8,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from vaelab.errors import VaelabError
-
-if TYPE_CHECKING:  # this module runs for every --help, which must not import torch
-    import torch
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -80,15 +76,18 @@ def add_out_arguments(parser: argparse.ArgumentParser, default_name: str) -> Non
 OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
 
 
-def output_path(args: argparse.Namespace, default_name: str) -> Path:
+def output_path(args: argparse.Namespace, default_name: str, mkdir: bool = True) -> Path:
     """Where to write: an explicit --out must not exist (unless --overwrite); by default
     RUN/outputs/NAME, numbered (NAME-2, NAME-3...) instead of replacing an earlier result,
-    so a command's picture is never mistaken for training's (RUN/samples.png)."""
+    so a command's picture is never mistaken for training's (RUN/samples.png). With
+    ``mkdir=False`` the folder is left to the API function, which makes it only once its
+    inputs are valid and the picture is drawn."""
     if args.out:
         path = new_file("--out", args.out, args.overwrite)
     else:
         path = numbered(Path(args.run) / OUTPUTS / default_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -113,12 +112,3 @@ def positive(flag: str, value: int) -> int:
     if value < 1:
         raise VaelabError(f"{flag}: must be at least 1, got {value}")
     return value
-
-
-def test_images(model: torch.nn.Module) -> torch.Tensor:
-    """The run's test images (uint8, as the model is evaluated on them)."""
-    from vaelab.api import load_test_images
-    from vaelab.train.batches import eval_images
-
-    data = load_test_images(model)
-    return eval_images(data.test_x, model.config.data.binarize, model.config.train.seed)

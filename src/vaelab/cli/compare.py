@@ -36,10 +36,10 @@ def _out_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaelab.evaluate.compare import compare
+    from vaelab.api_studies import compare
 
     path = _out_path(args)
-    result = compare(args.runs, path)
+    result = compare(args.runs, path, overwrite=True)  # _out_path checked it
     print(result["markdown"], end="")
     print(f"wrote {path}, {path.with_suffix('.md')}, {path.with_suffix('.json')}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, test_images
+from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
 from vaelab.cli.names import registry_names
 from vaelab.errors import VaelabError
 
@@ -59,7 +59,9 @@ def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
 
     c, h, w = model.image_shape
     if args.input is None:
-        x = test_images(model)
+        from vaelab.api import prepared_test_images
+
+        x = prepared_test_images(model)
         i = args.index or 0
         if not 0 <= i < len(x):
             raise VaelabError(f"--index {i}: the test set has {len(x)} images")

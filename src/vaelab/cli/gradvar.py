@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path, positive
 from vaelab.errors import VaelabError
@@ -31,54 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vaelab.api import load, load_test_images
-    from vaelab.gradvar import (
-        during_training,
-        format_table,
-        gradient_stats,
-        plot_over_training,
-        plot_stats,
-    )
-    from vaelab.models import build_model
-    from vaelab.train.batches import eval_images, to_unit
+    from vaelab.api_studies import gradvar
+    from vaelab.gradvar import format_table
 
     for flag in ("draws", "batch_size", "samples"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
     if args.during_training < 0:
         raise VaelabError(f"--during-training: must be >= 0, got {args.during_training}")
     names = [n for n in args.estimators.split(",") if n] if args.estimators else None
-    model = load(args.run, args.device)
-    path = output_path(args, "gradvar.png")
-    data = load_test_images(model)
-    if args.during_training:
-        config = model.config
-        rows = during_training(
-            config, data, args.during_training, names, args.draws, args.batch_size, args.samples
-        )
-        for r in rows:
-            print(f"after epoch {r['epoch']} (test ELBO {r['test_elbo']:.2f}):")
-            print(format_table(r["stats"]))
-        plot_over_training(rows, path)
-        result = {"mode": "during-training", "rows": rows}
-    else:
-        if args.init:
-            torch.manual_seed(args.seed)
-            fresh = build_model(model.config.model, model.image_shape).to(model.device)
-            fresh.config, fresh.run_info = model.config, model.run_info
-            model = fresh
-        x = eval_images(data.test_x[: args.batch_size], model.config.data.binarize,
-                        model.config.train.seed)  # fmt: skip
-        x = to_unit(x).to(model.device)
-        stats = gradient_stats(model, x, names, args.draws, args.samples, seed=args.seed)
-        print(format_table(stats))
-        state = "at initialisation" if args.init else "trained"
-        plot_stats(stats, path, f"{args.draws} gradient estimates on {len(x)} images ({state})")
-        result = {"mode": "init" if args.init else "trained", "stats": stats}
-    result.update(run=str(args.run), draws=args.draws, batch_size=args.batch_size,
-                  samples=args.samples)  # fmt: skip
-    json_path = path.with_suffix(".json")
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}\nwrote {json_path}")
+    path = output_path(args, "gradvar.png", mkdir=False)
+    result = gradvar(
+        args.run, names, args.draws, args.batch_size, args.samples, init=args.init,
+        during_training=args.during_training, seed=args.seed, device=args.device, out=path,
+        overwrite=True,
+    )  # fmt: skip
+    for r in result.get("rows", []):
+        print(f"after epoch {r['epoch']} (test ELBO {r['test_elbo']:.2f}):")
+        print(format_table(r["stats"]))
+    if "stats" in result:
+        print(format_table(result["stats"]))
+    print(f"wrote {path}\nwrote {path.with_suffix('.json')}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from vaelab.cli.common import (
     add_out_arguments,
@@ -13,9 +12,6 @@ from vaelab.cli.common import (
     positive,
 )
 from vaelab.cli.names import registry_names
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 HELP = "scatter the test set's latent means (PCA/t-SNE above 2-D); 2-D: the decoded manifold"
 
@@ -31,35 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_arguments(parser, "latent.png")
 
 
-def manifold_figure(model, n: int) -> Figure:
-    """Decodings over an n x n grid of the prior's quantiles, on labelled z axes."""
-    from matplotlib.figure import Figure
-
-    from vaelab.explore import prior_quantile_grid
-    from vaelab.plots import image_panel
-
-    tiles, q = prior_quantile_grid(model, n)
-    fig = Figure(figsize=(8, 8), layout="constrained")
-    dx, dy = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
-    extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
-    title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
-    image_panel(fig.add_subplot(), tiles, n, extent, title)
-    return fig
-
-
 def run(args: argparse.Namespace) -> int:
-    from vaelab.api import load, load_test_images
-    from vaelab.explore import latent_plot
-    from vaelab.plots import save_figure
+    from vaelab.api_pictures import latent_plot
 
-    model = load(args.run, args.device)
-    data = load_test_images(model)
     limit = positive("--limit", args.limit) if args.limit is not None else None
-    fig, coords, _ = latent_plot(model, data, args.method, limit, args.seed)
-    path = save_figure(fig, output_path(args, "latent.png"))
-    print(f"wrote {path} ({len(coords)} test images)")
-    if model.latent_dim == 2 and model.config.model.model != "ae":  # an AE has no p(z)
-        mpath = numbered(path.with_name("manifold.png"))
-        save_figure(manifold_figure(model, positive("--grid", args.grid)), mpath)
+    path = output_path(args, "latent.png", mkdir=False)
+    mpath = numbered(path.with_name("manifold.png"))
+    result = latent_plot(
+        args.run, args.method, limit, positive("--grid", args.grid), seed=args.seed,
+        device=args.device, out=path, manifold_out=mpath, overwrite=True,
+    )  # fmt: skip
+    print(f"wrote {path} ({len(result['coords'])} test images)")
+    if result["manifold"] is not None:
         print(f"wrote {mpath}")
     return 0

@@ -9,7 +9,6 @@ from vaelab.cli.common import (
     add_run_argument,
     output_path,
     positive,
-    test_images,
 )
 
 HELP = "show test images beside their reconstructions as a PNG grid"
@@ -23,20 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from vaelab.api_pictures import reconstruct
 
-    from vaelab.api import load
-    from vaelab.generate import reconstruct
-    from vaelab.plots import save_grid
-    from vaelab.train.batches import to_unit
-
-    model = load(args.run, args.device)
-    x = test_images(model)[args.start : args.start + positive("-n", args.n)]
-    recon = reconstruct(model, x).cpu()
-    row = min(len(x), 16)
-    chunks = [
-        t for i in range(0, len(x), row) for t in (to_unit(x[i : i + row]), recon[i : i + row])
-    ]
-    path = save_grid(torch.cat(chunks), output_path(args, "reconstruct.png"), nrow=row)
+    positive("-n", args.n)
+    path = output_path(args, "reconstruct.png", mkdir=False)
+    reconstruct(args.run, args.n, args.start, device=args.device, out=path, overwrite=True)
     print(f"wrote {path}")
     return 0

@@ -15,10 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaelab.api import load
-    from vaelab.report import write_report
+    from vaelab.api_pictures import report
 
-    model = load(args.run, args.device)
-    path = write_report(args.run, output_path(args, "report.html"), model=model, seed=args.seed)
+    path = report(args.run, output_path(args, "report.html"), seed=args.seed, device=args.device)
     print(f"wrote {path}")
     return 0

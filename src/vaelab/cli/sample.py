@@ -7,7 +7,6 @@ import argparse
 from vaelab.cli.common import add_out_arguments, add_run_argument, output_path
 from vaelab.cli.names import registry_names
 from vaelab.config import coerce
-from vaelab.errors import VaelabError
 
 HELP = "draw images from the prior and decode them into a PNG grid"
 
@@ -38,29 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vaelab.api import load
-    from vaelab.generate import sample
-    from vaelab.labels import label_samples
-    from vaelab.plots import save_grid
-    from vaelab.samplers import sample_with
+    from vaelab.api_pictures import sample
 
-    model = load(args.run, args.device)
-    nrow = None
+    temps = None
     if args.group_temperature is not None:
-        if args.sampler != "prior" or args.label is not None:
-            raise VaelabError("--group-temperature: draws every group from the prior; drop "
-                              "--sampler and --label")  # fmt: skip
         temps = coerce(args.group_temperature, tuple[float, ...], "--group-temperature")
-        images = sample(model, args.n, temps, seed=args.seed).cpu()
-    elif args.label is not None:
-        if args.sampler != "prior":
-            raise VaelabError("--label: draws z from the prior; drop --sampler")
-        images, nrow = label_samples(model, args.n, args.label, args.temperature, args.seed)
-    else:
-        images = sample_with(
-            model, args.n, args.sampler, args.temperature, args.components, seed=args.seed
-        ).cpu()
-    path = save_grid(images, output_path(args, "sample.png"), nrow=nrow)
+    path = output_path(args, "sample.png", mkdir=False)
+    images = sample(
+        args.run, args.n, temperature=args.temperature, group_temperature=temps,
+        sampler=args.sampler, components=args.components, label=args.label, seed=args.seed,
+        device=args.device, out=path, overwrite=True,  # output_path checked it
+    )  # fmt: skip
     print(f"wrote {path}")
     if args.npy:
         np.save(args.npy, images.numpy())

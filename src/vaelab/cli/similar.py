@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from vaelab.cli.common import (
     add_out_arguments,
     add_run_argument,
     output_path,
     positive,
-    test_images,
 )
-from vaelab.errors import VaelabError
-
-if TYPE_CHECKING:
-    import torch
 
 HELP = "decode several images that resemble a given one (first tile: the input)"
 
@@ -32,43 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_arguments(parser, "similar.png")
 
 
-def read_image(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
-    """An image file as uint8 ``(C, H, W)`` in the model's channels and size."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    c, h, w = shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise VaelabError(f"--image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VaelabError(f"--image {path}: not a readable image ({exc})") from None
-    return torch.from_numpy(array.copy()).reshape(h, w, c).permute(2, 0, 1).contiguous()
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from vaelab.api_pictures import similar
 
-    from vaelab.api import load
-    from vaelab.generate import similar
-    from vaelab.plots import save_grid
-    from vaelab.train.batches import binarize_fixed, to_unit
-
-    model = load(args.run, args.device)
-    if args.image:
-        x = read_image(args.image, model.run_info["image_shape"])
-        if model.config.data.binarize != "none":
-            x = binarize_fixed(x.unsqueeze(0), args.seed)[0]
-    else:
-        images = test_images(model)
-        if not 0 <= args.index < len(images):
-            raise VaelabError(f"--index: must be in [0, {len(images) - 1}], got {args.index}")
-        x = images[args.index]
-    out = similar(model, x, positive("-n", args.n), args.spread, seed=args.seed).cpu()
-    path = save_grid(torch.cat([to_unit(x.unsqueeze(0)), out]), output_path(args, "similar.png"))
+    positive("-n", args.n)
+    path = output_path(args, "similar.png", mkdir=False)
+    image = args.image if args.image else args.index
+    similar(args.run, image, args.n, args.spread, seed=args.seed, device=args.device, out=path,
+            overwrite=True)  # fmt: skip
     print(f"wrote {path}")
     return 0

@@ -9,7 +9,6 @@ from vaelab.cli.common import (
     add_run_argument,
     output_path,
     positive,
-    test_images,
 )
 from vaelab.errors import VaelabError
 
@@ -29,26 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vaelab.api import load
-    from vaelab.explore import dim_scores, top_dims, traverse
-    from vaelab.plots import save_figure, traversal_figure
+    from vaelab.api import open_run
+    from vaelab.api_pictures import traverse
 
     if args.out and len(args.index) > 1:
         raise VaelabError("--out: names one file; give one --index or leave --out unset")
-    model = load(args.run, args.device)
-    images = test_images(model)
-    scores, kind = dim_scores(model, images)
-    dims = top_dims(scores, positive("--dims", args.dims))
-    names = [f"z{d} ({kind} {scores[d]:.2f})" for d in dims]
-    offsets = torch.linspace(-args.span, args.span, max(args.steps, 2)).tolist()
-    print(f"dimensions by {kind}: " + ", ".join(names))
-    for i in args.index:
-        if not 0 <= i < len(images):
-            raise VaelabError(f"--index: must be in [0, {len(images) - 1}], got {i}")
-        grid = traverse(model, images[i], dims, args.steps, args.span)
-        fig = traversal_figure(grid, names, offsets, f"Traversals around test image {i}")
-        path = save_figure(fig, output_path(args, f"traverse-{i}.png"))
+    positive("--dims", args.dims)
+    run = open_run(args.run, args.device)
+    for n, i in enumerate(args.index):
+        path = output_path(args, f"traverse-{i}.png", mkdir=False)
+        result = traverse(run, i, args.dims, args.steps, args.span, out=path, overwrite=True)
+        if n == 0:
+            print(f"dimensions by {result['kind']}: " + ", ".join(result["names"]))
         print(f"wrote {path}")
     return 0

@@ -1,0 +1,248 @@
+"""The picture commands as Python functions: ``vaelab.sample(run, 64)`` and so on.
+
+Each takes a run folder, a :class:`~vaelab.runs.Run` or a model from ``vaelab.load``, plus
+the command's options, and returns what the command draws (float images in [0, 1] on the
+CPU, or figures); with ``out`` it also writes the PNG the command writes. ``vaelab CMD``
+calls these functions (vaelab/cli), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.errors import VaelabError
+from vaelab.plots import save_figure, save_grid
+from vaelab.runs import Run
+from vaelab.train.batches import binarize_fixed, to_unit
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+RunLike = str | Path | Run | torch.nn.Module
+
+
+def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
+    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:
+    """An image file as uint8 ``(C, H, W)`` in the model's channels and size ``shape``."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError:
+        raise VaelabError(f"{flag} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VaelabError(f"{flag} {path}: not a readable image ({exc})") from None
+    return torch.from_numpy(array.copy()).reshape(h, w, c).permute(2, 0, 1).contiguous()
+
+
+def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch.Tensor:
+    """``spec`` as uint8 ``(C, H, W)``: a test-set index if it is an integer (or a string of
+    one), else an image file, binarized with ``seed`` where the run binarizes."""
+    try:
+        index = int(spec)
+    except ValueError:
+        x = read_image(spec, run.image_shape, flag)
+        if run.config.data.binarize != "none":
+            x = binarize_fixed(x.unsqueeze(0), seed)[0]
+        return x
+    images = prepared_test_images(run)
+    if not 0 <= index < len(images):
+        raise VaelabError(f"{flag}: test index must be in [0, {len(images) - 1}], got {index}")
+    return images[index]
+
+
+def sample(
+    run: RunLike, n: int = 64, *, temperature: float = 1.0,
+    group_temperature: Sequence[float] | None = None, sampler: str = "prior",
+    components: int = 10, label: int | str | None = None, seed: int = 0,
+    device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """``n`` images ``(n, C, H, W)``: z from ``sampler`` (the prior, or a GMM fitted to the
+    training latents) scaled by ``temperature``, decoded to the means of p(x|z); ``label``
+    (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead."""
+    from vaelab.generate import sample as draw
+    from vaelab.labels import label_samples
+    from vaelab.samplers import sample_with
+
+    run, nrow = as_run(run, device), None
+    if group_temperature is not None:
+        if sampler != "prior" or label is not None:
+            raise VaelabError("--group-temperature: draws every group from the prior; drop "
+                              "--sampler and --label")  # fmt: skip
+        images = draw(run.model, n, tuple(group_temperature), seed=seed).cpu()
+    elif label is not None:
+        if sampler != "prior":
+            raise VaelabError("--label: draws z from the prior; drop --sampler")
+        images, nrow = label_samples(run.model, n, label, temperature, seed)
+    else:
+        images = sample_with(run.model, n, sampler, temperature, components, seed=seed).cpu()
+    if out is not None:
+        save_grid(images, target(out, overwrite), nrow=nrow)
+    return images
+
+
+def reconstruct(
+    run: RunLike, n: int = 16, start: int = 0, *, device: str = "cpu",
+    out: str | Path | None = None, overwrite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Test images ``start .. start+n`` and their reconstructions (decoded means at
+    z = E_q[z|x]), both ``(n, C, H, W)``; the PNG has rows of 16 inputs above theirs."""
+    from vaelab.generate import reconstruct as decode
+
+    if n < 1:
+        raise VaelabError(f"-n: must be at least 1, got {n}")
+    run = as_run(run, device)
+    x = prepared_test_images(run)[start : start + n]
+    recon = decode(run.model, x).cpu()
+    if out is not None:
+        row = min(len(x), 16)
+        chunks = [t for i in range(0, len(x), row)
+                  for t in (to_unit(x[i : i + row]), recon[i : i + row])]  # fmt: skip
+        save_grid(torch.cat(chunks), target(out, overwrite), nrow=row)
+    return to_unit(x), recon
+
+
+def similar(
+    run: RunLike, image: int | str | Path = 0, n: int = 15, spread: float = 1.0, *,
+    seed: int = 0, device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
+    of z = mu + spread * sigma * eps around its posterior q(z|x)."""
+    from vaelab.generate import similar as around
+
+    if n < 1:
+        raise VaelabError(f"-n: must be at least 1, got {n}")
+    run = as_run(run, device)
+    flag = "--index" if isinstance(image, int) else "--image"
+    x = input_image(run, image, flag, seed)
+    images = torch.cat([to_unit(x.unsqueeze(0)), around(run.model, x, n, spread, seed=seed).cpu()])
+    if out is not None:
+        save_grid(images, target(out, overwrite))
+    return images
+
+
+def interpolate(
+    run: RunLike, source: int | str | Path, target_image: int | str | Path, steps: int = 10,
+    method: str = "both", *, seed: int = 0, device: str = "cpu",
+    out: str | Path | None = None, overwrite: bool = False,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Per method (``linear``, ``spherical`` or ``both``) a row ``(steps + 2, C, H, W)``:
+    the source, ``steps`` decodings along the latent path, the target. The ends are test
+    indices or image files."""
+    from vaelab.explore import INTERPOLATIONS
+    from vaelab.explore import interpolate as path
+
+    run = as_run(run, device)
+    x0 = input_image(run, source, "--from", seed)
+    x1 = input_image(run, target_image, "--to", seed)
+    methods = list(INTERPOLATIONS) if method == "both" else [method]
+    rows = {
+        m: torch.cat([to_unit(x0[None]), path(run.model, x0, x1, steps, m), to_unit(x1[None])])
+        for m in methods
+    }
+    if out is not None:
+        save_grid(torch.cat(list(rows.values())), target(out, overwrite), nrow=steps + 2)
+    return rows
+
+
+def traverse(
+    run: RunLike, index: int = 0, dims: int = 8, steps: int = 9, span: float = 3.0, *,
+    device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Decodings ``(dims * steps, C, H, W)`` around test image ``index``'s posterior mean,
+    one row per latent dimension (those with the most KL, or variance for an AE), offsets
+    linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
+    from vaelab.explore import dim_scores, top_dims
+    from vaelab.explore import traverse as vary
+    from vaelab.plots import traversal_figure
+
+    if dims < 1:
+        raise VaelabError(f"--dims: must be at least 1, got {dims}")
+    run = as_run(run, device)
+    images = prepared_test_images(run)
+    if not 0 <= index < len(images):
+        raise VaelabError(f"--index: must be in [0, {len(images) - 1}], got {index}")
+    scores, kind = dim_scores(run.model, images)
+    chosen = top_dims(scores, dims)
+    names = [f"z{d} ({kind} {scores[d]:.2f})" for d in chosen]
+    offsets = torch.linspace(-span, span, max(steps, 2)).tolist()
+    grid = vary(run.model, images[index], chosen, steps, span)
+    if out is not None:
+        fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}")
+        save_figure(fig, target(out, overwrite))
+    return {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind}
+
+
+def manifold_figure(model: torch.nn.Module, n: int) -> Figure:
+    """Decodings over an n x n grid of the prior's quantiles, on labelled z axes."""
+    from matplotlib.figure import Figure
+
+    from vaelab.explore import prior_quantile_grid
+    from vaelab.plots import image_panel
+
+    tiles, q = prior_quantile_grid(model, n)
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    dx, dy = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
+    extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
+    title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
+    image_panel(fig.add_subplot(), tiles, n, extent, title)
+    return fig
+
+
+def latent_plot(
+    run: RunLike, method: str = "pca", limit: int | None = None, grid: int = 20, *,
+    seed: int = 0, device: str = "cpu", out: str | Path | None = None,
+    manifold_out: str | Path | None = None, overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The test set's latent means scattered (projected by ``method`` above 2-D):
+    ``{figure, coords (N, 2), labels, manifold}``; ``manifold`` is the decoded
+    ``grid x grid`` prior-quantile figure of a 2-D VAE (None otherwise)."""
+    from vaelab.explore import latent_plot as scatter
+
+    if limit is not None and limit < 1:
+        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    if grid < 1:
+        raise VaelabError(f"--grid: must be at least 1, got {grid}")
+    run = as_run(run, device)
+    fig, coords, labels = scatter(run.model, load_test_images(run), method, limit, seed)
+    manifold = None
+    if run.model.latent_dim == 2 and run.config.model.model != "ae":  # an AE has no p(z)
+        manifold = manifold_figure(run.model, grid)
+    if out is not None:
+        save_figure(fig, target(out, overwrite))
+    if manifold is not None and manifold_out is not None:
+        save_figure(manifold, target(manifold_out, overwrite))
+    return {"figure": fig, "coords": coords, "labels": labels, "manifold": manifold}
+
+
+def report(
+    run: str | Path | Run, out: str | Path | None = None, *, seed: int = 0,
+    device: str = "cpu", overwrite: bool = True,
+) -> Path:  # fmt: skip
+    """Write the run's self-contained HTML report (default RUN/report.html, replaced as
+    training replaces it); returns its path."""
+    from vaelab.report import write_report
+
+    run = as_run(run, device)
+    if run.folder is None:
+        raise VaelabError("report: needs a run folder (a Run from open_run, or its path)")
+    if out is not None:
+        out = target(out, overwrite)
+    return write_report(run.folder, out, model=run.model, seed=seed)

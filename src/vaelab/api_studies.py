@@ -1,0 +1,116 @@
+"""The study commands as Python functions: ``vaelab.gradvar``, ``vaelab.ae_vs_vae`` and
+``vaelab.compare``. Each returns the dict the command writes as JSON; with ``out`` it
+also writes the command's files. ``vaelab CMD`` calls these (vaelab/cli)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.api import as_run, load_test_images
+from vaelab.api_pictures import target
+from vaelab.errors import VaelabError
+from vaelab.runs import Run
+from vaelab.train.batches import eval_images, to_unit
+
+
+def gradvar(
+    run: str | Path | Run, estimators: Sequence[str] | None = None, draws: int = 100,
+    batch_size: int = 128, samples: int = 1, *, init: bool = False, during_training: int = 0,
+    seed: int = 0, device: str = "cpu", out: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Per latent-gradient estimator, the variance and SNR of ``draws`` gradient estimates
+    on the first ``batch_size`` test images (vaelab.gradvar): of the trained model, of a
+    fresh one (``init``), or after each of ``during_training`` epochs of a fresh one.
+    With ``out`` (a .png) the chart goes there and the returned dict next to it (.json)."""
+    from vaelab.gradvar import during_training as over_training
+    from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
+    from vaelab.models import build_model
+
+    for flag, value in (("--draws", draws), ("--batch-size", batch_size), ("--samples", samples)):
+        if value < 1:
+            raise VaelabError(f"{flag}: must be at least 1, got {value}")
+    if during_training < 0:
+        raise VaelabError(f"--during-training: must be >= 0, got {during_training}")
+    names = list(estimators) if estimators else None
+    run = as_run(run, device)
+    path = target(out, overwrite) if out is not None else None
+    data = load_test_images(run)
+    if during_training:
+        rows = over_training(run.config, data, during_training, names, draws, batch_size, samples)
+        if path is not None:
+            plot_over_training(rows, path)
+        result: dict[str, Any] = {"mode": "during-training", "rows": rows}
+    else:
+        model = run.model
+        if init:
+            torch.manual_seed(seed)
+            model = build_model(run.config.model, run.image_shape).to(run.device)
+        x = eval_images(data.test_x[:batch_size], run.config.data.binarize,
+                        run.config.train.seed)  # fmt: skip
+        x = to_unit(x).to(run.device)
+        stats = gradient_stats(model, x, names, draws, samples, seed=seed)
+        if path is not None:
+            state = "at initialisation" if init else "trained"
+            plot_stats(stats, path, f"{draws} gradient estimates on {len(x)} images ({state})")
+        result = {"mode": "init" if init else "trained", "stats": stats}
+    result.update(run=str(run.folder), draws=draws, batch_size=batch_size, samples=samples)
+    if path is not None:
+        path.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def ae_vs_vae(
+    ae: str | Path | None = None, vae: str | Path | None = None, *,
+    out: str | Path | None = None, dataset: str = "fashion-mnist", epochs: int = 5,
+    arch: str = "mlp", hidden: str = "512,256", points: int = 1000, grid: int = 15,
+    judge: str | None = None, seed: int = 0, device: str = "cpu", overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Compare the 2-D latent spaces of an autoencoder and a VAE (vaelab.aevae): the share
+    of ``points`` uniform draws per bounding box decoded well-formed, and how much of each
+    box the test codes cover. Without ``ae``/``vae`` trains both into ``out`` first
+    (default runs/<time>-ae-vs-vae); writes out/ae-vs-vae.png and .json."""
+    from datetime import datetime
+
+    from vaelab.aevae import compare, train_pair
+    from vaelab.plots import save_figure
+    from vaelab.train.run import prepare_run_dir
+
+    if (ae is None) != (vae is None):
+        raise VaelabError("--ae and --vae: give both existing runs, or neither to train them")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = prepare_run_dir(Path(out or f"runs/{stamp}-ae-vs-vae"), resume=False,
+                             overwrite=overwrite)  # fmt: skip
+    if ae is None:
+        train_pair(folder, dataset=dataset, epochs=epochs, arch=arch, hidden=hidden,
+                   seed=seed, device=device)  # fmt: skip
+        ae, vae = folder / "ae", folder / "vae"
+    ae_run, vae_run = as_run(ae, device), as_run(vae, device)
+    if ae_run.config.model.model != "ae" or vae_run.config.model.model == "ae":
+        raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
+    data = load_test_images(vae_run)
+    fig, result = compare(ae_run.model, vae_run.model, data, points, grid, seed, judge)
+    result.update(ae_run=str(ae), vae_run=str(vae))
+    save_figure(fig, folder / "ae-vs-vae.png")
+    (folder / "ae-vs-vae.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["out"] = str(folder)
+    return result
+
+
+def compare(
+    runs: Sequence[str | Path], out: str | Path | None = None, *, overwrite: bool = False
+) -> dict[str, Any]:
+    """The evaluations of several runs side by side: ``{header, rows, markdown}``; with
+    ``out`` (a .png) the bar chart there and the table next to it (.md, .json)."""
+    from vaelab.evaluate.compare import compare as table
+
+    if out is not None:
+        if Path(out).suffix.lower() != ".png":
+            raise VaelabError(f"--out {out}: expected a .png path")
+        out = target(out, overwrite)
+    return table(list(runs), out)
