@@ -154,6 +154,7 @@ def evaluate(
             extra_metrics(
                 model, data, x, quality=quality, samplers=tuple(samplers),
                 quality_samples=quality_samples, components=components, run_dir=run_dir,
+                binarize=config.data.binarize, seed=config.train.seed,
             )
         )  # fmt: skip
     return result

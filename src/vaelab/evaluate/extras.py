@@ -32,11 +32,15 @@ def extra_metrics(
     quality_samples: int = 5000,
     components: int = 10,
     run_dir: str | Path | None = None,
+    binarize: str,
+    seed: int,
 ) -> dict[str, Any]:
     """Health and reconstruction on the evaluation images ``x`` (uint8, as the model sees
     them); with ``quality``, sample metrics for each sampler against the first
     ``quality_samples`` raw test images (grey levels: a Bernoulli decoder's means are
-    compared with the images it models, not with one binarized draw of them)."""
+    compared with the images it models, not with one binarized draw of them). ``binarize``
+    and ``seed`` are the run's (``Run.config``): the GMM sampler is fitted on the training
+    images as the model was trained on them."""
     for name in samplers:
         if name not in SAMPLERS:
             raise unknown_name("--sampler", name, SAMPLERS)
@@ -55,9 +59,7 @@ def extra_metrics(
         out["quality_omitted"] = quality_caveat(info["test_accuracy"], len(reference))
         out["quality"] = {}
         # The training images as the model was trained on them (binarized if it was).
-        train_x = train_images(
-            data.train_x, model.config.data.binarize, model.config.train.seed, 20000
-        )
+        train_x = train_images(data.train_x, binarize, seed, 20000)
         for name in samplers:
             options = prepare_sampler(name, model, lambda: train_x, components, run_dir)
             images = sample_images(model, len(reference), name, **options)
