@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from vaelab.api import load, load_test_images
+from vaelab.api import load_test_images, open_run
 from vaelab.complete import METHODS as COMPLETIONS
 from vaelab.errors import VaelabError
 from vaelab.explore import INTERPOLATIONS
@@ -293,8 +293,8 @@ def build_app(
     run: str | Path, method: str = "pca", limit: int = 2000, device: str = "cpu", seed: int = 0
 ) -> App:
     """Load a run folder and prepare its explorer (codes, map, ranked dimensions)."""
-    model = load(run, device)
-    explorer = Explorer(model, load_test_images(model), method, limit, seed=seed)
+    opened = open_run(run, device)
+    explorer = Explorer(opened, load_test_images(opened), method, limit, seed=seed)
     return App(explorer, Path(run).name)
 
 

@@ -1,7 +1,7 @@
 """What the explorer page asks of a trained model, as plain Python (no HTTP here).
 
 Each operation is a thin call to the library's free functions (``explore``, ``generate``,
-``samplers``, ``labels``, ``complete``) on a model loaded by ``vaelab.load``; images come
+``samplers``, ``labels``, ``complete``) on a run opened by ``vaelab.open_run``; images come
 back as floats in [0, 1], ``(N, C, H, W)`` on the CPU. One lock serializes the model: the
 server answers requests on threads, and a conditional model keeps the label of its last
 ``encode`` as the context of the next ``decode`` (``CVAE.context_y``), as the seeds do.
@@ -30,6 +30,7 @@ from vaelab.explore import (
 )
 from vaelab.generate import similar
 from vaelab.labels import sample_class
+from vaelab.runs import Run
 from vaelab.samplers import sample_images
 from vaelab.train.batches import binarize_fixed, eval_images, to_unit
 from vaelab.web.latentmap import LatentMap
@@ -43,15 +44,16 @@ class Explorer:
     """
 
     def __init__(
-        self, model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int = 2000,
+        self, run: Run, data: ImageData, method: str = "pca", limit: int = 2000,
         dims: int = 8, seed: int = 0,
     ) -> None:  # fmt: skip
+        model = run.model
         if not getattr(model, "on_images", True):
             raise VaelabError("serve: an M1+M2 run models M1's features, not images; serve M1")
         if limit < 2:
             raise VaelabError(f"--limit: must be at least 2, got {limit}")
-        self.model, self.lock = model, threading.Lock()
-        cfg = model.config
+        self.model, self.config, self.lock = model, run.config, threading.Lock()
+        cfg = run.config
         self.image_shape: tuple[int, int, int] = tuple(model.image_shape)
         self.images = eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed)
         self.labels = data.test_y[: len(self.images)] if data.test_y is not None else None
@@ -78,7 +80,7 @@ class Explorer:
         return {
             "run": run_name,
             "dataset": self.dataset,
-            "model": self.model.config.model.model,
+            "model": self.config.model.model,
             "image_shape": list(shape),
             "latent_dim": int(self.map.z.shape[1]),
             "map": {
@@ -120,8 +122,8 @@ class Explorer:
     def prepare_upload(self, x: torch.Tensor) -> torch.Tensor:
         """An uploaded uint8 image ``(C, H, W)`` as the model sees images (as ``vaelab similar
         --image`` does: binarized with a fixed draw when the run binarizes)."""
-        if self.model.config.data.binarize != "none":
-            x = binarize_fixed(x.unsqueeze(0), self.model.config.train.seed)[0]
+        if self.config.data.binarize != "none":
+            x = binarize_fixed(x.unsqueeze(0), self.config.train.seed)[0]
         return x
 
     def nearest(self, z: torch.Tensor) -> int:
