@@ -30,11 +30,11 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
+from vaelab.data.prepare import prepare, to_unit
 from vaelab.labels import prepare_labels
 from vaelab.models.cvae import CVAE
 from vaelab.models.m2 import M2
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.batches import prepare, to_unit
 
 RESULTS = Path(__file__).parent / "results"
 

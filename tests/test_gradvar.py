@@ -12,12 +12,12 @@ from tests.conftest import small_config
 from tests.single_thread import one_thread
 
 import vaelab
+from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate import nll
 from vaelab.gradvar import gradient_stats
 from vaelab.models import build_model
 from vaelab.objectives import elbo, iwae
-from vaelab.train.batches import to_unit
 from vaelab.train.loop import fit, load_data
 from vaelab.train.run import read_metrics
 

@@ -5,8 +5,8 @@ import math
 import torch
 
 import vaelab
+from vaelab.data.prepare import to_unit
 from vaelab.objectives import Terms, elbo, iwae
-from vaelab.train.batches import to_unit
 
 
 def _terms(k=4, b=6, kl=True):

@@ -20,10 +20,10 @@ from matplotlib.figure import Figure
 
 from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
-from vaelab.train.batches import eval_images, to_unit, train_images
 
 
 def train_pair(

@@ -16,11 +16,11 @@ import torch
 
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
 from vaelab.models import build_model
-from vaelab.train.batches import eval_images
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.ema import averaged_state
 from vaelab.train.loop import fit, load_data

@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from vaelab.data import ImageData
+from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
 from vaelab.labels import class_names, keep_per_class
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
-from vaelab.train.batches import binarize_fixed, eval_images, prepare, to_unit
 
 
 def _predict(fn, x: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 
 from vaelab.config import Config
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.plots import save_grid
-from vaelab.train.batches import eval_images, to_unit
 
 
 def _device(model: torch.nn.Module) -> torch.device:

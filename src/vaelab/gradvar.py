@@ -221,15 +221,15 @@ def during_training(
     """Train a fresh model of ``config`` (its own estimator) for ``epochs`` epochs on ``data``
     and measure :func:`gradient_stats` on the first ``batch_size`` test images at
     initialisation and after each epoch; rows ``{"epoch", "test_elbo", "stats"}``."""
-    from vaelab.evaluate.nll import test_bound
-    from vaelab.models import build_model
-    from vaelab.train.batches import (
+    from vaelab.data.prepare import (
         binarize_fixed,
         epoch_permutation,
         eval_images,
         prepare,
         to_unit,
     )
+    from vaelab.evaluate.nll import test_bound
+    from vaelab.models import build_model
     from vaelab.train.loop import Stepper, make_optimizer
     from vaelab.train.run import resolve_device
 

@@ -14,8 +14,8 @@ import torch
 
 from vaelab.config import Config
 from vaelab.data import ImageData
+from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
-from vaelab.train.batches import binarize_fixed
 
 # Default alpha / N. The paper's 0.1 (alpha = 0.1 * N) relies on ~3,000 epochs: in tens of
 # epochs the bound's gradient on q(y|x) is ~10x the class loss's, q(y|x) does not fit its

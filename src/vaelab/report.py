@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import (
@@ -43,7 +44,6 @@ from vaelab.plots import (
     traversal_figure,
 )
 from vaelab.train import run as runfs
-from vaelab.train.batches import eval_images, to_unit
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (

@@ -148,7 +148,7 @@ def prepare_sampler(
 def training_images(model: torch.nn.Module, limit: int = 20000) -> torch.Tensor:
     """The first ``limit`` training images of a loaded run, binarized as it was trained."""
     from vaelab.api import load_test_images
-    from vaelab.train.batches import train_images
+    from vaelab.data.prepare import train_images
 
     data = load_test_images(model)
     return train_images(data.train_x, model.config.data.binarize, model.config.train.seed, limit)

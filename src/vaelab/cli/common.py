@@ -118,7 +118,7 @@ def positive(flag: str, value: int) -> int:
 def test_images(model: torch.nn.Module) -> torch.Tensor:
     """The run's test images (uint8, as the model is evaluated on them)."""
     from vaelab.api import load_test_images
-    from vaelab.train.batches import eval_images
+    from vaelab.data.prepare import eval_images
 
     data = load_test_images(model)
     return eval_images(data.test_x, model.config.data.binarize, model.config.train.seed)

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vaelab.api import load, load_test_images
+    from vaelab.data.prepare import eval_images, to_unit
     from vaelab.gradvar import (
         during_training,
         format_table,
@@ -42,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
         plot_stats,
     )
     from vaelab.models import build_model
-    from vaelab.train.batches import eval_images, to_unit
 
     for flag in ("draws", "batch_size", "samples"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_image(model: torch.nn.Module, spec: str, flag: str, seed: int) -> torch.Tensor:
     """``spec`` as uint8 ``(C, H, W)``: a test-set index if it is an integer, else a file."""
-    from vaelab.train.batches import binarize_fixed
+    from vaelab.data.prepare import binarize_fixed
 
     try:
         index = int(spec)
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vaelab.api import load
+    from vaelab.data.prepare import to_unit
     from vaelab.explore import INTERPOLATIONS, interpolate
     from vaelab.plots import save_grid
-    from vaelab.train.batches import to_unit
 
     model = load(args.run, args.device)
     x0 = resolve_image(model, args.source, "--from", args.seed)

@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vaelab.api import load
+    from vaelab.data.prepare import to_unit
     from vaelab.generate import reconstruct
     from vaelab.plots import save_grid
-    from vaelab.train.batches import to_unit
 
     model = load(args.run, args.device)
     x = test_images(model)[args.start : args.start + positive("-n", args.n)]

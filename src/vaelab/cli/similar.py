@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vaelab.api import load
+    from vaelab.data.prepare import binarize_fixed, to_unit
     from vaelab.generate import similar
     from vaelab.plots import save_grid
-    from vaelab.train.batches import binarize_fixed, to_unit
 
     model = load(args.run, args.device)
     if args.image:

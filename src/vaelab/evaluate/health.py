@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch.distributions import Independent, Normal
 
+from vaelab.data.prepare import to_unit
 from vaelab.latents import StandardNormalPrior
-from vaelab.train.batches import to_unit
 
 ACTIVE_THRESHOLD = 0.01
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from vaelab.data.prepare import to_unit
 from vaelab.objectives import logmeanexp
-from vaelab.train.batches import to_unit
 
 
 def _batches(x: torch.Tensor, batch_size: int):

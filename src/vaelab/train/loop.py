@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, load_dataset, parse_resize
+from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
 from vaelab.models import build_model
 from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
-from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.train.checkpoint import (
     CHECKPOINT,
     TrainState,
