@@ -6,7 +6,8 @@ import torch
 
 import vaelab
 from vaelab.data.prepare import to_unit
-from vaelab.objectives import Terms, elbo, iwae
+from vaelab.models.terms import Terms
+from vaelab.objectives import elbo, iwae
 
 
 def _terms(k=4, b=6, kl=True):

@@ -30,9 +30,9 @@ from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.latents import FAMILIES, NormalFamily, Prior, build_prior
 from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
-from vaelab.objectives import Terms
 
 
 class CVAE(VAE):

@@ -32,10 +32,10 @@ from vaelab.latents import (
     standard_normal_log_prob,
 )
 from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
 from vaelab.nn.mlp import mlp
-from vaelab.objectives import Terms
 
 
 def _gaussian_draw(params: torch.Tensor, family: NormalFamily) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,8 +38,8 @@ from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.labels import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.models.cvae import CVAE
+from vaelab.models.terms import Terms
 from vaelab.nn import ARCHS
-from vaelab.objectives import Terms
 
 
 class M1Features(nn.Module):

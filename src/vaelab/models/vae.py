@@ -2,7 +2,7 @@
 
 ``forward(x, K)`` draws K samples z ~ q(z|x) per image through the model's gradient
 estimator (:mod:`vaelab.estimators`) and returns the log-densities the objectives need
-(:class:`vaelab.objectives.Terms`; score-function estimators add ``extras``). Images
+(:class:`vaelab.models.terms.Terms`; score-function estimators add ``extras``). Images
 ``x`` are floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
 """
 
@@ -25,8 +25,8 @@ from vaelab.latents import (
     standard_normal_log_prob,
 )
 from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.models.terms import Terms
 from vaelab.nn import build_bodies
-from vaelab.objectives import Terms
 
 
 class VAE(nn.Module):
