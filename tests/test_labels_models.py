@@ -88,8 +88,9 @@ def _linear_gaussian_cvae(a: float = 2.0, s: float = 0.5, b: tuple = (-1.0, 1.0)
     is the true posterior q(z|x,y) = N(a (x - b_y) / v, s^2 / v) with v = a^2 + s^2."""
     from torch import nn
 
-    from vaelab.latents import NormalFamily, build_prior
+    from vaelab.latents import NormalFamily
     from vaelab.likelihoods import GaussianFixed
+    from vaelab.priors import build_prior
 
     v = a * a + s * s
     head, dec = nn.Linear(3, 2), nn.Linear(3, 1)

@@ -18,8 +18,8 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.latents import StandardNormalPrior
 from vaelab.plots import latent_figure
+from vaelab.priors import StandardNormalPrior
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -23,7 +23,7 @@ REGISTRIES = {
     "model": ("vaelab.models", "MODELS"),
     "arch": ("vaelab.nn", "ARCHS"),
     "likelihood": ("vaelab.likelihoods", "LIKELIHOODS"),
-    "prior": ("vaelab.latents", "PRIORS"),
+    "prior": ("vaelab.priors", "PRIORS"),
     "posterior": ("vaelab.latents", "FAMILIES"),
     "estimator": ("vaelab.estimators", "ESTIMATORS"),
     "objective": ("vaelab.objectives", "OBJECTIVES"),

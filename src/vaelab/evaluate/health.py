@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 from vaelab.data.prepare import to_unit
-from vaelab.latents import StandardNormalPrior
+from vaelab.priors import StandardNormalPrior
 
 ACTIVE_THRESHOLD = 0.01
 

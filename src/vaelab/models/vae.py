@@ -16,17 +16,11 @@ from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
 from vaelab.estimators import Reparam, build_estimator
-from vaelab.latents import (
-    FAMILIES,
-    NormalFamily,
-    Prior,
-    build_prior,
-    resolve_prior,
-    standard_normal_log_prob,
-)
+from vaelab.latents import FAMILIES, NormalFamily, standard_normal_log_prob
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.nn import build_bodies
+from vaelab.priors import Prior, build_prior, resolve_prior
 
 
 class VAE(nn.Module):
