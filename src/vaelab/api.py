@@ -15,16 +15,14 @@ from typing import Any
 import torch
 
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
-from vaelab.data import ImageData
+from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
-from vaelab.models import build_model
-from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
-from vaelab.train.ema import averaged_state
-from vaelab.train.loop import fit, load_data
-from vaelab.train.run import CONFIG, resolve_device
+from vaelab.train.load import load_model
+from vaelab.train.loop import fit
+from vaelab.train.run import CONFIG
 
 __all__ = ["classify", "complete", "evaluate", "load", "load_test_images", "train"]
 
@@ -60,23 +58,12 @@ def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:
     The model gets two attributes: ``config`` (the run's Config) and ``run_info`` (dataset
     name, image shape, class names). Nothing is unpickled: weights come from safetensors.
     """
-    run = Path(run)
-    if not run.is_dir():
-        raise VaelabError(f"{run}: no such run folder")
-    ckpt = load_checkpoint(run / CHECKPOINT)
-    config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
-    model = build_model(config.model, tuple(ckpt.info["image_shape"]))
-    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
-    model = model.to(resolve_device(device)).eval()
-    model.config = config
-    model.run_info = {k: v for k, v in ckpt.info.items() if k != "config"}
-    model.run_dir = run  # where per-run artefacts (e.g. a fitted GMM sampler) are kept
-    return model
+    return load_model(run, device)
 
 
 def load_test_images(model: torch.nn.Module, data: ImageData | None = None) -> ImageData:
     """The run's dataset (reloaded from its config) for commands that need test images."""
-    return data or load_data(model.config)
+    return data or dataset_for(model.config)
 
 
 def evaluate(

@@ -229,14 +229,14 @@ def during_training(
         to_unit,
     )
     from vaelab.evaluate.nll import test_bound
-    from vaelab.models import build_model
+    from vaelab.train.load import build_run_model
     from vaelab.train.loop import Stepper, make_optimizer
     from vaelab.train.run import resolve_device
 
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
-    model = build_model(config.model, data.image_shape).to(device)
+    model = build_run_model(config.model, data.image_shape).to(device)
     optimizer, _ = make_optimizer(model, config, device)
     stepper = Stepper(model, optimizer, config, device)
     train_x = data.train_x

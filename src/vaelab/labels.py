@@ -16,12 +16,7 @@ from vaelab.config import Config
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
-
-# Default alpha / N. The paper's 0.1 (alpha = 0.1 * N) relies on ~3,000 epochs: in tens of
-# epochs the bound's gradient on q(y|x) is ~10x the class loss's, q(y|x) does not fit its
-# own labels and the decoder never learns to use y (its class posterior stays at chance);
-# with 10 the two gradients are comparable (benchmarks/m2_curves.py, benchmarks/README.md).
-DEFAULT_ALPHA_PER_IMAGE = 10.0
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE  # M2 starts with it; fit sets alpha
 
 
 def keep_per_class(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

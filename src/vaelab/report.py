@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from vaelab.data import ImageData
+from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
@@ -44,6 +44,7 @@ from vaelab.plots import (
     traversal_figure,
 )
 from vaelab.train import run as runfs
+from vaelab.train.load import load_model
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (
@@ -251,13 +252,11 @@ def write_report(
 ) -> Path:  # fmt: skip
     """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
     replaced if present); returns the path. ``model``/``data`` skip reloading them."""
-    from vaelab.api import load, load_test_images
-
     run = Path(run)
     if not run.is_dir():
         raise VaelabError(f"{run}: no such run folder")
-    model = model if model is not None else load(run)
-    data = load_test_images(model, data)
+    model = model if model is not None else load_model(run)
+    data = data or dataset_for(model.config)
     was_training = model.training
     model.eval()
     try:

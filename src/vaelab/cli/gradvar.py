@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         plot_over_training,
         plot_stats,
     )
-    from vaelab.models import build_model
+    from vaelab.train.load import build_run_model
 
     for flag in ("draws", "batch_size", "samples"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.init:
             torch.manual_seed(args.seed)
-            fresh = build_model(model.config.model, model.image_shape).to(model.device)
+            fresh = build_run_model(model.config.model, model.image_shape).to(model.device)
             fresh.config, fresh.run_info = model.config, model.run_info
             model = fresh
         x = eval_images(data.test_x[: args.batch_size], model.config.data.binarize,

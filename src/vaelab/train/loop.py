@@ -23,11 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.config import Config, resolve, save_config, validate
-from vaelab.data import ImageData, load_dataset, parse_resize
+from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
 from vaelab.labels import prepare_labels
-from vaelab.models import build_model
 from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
@@ -41,19 +40,11 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
+from vaelab.train.load import build_run_model
 from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
-
-
-def load_data(config: Config) -> ImageData:
-    d = config.data
-    resize = parse_resize(d.resize) if d.resize else None
-    return load_dataset(
-        d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
-    )  # fmt: skip
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device):
@@ -240,11 +231,11 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         if runfs.finished(ckpt.state, t.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return out
-    data = data or load_data(config)
+    data = data or dataset_for(config)
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    raw = build_model(config.model, data.image_shape).to(device)
+    raw = build_run_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
     world.on_main(prepare_dir, "preparing the run folder")
     optimizer, scheduler = make_optimizer(raw, config, device)
