@@ -14,16 +14,12 @@ from single_thread import one_thread
 from vaelab.config import ModelConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.labels import (
-    DEFAULT_ALPHA_PER_IMAGE,
-    class_grid,
-    hide_labels,
-    prepare_labels,
-    resolve_label,
-)
+from vaelab.labels import class_grid, resolve_label
 from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import CVAE, M2
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.objectives import m2 as m2_objective
+from vaelab.train.labels import hide_labels, prepare_labels
 from vaelab.train.loop import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -48,7 +48,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("vaelab.models.vae", "vaelab.estimators"),  # the estimator lives in the model
     ("vaelab.train.distributed", "vaelab.evaluate.nll"),  # the per-epoch test bound
     ("vaelab.train.loop", "vaelab.generate"),  # the loop draws pictures and the report
-    ("vaelab.train.loop", "vaelab.labels"),
     ("vaelab.train.loop", "vaelab.report"),
 }
 

@@ -24,9 +24,10 @@ from torch import nn
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
-from vaelab.labels import class_names, keep_per_class
+from vaelab.labels import class_names
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
+from vaelab.train.labels import keep_per_class
 
 
 def _predict(fn, x: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:

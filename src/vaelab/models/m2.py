@@ -17,7 +17,7 @@ paper's per-step cost (its minibatches also mix labelled and unlabelled images i
 proportion). ``forward(x, K, y)`` takes labels with -1 where hidden (``y=None``: all
 hidden) and returns Terms whose recon - kl is L or U per image; the classification loss
 is in ``extras`` for the ``m2`` objective. While training through
-:func:`vaelab.labels.prepare_labels` the model also draws a batch from the labelled images
+:func:`vaelab.train.labels.prepare_labels` the model also draws a batch from the labelled images
 every step for the class loss (Kingma's code puts labelled images in every minibatch):
 with 100 labels in 60,000 images a uniform batch would hold a label once in five steps.
 

@@ -26,7 +26,6 @@ from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
-from vaelab.labels import prepare_labels
 from vaelab.objectives import get_objective
 from vaelab.report import write_curves
 from vaelab.train import run as runfs
@@ -40,6 +39,7 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
+from vaelab.train.labels import prepare_labels
 from vaelab.train.load import build_run_model
 from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
