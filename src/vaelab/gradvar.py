@@ -33,6 +33,7 @@ from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
 from vaelab.latents import FAMILIES
 from vaelab.objectives import elbo
 from vaelab.plots import save_figure
+from vaelab.train.bound import test_bound
 
 
 def posterior_name(model: torch.nn.Module) -> str:
@@ -228,7 +229,6 @@ def during_training(
         prepare,
         to_unit,
     )
-    from vaelab.evaluate.nll import test_bound
     from vaelab.train.load import build_run_model
     from vaelab.train.loop import Stepper, make_optimizer
     from vaelab.train.run import resolve_device
