@@ -24,6 +24,8 @@ from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
+from vaelab.report import RUN_DRAWINGS
+from vaelab.train.loop import fit
 
 
 def train_pair(
@@ -31,13 +33,11 @@ def train_pair(
 ) -> tuple[Path, Path]:
     """Train ``out/ae`` and ``out/vae`` from one config (2-D latent), differing only in
     ``model``; returns the two run folders."""
-    from vaelab.train.loop import fit
-
     config = with_overrides(config or Config(), {"latent_dim": 2, **overrides}, "ae-vs-vae")
     runs = []
     for name in ("ae", "vae"):
         cfg = with_overrides(config, {"model": name}, "ae-vs-vae")
-        runs.append(fit(cfg, out / name, data=data))
+        runs.append(fit(cfg, out / name, data=data, drawings=RUN_DRAWINGS))
     return runs[0], runs[1]
 
 

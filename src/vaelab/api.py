@@ -20,6 +20,7 @@ from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
+from vaelab.report import RUN_DRAWINGS
 from vaelab.train.load import load_model
 from vaelab.train.loop import fit
 from vaelab.train.run import CONFIG
@@ -49,7 +50,7 @@ def train(
     elif isinstance(config, str | Path):
         config = load_config(config)
     config = with_overrides(config, overrides, "train()")
-    return fit(config, out, resume=resume, overwrite=overwrite)
+    return fit(config, out, resume=resume, overwrite=overwrite, drawings=RUN_DRAWINGS)
 
 
 def load(run: str | Path, device: str = "cpu") -> torch.nn.Module:

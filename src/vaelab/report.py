@@ -34,6 +34,7 @@ from vaelab.explore import (
     top_dims,
     traverse,
 )
+from vaelab.generate import similar, write_run_pictures
 from vaelab.plots import (
     grid_image,
     image_panel,
@@ -45,6 +46,7 @@ from vaelab.plots import (
 )
 from vaelab.train import run as runfs
 from vaelab.train.load import load_model
+from vaelab.train.loop import Drawings
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (
@@ -85,6 +87,10 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
     if not rows or (path.is_file() and time.time() - path.stat().st_mtime < min_interval):
         return None
     return save_figure(training_curves(rows), path)
+
+
+# What --report draws during and after training (vaelab train, vaelab.train).
+RUN_DRAWINGS = Drawings(curves=write_curves, pictures=write_run_pictures)
 
 
 def _img(data: bytes, caption: str, alt: str) -> str:
@@ -177,8 +183,6 @@ def build_sections(
                                    "rows 1 and 3: test images; rows 2 and 4: their "
                                    "reconstructions at z = E_q[z|x]")  # fmt: skip
     if is_vae:
-        from vaelab.generate import similar
-
         sets = [torch.cat([to_unit(test[i : i + 1]), similar(model, test[i], 11).cpu()])
                 for i in picks[:4]]  # fmt: skip
         out["similar"] = _grid(torch.cat(sets), 12, "first column: a test image; then 11 "

@@ -7,6 +7,8 @@ in a row stop the run with the last good checkpoint intact. After each epoch:
 test-set ELBO, one JSON line of metrics, one atomic checkpoint. Resume is exact:
 the epoch order is a function of (seed, epoch) and the RNG state is checkpointed.
 Under torchrun the same loop runs in every process with DDP (train/distributed.py).
+What the run folder shows (training curves, end-of-run pictures, report.html) is drawn by
+the evaluation layer through :class:`Drawings` the caller passes: training imports none of it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +31,6 @@ from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
 from vaelab.objectives import get_objective
-from vaelab.report import write_curves
 from vaelab.train import run as runfs
 from vaelab.train.checkpoint import (
     CHECKPOINT,
@@ -45,6 +48,16 @@ from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
+
+
+@dataclass(frozen=True)
+class Drawings:
+    """What :func:`fit` draws into the run folder with ``--report`` (rank 0 only). The
+    caller hands it in (``vaelab.report.RUN_DRAWINGS`` for ``vaelab train`` and
+    ``vaelab.train``): drawing is evaluation-layer code, which training does not import."""
+
+    curves: Callable[[Path, float], object]  # (run folder, min seconds between redraws)
+    pictures: Callable[[nn.Module, ImageData, Path, Config], object]  # end of the run
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device):
@@ -189,8 +202,10 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     data: ImageData | None = None,
+    drawings: Drawings | None = None,
 ) -> Path:
     """Train ``config`` into run folder ``out``; returns the folder. See module docstring.
+    ``drawings``: what ``--report`` draws (None: nothing, whatever ``config.train.report``).
 
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
@@ -201,7 +216,7 @@ def fit(
     world = setup(config.train.device)
     stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: stop at a step boundary
     try:
-        run_dir = _fit(config, out, resume, overwrite, data, world, stop)
+        run_dir = _fit(config, out, resume, overwrite, data, world, stop, drawings)
     except BaseException:
         world.close()  # no barrier: another rank may be gone
         raise
@@ -211,8 +226,12 @@ def fit(
     return run_dir
 
 
-def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest) -> Path:
+def _fit(
+    config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest,
+    drawings: Drawings | None,
+) -> Path:  # fmt: skip
     t = config.train
+    report = t.report and drawings is not None
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
@@ -362,10 +381,12 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
             row.update(grad_norm_mean=norms[0] / norms[2], grad_norm_max=norms[1])
             stepper.norms.zero_()
         world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
-        if t.report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
+        if report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
             # 7% of a 4 s reference epoch (cProfile), so drawing every epoch was most of the
             # per-epoch overhead. The end of the run draws the final curves.
-            world.on_main(partial(write_curves, out, CURVES_EVERY), "drawing training_curves.png")
+            world.on_main(
+                partial(drawings.curves, out, CURVES_EVERY), "drawing training_curves.png"
+            )
         if main_progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
@@ -378,11 +399,9 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
     stop.disarm()  # trained: a Ctrl-C from here on stops at once (the checkpoint is final)
     if ckpt is None and t.epochs == 0:
         save()
-    if t.report:
-        from vaelab.generate import write_run_pictures
-
+    if report:
         world.on_main(
-            lambda: write_run_pictures(eval_model, data, out, config),
+            lambda: drawings.pictures(eval_model, data, out, config),
             "drawing the run's pictures",
         )
     return out
