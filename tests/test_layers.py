@@ -50,7 +50,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
 
 # Cycles between top-level modules/packages (vaelab.X) today; issue 13 empties this list.
 KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"evaluate", "samplers"}),  # evaluate.extras <-> samplers (health stats)
     frozenset({"generate", "report"}),  # generate.write_run_pictures writes the report
 }
 

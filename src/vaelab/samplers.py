@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.evaluate.health import posterior_stats
+from vaelab.explore import posterior_stats
 from vaelab.train.checkpoint import tensor_digest
 
 
