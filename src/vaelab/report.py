@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
@@ -89,8 +90,18 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
     return save_figure(training_curves(rows), path)
 
 
+def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
+    """The end of a training run: samples.png and reconstructions.png
+    (:func:`vaelab.generate.write_run_pictures`), the final training_curves.png and
+    report.html, in run folder ``out``."""
+    write_run_pictures(model, data, out, config)
+    write_curves(out)
+    model.config = config  # write_report reads the run's config from the model
+    write_report(out, model=model, data=data, seed=config.train.seed)
+
+
 # What --report draws during and after training (vaelab train, vaelab.train).
-RUN_DRAWINGS = Drawings(curves=write_curves, pictures=write_run_pictures)
+RUN_DRAWINGS = Drawings(curves=write_curves, pictures=write_run_outputs)
 
 
 def _img(data: bytes, caption: str, alt: str) -> str:
