@@ -22,6 +22,7 @@ from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.evaluate.quality import load_classifier
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
 from vaelab.report import RUN_DRAWINGS
@@ -80,8 +81,6 @@ def judge_by_classifier(
     the real-data manifold: the union of balls around the features of ``reference`` test
     images, each with radius the distance to its k-th nearest real neighbour (k = 3). The
     share is the k-NN *precision* of Kynkaanniemi et al. (2019), per point."""
-    from vaelab.evaluate.quality import load_classifier
-
     net, info = load_classifier(data)  # trains on first use: must run with gradients on
     with torch.no_grad():
         real = torch.cat([net.features(to_unit(x)) for x in data.test_x[:reference].split(1000)])

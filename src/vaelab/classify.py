@@ -24,6 +24,7 @@ from torch import nn
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
+from vaelab.evaluate.quality import load_classifier
 from vaelab.labels import class_names
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
@@ -130,8 +131,6 @@ def label_control(
     is the share seen as the y asked for: chance is 1/C, and the classifier's own test
     accuracy (``classifier_test_accuracy``) is about the best to expect. ``confusion``:
     rows = label asked for, columns = class seen."""
-    from vaelab.evaluate.quality import load_classifier
-
     if not model.on_images:
         raise VaelabError(
             "classify --label-control: this run models M1 features, not images; use a cvae "

@@ -39,6 +39,7 @@ import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
 from vaelab.train.bound import test_bound
+from vaelab.train.run import resolve_device
 
 T = TypeVar("T")
 
@@ -172,8 +173,6 @@ def setup(device_name: str) -> World:
     ``--device auto``/``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process, NCCL);
     ``cpu`` uses gloo.
     """
-    from vaelab.train.run import resolve_device
-
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World(device=resolve_device(device_name))
