@@ -23,8 +23,8 @@ from vaelab.api import load, load_test_images
 from vaelab.complete import complete, downscale, make_mask, upsample
 from vaelab.completion_eval import evaluate_completion
 from vaelab.config import Config, with_overrides
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.plots import save_grid
-from vaelab.train.batches import eval_images, to_unit
 from vaelab.train.loop import fit
 
 ROOT = Path(__file__).resolve().parent.parent

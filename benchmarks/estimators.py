@@ -30,10 +30,10 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
+from vaelab.data.prepare import epoch_permutation, prepare, to_unit
 from vaelab.evaluate.nll import test_bound
 from vaelab.gradvar import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
-from vaelab.train.batches import epoch_permutation, prepare, to_unit
 from vaelab.train.loop import Stepper, make_optimizer
 
 PARTS = {

@@ -24,8 +24,8 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, validate, with_overrides
 from vaelab.data import load_dataset
+from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.models import build_model
-from vaelab.train.batches import epoch_permutation, prepare
 from vaelab.train.loop import Stepper, make_optimizer
 
 

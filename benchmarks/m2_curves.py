@@ -1,7 +1,7 @@
 """M2's classifier during training: test accuracy vs step, and what drives it.
 
 Trains M2 (the model and objective of ``vaelab train --model m2 --objective m2``, with
-the same labelled stream from :func:`vaelab.labels.prepare_labels`, Adam, batches of
+the same labelled stream from :func:`vaelab.train.labels.prepare_labels`, Adam, batches of
 128) and every ``--every`` steps records, on the first ``--test`` test images:
 
 - ``test_acc``: accuracy of argmax q(y|x) (what ``vaelab classify`` reports);
@@ -30,11 +30,11 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
-from vaelab.labels import prepare_labels
+from vaelab.data.prepare import prepare, to_unit
 from vaelab.models.cvae import CVAE
 from vaelab.models.m2 import M2
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.batches import prepare, to_unit
+from vaelab.train.labels import prepare_labels
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -26,7 +26,7 @@ from vaelab.api import load
 from vaelab.classify import evaluate_classifier
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
-from vaelab.labels import DEFAULT_ALPHA_PER_IMAGE
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.train.loop import fit
 
 RESULTS = Path(__file__).parent / "results"

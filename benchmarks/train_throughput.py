@@ -30,9 +30,9 @@ from torch import nn
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
+from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.evaluate.nll import log_likelihood
 from vaelab.models import build_model
-from vaelab.train.batches import epoch_permutation, prepare
 from vaelab.train.loop import Stepper, make_optimizer
 
 

@@ -44,8 +44,10 @@ def small_config(**overrides) -> Config:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A VAE trained for 15 epochs on digits; shared by read-only tests."""
+    from vaelab.report import RUN_DRAWINGS
     from vaelab.train.loop import fit
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     torch.manual_seed(0)
-    return fit(small_config(epochs=15, report=True, hidden="128", latent_dim=8), out)
+    config = small_config(epochs=15, report=True, hidden="128", latent_dim=8)
+    return fit(config, out, drawings=RUN_DRAWINGS)  # the pictures vaelab train draws

@@ -70,9 +70,10 @@ def test_train_help_shows_each_fields_comment_choices_and_default(monkeypatch):
     flat = " ".join(text.split())  # argparse wraps lines
     # The registries imported for real: the names --help reads from the source must be
     # exactly what the code accepts.
-    from vaelab.latents import FAMILIES, PRIORS
+    from vaelab.latents import FAMILIES
     from vaelab.likelihoods import LIKELIHOODS
     from vaelab.models import MODELS
+    from vaelab.priors import PRIORS
 
     for field, registry in (
         ("model", MODELS), ("likelihood", LIKELIHOODS), ("prior", PRIORS),

@@ -401,8 +401,8 @@ def test_static_binarization_baselines_and_gmm_use_the_images_trained_on(tmp_pat
     the test set's seed + 1: other images). The draw is captured from the training loop
     itself, and the mean-image baseline's MSE is recomputed from it (float32 sums: 1e-6)."""
     loop = importlib.import_module("vaelab.train.loop")
+    from vaelab.data.prepare import eval_images, to_unit
     from vaelab.samplers import training_images
-    from vaelab.train.batches import eval_images, to_unit
 
     captured = []
     real = loop.binarize_fixed

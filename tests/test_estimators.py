@@ -16,7 +16,8 @@ import torch
 from torch.distributions import Beta, Gamma, Independent, Normal
 
 from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator, surrogate_loss
-from vaelab.latents import BetaFamily, BetaPrior, GammaFamily, GammaPrior
+from vaelab.latents import BetaFamily, GammaFamily
+from vaelab.priors import BetaPrior, GammaPrior
 
 N = 100_000
 

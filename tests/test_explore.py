@@ -8,6 +8,7 @@ import torch
 from tests.conftest import small_config
 
 from vaelab.api import load, load_test_images
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate import nll
 from vaelab.explore import (
@@ -23,7 +24,6 @@ from vaelab.explore import (
     top_dims,
     traverse,
 )
-from vaelab.train.batches import eval_images, to_unit
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ from tests.conftest import small_config
 from tests.single_thread import one_thread
 
 import vaelab
+from vaelab.data import dataset_for
+from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate import nll
 from vaelab.gradvar import gradient_stats
 from vaelab.models import build_model
 from vaelab.objectives import elbo, iwae
-from vaelab.train.batches import to_unit
-from vaelab.train.loop import fit, load_data
+from vaelab.train.loop import fit
 from vaelab.train.run import read_metrics
 
 
@@ -28,7 +29,7 @@ from vaelab.train.run import read_metrics
 )
 def test_training_with_each_estimator_and_family_improves_the_bound(tmp_path, posterior, estimator):
     cfg = small_config(posterior=posterior, estimator=estimator, learned_baseline=True, epochs=2)
-    data = load_data(cfg)
+    data = dataset_for(cfg)
     torch.manual_seed(cfg.train.seed)
     with one_thread():
         init = nll.test_bound(build_model(cfg.model, data.image_shape), data.test_x)["elbo"]

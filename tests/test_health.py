@@ -6,10 +6,9 @@ from torch import nn
 
 from vaelab.data import load_dataset
 from vaelab.evaluate.health import latent_health
-from vaelab.latents import StandardNormalPrior
 from vaelab.likelihoods import build_likelihood
 from vaelab.models.vae import VAE
-from vaelab.priors import MixturePrior
+from vaelab.priors import MixturePrior, StandardNormalPrior
 
 D = 6
 

@@ -14,16 +14,12 @@ from single_thread import one_thread
 from vaelab.config import ModelConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.labels import (
-    DEFAULT_ALPHA_PER_IMAGE,
-    class_grid,
-    hide_labels,
-    prepare_labels,
-    resolve_label,
-)
+from vaelab.labels import class_grid, resolve_label
 from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import CVAE, M2
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.objectives import m2 as m2_objective
+from vaelab.train.labels import hide_labels, prepare_labels
 from vaelab.train.loop import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -88,8 +84,9 @@ def _linear_gaussian_cvae(a: float = 2.0, s: float = 0.5, b: tuple = (-1.0, 1.0)
     is the true posterior q(z|x,y) = N(a (x - b_y) / v, s^2 / v) with v = a^2 + s^2."""
     from torch import nn
 
-    from vaelab.latents import NormalFamily, build_prior
+    from vaelab.latents import NormalFamily
     from vaelab.likelihoods import GaussianFixed
+    from vaelab.priors import build_prior
 
     v = a * a + s * s
     head, dec = nn.Linear(3, 2), nn.Linear(3, 1)

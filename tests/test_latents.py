@@ -5,7 +5,8 @@ import math
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaelab.latents import NormalFamily, StandardNormalPrior
+from vaelab.latents import NormalFamily
+from vaelab.priors import StandardNormalPrior
 
 
 def test_normal_family_is_diagonal_gaussian_with_logvar():

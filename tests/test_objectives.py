@@ -5,8 +5,9 @@ import math
 import torch
 
 import vaelab
-from vaelab.objectives import Terms, elbo, iwae
-from vaelab.train.batches import to_unit
+from vaelab.data.prepare import to_unit
+from vaelab.models.terms import Terms
+from vaelab.objectives import elbo, iwae
 
 
 def _terms(k=4, b=6, kl=True):

@@ -8,8 +8,14 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from vaelab.latents import NormalFamily, StandardNormalPrior, build_prior
-from vaelab.priors import MixturePrior, VampPrior, diag_normal_mixture_log_prob
+from vaelab.latents import NormalFamily
+from vaelab.priors import (
+    MixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+    build_prior,
+    diag_normal_mixture_log_prob,
+)
 
 
 def torch_mixture(mu, logvar, logits):

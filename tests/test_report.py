@@ -17,8 +17,8 @@ from tests.conftest import small_config
 
 from vaelab.aevae import box_coverage, judge_by_classifier, judge_by_reconstruction
 from vaelab.api import load, load_test_images
+from vaelab.data.prepare import to_unit
 from vaelab.report import CURVES_PNG, REPORT, SECTIONS, write_curves
-from vaelab.train.batches import to_unit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,7 +13,8 @@ from conftest import small_config
 from single_thread import one_thread
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.objectives import Terms, elbo
+from vaelab.models.terms import Terms
+from vaelab.objectives import elbo
 from vaelab.train import loop
 from vaelab.train.checkpoint import load_checkpoint
 from vaelab.train.ema import WeightAverage

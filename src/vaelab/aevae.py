@@ -20,10 +20,13 @@ from matplotlib.figure import Figure
 
 from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.evaluate.quality import load_classifier
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
-from vaelab.train.batches import eval_images, to_unit, train_images
+from vaelab.report import RUN_DRAWINGS
+from vaelab.train.loop import fit
 
 
 def train_pair(
@@ -31,13 +34,11 @@ def train_pair(
 ) -> tuple[Path, Path]:
     """Train ``out/ae`` and ``out/vae`` from one config (2-D latent), differing only in
     ``model``; returns the two run folders."""
-    from vaelab.train.loop import fit
-
     config = with_overrides(config or Config(), {"latent_dim": 2, **overrides}, "ae-vs-vae")
     runs = []
     for name in ("ae", "vae"):
         cfg = with_overrides(config, {"model": name}, "ae-vs-vae")
-        runs.append(fit(cfg, out / name, data=data))
+        runs.append(fit(cfg, out / name, data=data, drawings=RUN_DRAWINGS))
     return runs[0], runs[1]
 
 
@@ -80,8 +81,6 @@ def judge_by_classifier(
     the real-data manifold: the union of balls around the features of ``reference`` test
     images, each with radius the distance to its k-th nearest real neighbour (k = 3). The
     share is the k-NN *precision* of Kynkaanniemi et al. (2019), per point."""
-    from vaelab.evaluate.quality import load_classifier
-
     net, info = load_classifier(data)  # trains on first use: must run with gradients on
     with torch.no_grad():
         real = torch.cat([net.features(to_unit(x)) for x in data.test_x[:reference].split(1000)])

@@ -15,17 +15,29 @@ from typing import Any
 import torch
 
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
-from vaelab.data import ImageData
+from vaelab.data import ImageData, dataset_for
+from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
-from vaelab.models import build_model
+from vaelab.report import RUN_DRAWINGS
 from vaelab.runs import Run
-from vaelab.train.batches import eval_images
-from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
-from vaelab.train.ema import averaged_state
-from vaelab.train.loop import fit, load_data
-from vaelab.train.run import CONFIG, resolve_device
+from vaelab.train.load import read_run
+from vaelab.train.loop import fit
+from vaelab.train.run import CONFIG
+
+__all__ = [
+    "Run",
+    "as_run",
+    "classify",
+    "complete",
+    "evaluate",
+    "load",
+    "load_test_images",
+    "open_run",
+    "prepared_test_images",
+    "train",
+]  # fmt: skip  (and, through __getattr__ below, the other commands' functions)
 
 __all__ = [
     "Run",
@@ -63,7 +75,7 @@ def train(
     elif isinstance(config, str | Path):
         config = load_config(config)
     config = with_overrides(config, overrides, "train()")
-    return fit(config, out, resume=resume, overwrite=overwrite)
+    return fit(config, out, resume=resume, overwrite=overwrite, drawings=RUN_DRAWINGS)
 
 
 def open_run(run: str | Path | Run, device: str = "cpu") -> Run:
@@ -75,12 +87,7 @@ def open_run(run: str | Path | Run, device: str = "cpu") -> Run:
     folder = Path(run)
     if not folder.is_dir():
         raise VaelabError(f"{folder}: no such run folder")
-    ckpt = load_checkpoint(folder / CHECKPOINT)
-    config = config_from_dict(ckpt.info["config"], str(folder / CHECKPOINT))
-    model = build_model(config.model, tuple(ckpt.info["image_shape"]))
-    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
-    model = model.to(resolve_device(device)).eval()
-    info = {k: v for k, v in ckpt.info.items() if k != "config"}
+    model, config, info = read_run(folder, device)
     # Transitional: modules below the API (report, explore, classify, samplers, web...)
     # still read these from the model; they go once each takes the Run or its fields.
     model.config, model.run_info, model.run_dir = config, info, folder
@@ -104,7 +111,7 @@ def load_test_images(
     run: str | Path | Run | torch.nn.Module, data: ImageData | None = None
 ) -> ImageData:
     """The run's dataset (reloaded from its config) for commands that need test images."""
-    return data or load_data(as_run(run).config)
+    return data or dataset_for(as_run(run).config)
 
 
 def prepared_test_images(run: str | Path | Run | torch.nn.Module) -> torch.Tensor:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.data.prepare import binarize_fixed, to_unit
 from vaelab.errors import VaelabError
 from vaelab.plots import save_figure, save_grid
 from vaelab.runs import Run
-from vaelab.train.batches import binarize_fixed, to_unit
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

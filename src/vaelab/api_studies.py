@@ -13,9 +13,9 @@ import torch
 
 from vaelab.api import as_run, load_test_images
 from vaelab.api_pictures import target
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.runs import Run
-from vaelab.train.batches import eval_images, to_unit
 
 
 def gradvar(
@@ -30,7 +30,7 @@ def gradvar(
     With ``out`` (a .png) the chart goes there and the returned dict next to it (.json)."""
     from vaelab.gradvar import during_training as over_training
     from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
-    from vaelab.models import build_model
+    from vaelab.train.load import build_run_model
 
     for flag, value in (("--draws", draws), ("--batch-size", batch_size), ("--samples", samples)):
         if value < 1:
@@ -50,7 +50,7 @@ def gradvar(
         model = run.model
         if init:
             torch.manual_seed(seed)
-            model = build_model(run.config.model, run.image_shape).to(run.device)
+            model = build_run_model(run.config.model, run.image_shape).to(run.device)
         x = eval_images(data.test_x[:batch_size], run.config.data.binarize,
                         run.config.train.seed)  # fmt: skip
         x = to_unit(x).to(run.device)

@@ -22,11 +22,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from vaelab.data import ImageData
+from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
-from vaelab.labels import class_names, keep_per_class
+from vaelab.evaluate.quality import load_classifier
+from vaelab.labels import class_names
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
-from vaelab.train.batches import binarize_fixed, eval_images, prepare, to_unit
+from vaelab.train.labels import keep_per_class
 
 
 def _predict(fn, x: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
@@ -129,8 +131,6 @@ def label_control(
     is the share seen as the y asked for: chance is 1/C, and the classifier's own test
     accuracy (``classifier_test_accuracy``) is about the best to expect. ``confusion``:
     rows = label asked for, columns = class seen."""
-    from vaelab.evaluate.quality import load_classifier
-
     if not model.on_images:
         raise VaelabError(
             "classify --label-control: this run models M1 features, not images; use a cvae "

@@ -19,7 +19,7 @@ import torch
 
 from vaelab.complete import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
-from vaelab.train.batches import eval_images, to_unit, train_images
+from vaelab.data.prepare import eval_images, to_unit, train_images
 
 
 def _mse(pred: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> dict[str, float]:

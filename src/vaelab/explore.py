@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.latents import StandardNormalPrior
 from vaelab.plots import latent_figure
-from vaelab.train.batches import eval_images, to_unit
+from vaelab.priors import StandardNormalPrior
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -35,6 +35,26 @@ def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(out)
+
+
+@torch.inference_mode()
+def posterior_stats(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior means ``(N, D)`` of uint8 images ``x``, and the per-image, per-dimension KL
+    against a standard normal prior ``(N, D)`` (None when q or p is not of that form)."""
+    param = next(model.parameters())
+    means, kls = [], []
+    factorised = isinstance(model.prior, StandardNormalPrior)
+    for start in range(0, len(x), batch_size):
+        xb = to_unit(x[start : start + batch_size].to(param.device), param.dtype)
+        q = model.encode(xb)
+        base = q.base_dist if isinstance(q, Independent) else q
+        means.append(q.mean.double().cpu())
+        if factorised and isinstance(base, Normal):
+            mu, var = base.loc.double(), base.scale.double().square()
+            kls.append((0.5 * (mu.square() + var - 1.0 - var.log())).cpu())
+    return torch.cat(means), (torch.cat(kls) if len(kls) == len(means) else None)
 
 
 @torch.no_grad()

@@ -13,9 +13,9 @@ import torch
 
 from vaelab.config import Config
 from vaelab.data import ImageData
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.plots import save_grid
-from vaelab.train.batches import eval_images, to_unit
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -74,8 +74,9 @@ def similar(
 
 
 def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
-    """samples.png (64 prior draws, VAE only), reconstructions.png (test inputs above
-    their reconstructions) and report.html (see vaelab.report) in the run folder."""
+    """samples.png (64 prior draws, VAE only) and reconstructions.png (test inputs above
+    their reconstructions) in the run folder (:func:`vaelab.report.write_run_outputs` adds
+    the curves and report.html)."""
     test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
     recon = reconstruct(model, test)
     pairs = torch.cat(
@@ -84,8 +85,3 @@ def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, confi
     save_grid(pairs, out / "reconstructions.png", nrow=16)
     if config.model.model != "ae":
         save_grid(sample(model, 64, seed=config.train.seed).cpu(), out / "samples.png", nrow=8)
-    from vaelab.report import write_curves, write_report  # report.py imports this module
-
-    write_curves(out)
-    model.config = config
-    write_report(out, model=model, data=data, seed=config.train.seed)

@@ -28,11 +28,16 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
 from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
 from vaelab.latents import FAMILIES
 from vaelab.objectives import elbo
 from vaelab.plots import save_figure
+from vaelab.train.bound import test_bound
+from vaelab.train.load import build_run_model
+from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.run import resolve_device
 
 
 def posterior_name(model: torch.nn.Module) -> str:
@@ -221,22 +226,10 @@ def during_training(
     """Train a fresh model of ``config`` (its own estimator) for ``epochs`` epochs on ``data``
     and measure :func:`gradient_stats` on the first ``batch_size`` test images at
     initialisation and after each epoch; rows ``{"epoch", "test_elbo", "stats"}``."""
-    from vaelab.evaluate.nll import test_bound
-    from vaelab.models import build_model
-    from vaelab.train.batches import (
-        binarize_fixed,
-        epoch_permutation,
-        eval_images,
-        prepare,
-        to_unit,
-    )
-    from vaelab.train.loop import Stepper, make_optimizer
-    from vaelab.train.run import resolve_device
-
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
-    model = build_model(config.model, data.image_shape).to(device)
+    model = build_run_model(config.model, data.image_shape).to(device)
     optimizer, _ = make_optimizer(model, config, device)
     stepper = Stepper(model, optimizer, config, device)
     train_x = data.train_x

@@ -1,6 +1,11 @@
-"""Learned priors: a mixture of Gaussians and the VampPrior (Tomczak & Welling, 2018).
+"""Priors p(z): the :class:`Prior` base, N(0, I), Gamma, Beta, and the learned priors, a
+mixture of Gaussians and the VampPrior (Tomczak & Welling, 2018); ``PRIORS`` is the registry.
 
-Both are mixtures of N diagonal Gaussians with weights pi_n,
+A prior is an ``nn.Module`` (so it may learn parameters) with ``log_prob(z) -> (...)`` and
+``sample(n)``. This module sits above :mod:`vaelab.latents` (the posterior families), which
+it imports for ``resolve_prior``'s support check; latents imports nothing from here.
+
+The two learned priors are mixtures of N diagonal Gaussians with weights pi_n,
 
     log p(z) = logsumexp_n [ log pi_n + log N(z; mu_n, diag(sigma_n^2)) ],
 
@@ -15,14 +20,125 @@ over with :meth:`VampPrior.bind`, and it is stored as a plain attribute.
 
 from __future__ import annotations
 
+import inspect
 import math
+from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Beta, Distribution, Gamma, Independent, Normal, kl_divergence
 
-from vaelab.errors import VaelabError
-from vaelab.latents import Prior
+from vaelab.errors import VaelabError, unknown_name
+from vaelab.latents import FAMILIES, standard_normal_log_prob
+
+
+class Prior(nn.Module):
+    """p(z) over vectors of size ``latent_dim``."""
+
+    support = "real"  # real | positive | unit: where log_prob is finite
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for ``z`` of shape ``(..., D)``; returns ``(...)``."""
+        raise NotImplementedError
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """``(n, D)`` draws; ``temperature`` scales the spread (1 is the prior itself)."""
+        raise NotImplementedError
+
+    def analytic_kl(self, q: Distribution) -> torch.Tensor | None:
+        """KL(q || p) per image, ``(B,)``, when it has a closed form; else None."""
+        return None
+
+    def normal_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`analytic_kl` for q = N(mu, diag(exp(logvar))), given its parameters: the
+        training step's path. None here; a prior with a closed form against a Gaussian
+        overrides both (only :class:`StandardNormalPrior` has one: mixtures and the
+        VampPrior do not, and Gamma/Beta priors cannot score a Gaussian draw)."""
+        return None
+
+
+class StandardNormalPrior(Prior):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.register_buffer("_zero", torch.zeros(()))
+
+    def dist(self) -> Distribution:
+        zeros = self._zero.expand(self.latent_dim)
+        return Independent(Normal(zeros, zeros + 1.0, validate_args=False), 1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return standard_normal_log_prob(z)
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        z = torch.randn(n, self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
+        return temperature * z
+
+    def normal_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        # The tutorials' closed form, 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2).
+        return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
+    def analytic_kl(self, q: Distribution) -> torch.Tensor | None:
+        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+            # The same closed form kl_divergence computes, without materialising the
+            # prior's expanded parameters.
+            return self.normal_kl(q.base_dist.loc, 2.0 * q.base_dist.scale.log())
+        try:
+            return kl_divergence(q, self.dist())
+        except NotImplementedError:
+            return None
+
+
+class _FixedPrior(Prior):
+    """A prior with fixed parameters (a, b) per dimension: Gamma(a, b) (shape, rate) or
+    Beta(a, b). KL(q || p) is analytic when q is of the same family (torch registers
+    Gamma-Gamma and Beta-Beta), else None and the objectives use the sampled estimate."""
+
+    base: type = Gamma
+
+    def __init__(self, latent_dim: int, a: float = 1.0, b: float = 1.0) -> None:
+        super().__init__(latent_dim)
+        if a <= 0 or b <= 0:
+            raise VaelabError(f"--prior-a/--prior-b: must be > 0, got {a}, {b}")
+        self.register_buffer("a", torch.full((latent_dim,), float(a)))
+        self.register_buffer("b", torch.full((latent_dim,), float(b)))
+
+    def dist(self) -> Distribution:
+        return Independent(self.base(self.a, self.b, validate_args=False), 1, validate_args=False)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dist().log_prob(z)
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        # Temperature is a Normal-prior notion (a scale about the mean); here it scales the
+        # spread about the prior mean, clamped back into the support.
+        z = self.dist().sample((n,))
+        mean = self.dist().mean
+        return (mean + temperature * (z - mean)).clamp(*self.bounds)
+
+    def analytic_kl(self, q: Distribution) -> torch.Tensor | None:
+        try:
+            return kl_divergence(q, self.dist())
+        except NotImplementedError:
+            return None
+
+
+class GammaPrior(_FixedPrior):
+    """p(z) = prod_d Gamma(z_d; a, b), shape a and rate b (``--prior-a``, ``--prior-b``)."""
+
+    base, support, bounds = Gamma, "positive", (1e-30, None)
+
+
+class BetaPrior(_FixedPrior):
+    """p(z) = prod_d Beta(z_d; a, b) (``--prior-a``, ``--prior-b``); Beta(1, 1) is uniform."""
+
+    base, support, bounds = Beta, "unit", (1e-6, 1 - 1e-6)
+
 
 # Elements of one (rows, N, D) difference block: 2^24 floats = 64 MiB in float32.
 _BLOCK_ELEMENTS = 1 << 24
@@ -142,3 +258,38 @@ def _sample_mixture(
     idx = torch.multinomial(log_pi.exp(), n, replacement=True)
     eps = torch.randn(n, mu.shape[-1], device=mu.device, dtype=mu.dtype)
     return mu[idx] + temperature * torch.exp(0.5 * logvar[idx]) * eps
+
+
+PRIORS: dict[str, type[Prior]] = {
+    "normal": StandardNormalPrior, "gamma": GammaPrior, "beta": BetaPrior,
+    "mixture": MixturePrior, "vamp": VampPrior,
+}  # fmt: skip
+
+
+_SUPPORT_RANK = {"unit": 0, "positive": 1, "real": 2}  # (0, 1) in (0, inf) in R
+
+
+def resolve_prior(posterior: str, prior: str) -> str:
+    """The prior name for ``--posterior``/``--prior``: the default prior ``normal`` follows
+    a Gamma or Beta posterior (Gamma(a, b), Beta(a, b)); any other choice must cover the
+    posterior's support (a Gamma prior cannot score a Normal draw z < 0)."""
+    if posterior not in FAMILIES:
+        raise unknown_name("--posterior", posterior, FAMILIES)
+    name = posterior if prior == "normal" and posterior in PRIORS else prior
+    if name in PRIORS:
+        need, have = FAMILIES[posterior].support, PRIORS[name].support
+        if _SUPPORT_RANK[have] < _SUPPORT_RANK[need]:
+            raise VaelabError(
+                f"--prior {name}: its support ({have}) does not cover --posterior "
+                f"{posterior}'s ({need}); use --prior {posterior} or normal"
+            )
+    return name
+
+
+def build_prior(name: str, latent_dim: int, **options: Any) -> Prior:
+    """The prior ``name``; ``options`` (e.g. ``components``, ``image_shape``) go to the
+    priors whose constructor takes them and are ignored by the others."""
+    if name not in PRIORS:
+        raise unknown_name("--prior", name, PRIORS)
+    accepted = inspect.signature(PRIORS[name]).parameters
+    return PRIORS[name](latent_dim, **{k: v for k, v in options.items() if k in accepted})

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 import yaml
 
-from vaelab.data import ImageData
+from vaelab.config import Config
+from vaelab.data import ImageData, dataset_for
+from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import (
@@ -33,6 +35,7 @@ from vaelab.explore import (
     top_dims,
     traverse,
 )
+from vaelab.generate import similar, write_run_pictures
 from vaelab.plots import (
     grid_image,
     image_panel,
@@ -43,7 +46,8 @@ from vaelab.plots import (
     traversal_figure,
 )
 from vaelab.train import run as runfs
-from vaelab.train.batches import eval_images, to_unit
+from vaelab.train.load import load_model
+from vaelab.train.loop import Drawings
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (
@@ -84,6 +88,20 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
     if not rows or (path.is_file() and time.time() - path.stat().st_mtime < min_interval):
         return None
     return save_figure(training_curves(rows), path)
+
+
+def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
+    """The end of a training run: samples.png and reconstructions.png
+    (:func:`vaelab.generate.write_run_pictures`), the final training_curves.png and
+    report.html, in run folder ``out``."""
+    write_run_pictures(model, data, out, config)
+    write_curves(out)
+    model.config = config  # write_report reads the run's config from the model
+    write_report(out, model=model, data=data, seed=config.train.seed)
+
+
+# What --report draws during and after training (vaelab train, vaelab.train).
+RUN_DRAWINGS = Drawings(curves=write_curves, pictures=write_run_outputs)
 
 
 def _img(data: bytes, caption: str, alt: str) -> str:
@@ -176,8 +194,6 @@ def build_sections(
                                    "rows 1 and 3: test images; rows 2 and 4: their "
                                    "reconstructions at z = E_q[z|x]")  # fmt: skip
     if is_vae:
-        from vaelab.generate import similar
-
         sets = [torch.cat([to_unit(test[i : i + 1]), similar(model, test[i], 11).cpu()])
                 for i in picks[:4]]  # fmt: skip
         out["similar"] = _grid(torch.cat(sets), 12, "first column: a test image; then 11 "
@@ -251,13 +267,11 @@ def write_report(
 ) -> Path:  # fmt: skip
     """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
     replaced if present); returns the path. ``model``/``data`` skip reloading them."""
-    from vaelab.api import load, load_test_images
-
     run = Path(run)
     if not run.is_dir():
         raise VaelabError(f"{run}: no such run folder")
-    model = model if model is not None else load(run)
-    data = load_test_images(model, data)
+    model = model if model is not None else load_model(run)
+    data = data or dataset_for(model.config)
     was_training = model.training
     model.eval()
     try:

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vaelab.data import dataset_for
+from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.evaluate.health import posterior_stats
+from vaelab.explore import posterior_stats
 from vaelab.train.checkpoint import tensor_digest
 
 
@@ -147,10 +149,7 @@ def prepare_sampler(
 
 def training_images(model: torch.nn.Module, limit: int = 20000) -> torch.Tensor:
     """The first ``limit`` training images of a loaded run, binarized as it was trained."""
-    from vaelab.api import load_test_images
-    from vaelab.train.batches import train_images
-
-    data = load_test_images(model)
+    data = dataset_for(model.config)
     return train_images(data.train_x, model.config.data.binarize, model.config.train.seed, limit)
 
 

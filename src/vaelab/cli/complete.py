@@ -55,7 +55,7 @@ def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
     import torch
     from PIL import Image
 
-    from vaelab.train.batches import to_unit
+    from vaelab.data.prepare import to_unit
 
     c, h, w = model.image_shape
     if args.input is None:

@@ -23,7 +23,7 @@ REGISTRIES = {
     "model": ("vaelab.models", "MODELS"),
     "arch": ("vaelab.nn", "ARCHS"),
     "likelihood": ("vaelab.likelihoods", "LIKELIHOODS"),
-    "prior": ("vaelab.latents", "PRIORS"),
+    "prior": ("vaelab.priors", "PRIORS"),
     "posterior": ("vaelab.latents", "FAMILIES"),
     "estimator": ("vaelab.estimators", "ESTIMATORS"),
     "objective": ("vaelab.objectives", "OBJECTIVES"),
@@ -111,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.resume and not args.out:
         raise VaelabError("--resume needs --out RUN_DIR, the run to continue")
-    from vaelab.train.loop import fit  # imports torch: only when training, not for --help
+    from vaelab.report import RUN_DRAWINGS  # imports torch: only when training, not for --help
+    from vaelab.train.loop import fit
 
     try:
-        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite)
+        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                  drawings=RUN_DRAWINGS)  # fmt: skip
     except Interrupted as stop:
         print(f"vaelab train: {stop}", file=sys.stderr)
         print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from vaelab.config import Config
 from vaelab.data.builtin import BUILTIN, cache_root
 from vaelab.data.cifar import is_cifar_dir, load_cifar_dir, load_cifar_file
 from vaelab.data.folder import load_folder
@@ -26,6 +27,7 @@ __all__ = [
     "LoadOptions",
     "cache_root",
     "check_dataset",
+    "dataset_for",
     "load_dataset",
     "parse_resize",
     "read_idx",
@@ -100,3 +102,14 @@ def check_dataset(spec: str | Path) -> Path | None:
             f" file, an IDX file, or a folder of images (no such file or folder){hint}"
         )
     return path
+
+
+def dataset_for(config: Config) -> ImageData:
+    """The dataset a run's config names, loaded and split as training loaded it (the same
+    resize, channels, test fraction, split seed, background and crop): both splits."""
+    d = config.data
+    resize = parse_resize(d.resize) if d.resize else None
+    return load_dataset(
+        d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
+        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from vaelab.data import ImageData
+from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.evaluate.health import latent_health
 from vaelab.evaluate.quality import (
@@ -19,7 +20,6 @@ from vaelab.evaluate.quality import (
     sample_quality,
 )
 from vaelab.samplers import SAMPLERS, prepare_sampler, sample_images
-from vaelab.train.batches import train_images
 
 
 def extra_metrics(

@@ -13,32 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.distributions import Independent, Normal
 
-from vaelab.latents import StandardNormalPrior
-from vaelab.train.batches import to_unit
+from vaelab.explore import posterior_stats  # shared with the GMM sampler
 
 ACTIVE_THRESHOLD = 0.01
-
-
-@torch.inference_mode()
-def posterior_stats(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior means ``(N, D)`` of uint8 images ``x``, and the per-image, per-dimension KL
-    against a standard normal prior ``(N, D)`` (None when q or p is not of that form)."""
-    param = next(model.parameters())
-    means, kls = [], []
-    factorised = isinstance(model.prior, StandardNormalPrior)
-    for start in range(0, len(x), batch_size):
-        xb = to_unit(x[start : start + batch_size].to(param.device), param.dtype)
-        q = model.encode(xb)
-        base = q.base_dist if isinstance(q, Independent) else q
-        means.append(q.mean.double().cpu())
-        if factorised and isinstance(base, Normal):
-            mu, var = base.loc.double(), base.scale.double().square()
-            kls.append((0.5 * (mu.square() + var - 1.0 - var.log())).cpu())
-    return torch.cat(means), (torch.cat(kls) if len(kls) == len(means) else None)
 
 
 def unit_activity(means: torch.Tensor) -> torch.Tensor:

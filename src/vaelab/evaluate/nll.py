@@ -20,32 +20,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from vaelab.data.prepare import to_unit
 from vaelab.objectives import logmeanexp
-from vaelab.train.batches import to_unit
+from vaelab.train.bound import test_bound  # the ELBO part of evaluate_model
 
 
 def _batches(x: torch.Tensor, batch_size: int):
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size]
-
-
-@torch.inference_mode()
-def test_bound(
-    model: torch.nn.Module, x: torch.Tensor, samples: int = 1, batch_size: int = 1000
-) -> dict[str, float]:
-    """Mean ELBO, E_q log p(x|z) and KL over uint8 images ``x`` (nats per image)."""
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    totals = torch.zeros(3, dtype=torch.float64)
-    for xb in _batches(x, batch_size):
-        terms = model(to_unit(xb.to(param.device), param.dtype), samples)
-        recon = terms.log_px_z.mean(0)
-        kl = terms.kl_per_image()
-        totals += torch.stack([(recon - kl).sum(), recon.sum(), kl.sum()]).double().cpu()
-    model.train(was_training)
-    elbo, recon, kl = (totals / len(x)).tolist()
-    return {"elbo": elbo, "recon": recon, "kl": kl}
 
 
 @torch.inference_mode()

@@ -19,11 +19,16 @@ MODELS: dict[str, type[VAE]] = {
 MODELS["deep"] = DeepVAE
 
 
-def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, image_shape: tuple[int, int, int], m1: nn.Module | None = None
+) -> nn.Module:
+    """A fresh model of ``cfg``; ``m1``: M1+M2's trained VAE (``cfg.m1_run``), which models
+    do not load themselves (see :func:`vaelab.train.load.build_run_model`)."""
     if cfg.model not in MODELS:
         raise unknown_name("--model", cfg.model, MODELS)
+    deps = {"m1": m1} if m1 is not None else {}  # only M2's from_config takes it
     # hidden=None: the arch's own widths (config.ARCH_WIDTHS)
-    return MODELS[cfg.model].from_config(resolve_model(cfg), image_shape)
+    return MODELS[cfg.model].from_config(resolve_model(cfg), image_shape, **deps)
 
 
 __all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "build_model"]

@@ -11,24 +11,25 @@ and for an unlabelled one on log p(x), summing over all classes:
 
 Training minimises -(sum_labelled L + sum_unlabelled U) + alpha * E_labelled[-log q(y|x)]
 (the paper's J^alpha; the paper's alpha = 0.1 * N, the default here 10 * N, see
-:data:`vaelab.labels.DEFAULT_ALPHA_PER_IMAGE`), divided by N: per step the batch's mean
+:data:`DEFAULT_ALPHA_PER_IMAGE`), divided by N: per step the batch's mean
 bound plus alpha / N times the labelled batch's mean class loss, the expectation of the
 paper's per-step cost (its minibatches also mix labelled and unlabelled images in
 proportion). ``forward(x, K, y)`` takes labels with -1 where hidden (``y=None``: all
 hidden) and returns Terms whose recon - kl is L or U per image; the classification loss
 is in ``extras`` for the ``m2`` objective. While training through
-:func:`vaelab.labels.prepare_labels` the model also draws a batch from the labelled images
+:func:`vaelab.train.labels.prepare_labels` the model also draws a batch from the labelled images
 every step for the class loss (Kingma's code puts labelled images in every minibatch):
 with 100 labels in 60,000 images a uniform batch would hold a label once in five steps.
 
 M1+M2 (``m1_run``): ``features`` is the frozen encoder of a trained VAE (M1), x -> E_q[z1|x]
-shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood.
+shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood. The M1
+model is handed in (``from_config(..., m1=)``, by :func:`vaelab.train.load.build_run_model`):
+a model does not read run folders.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,15 @@ from torch import nn
 
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
-from vaelab.labels import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.models.cvae import CVAE
+from vaelab.models.terms import Terms
 from vaelab.nn import ARCHS
-from vaelab.objectives import Terms
+
+# Default alpha / N. The paper's 0.1 (alpha = 0.1 * N) relies on ~3,000 epochs: in tens of
+# epochs the bound's gradient on q(y|x) is ~10x the class loss's, q(y|x) does not fit its
+# own labels and the decoder never learns to use y (its class posterior stays at chance);
+# with 10 the two gradients are comparable (benchmarks/m2_curves.py, benchmarks/README.md).
+DEFAULT_ALPHA_PER_IMAGE = 10.0
 
 
 class M1Features(nn.Module):
@@ -57,19 +63,6 @@ class M1Features(nn.Module):
             return self.m1.latent_mean(x)[:, None, None, :]
 
 
-def load_m1(run: str) -> nn.Module:
-    """The trained VAE of run folder ``run`` (weights are then overwritten by M2's own copy
-    when an M2 checkpoint is loaded)."""
-    from vaelab.api import load  # late: api imports the model registry
-
-    if not Path(run).is_dir():
-        raise VaelabError(f"--m1-run {run}: no such run folder (train a VAE there first)")
-    m1 = load(run)
-    if type(m1).__name__ != "VAE":
-        raise VaelabError(f"--m1-run {run}: expected a --model vae run, got {type(m1).__name__}")
-    return m1
-
-
 class M2(CVAE):
     """CVAE + classifier q(y|x); see the module docstring."""
 
@@ -85,7 +78,10 @@ class M2(CVAE):
         self.dynamic = False
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> M2:
+    def from_config(
+        cls, cfg: ModelConfig, image_shape: tuple[int, int, int], m1: nn.Module | None = None
+    ) -> M2:
+        """M2 of ``cfg``; with ``cfg.m1_run``, ``m1`` is that run's trained VAE."""
         features: nn.Module = nn.Identity()
         if cfg.m1_run:
             if not cfg.likelihood.startswith("gaussian"):
@@ -93,7 +89,8 @@ class M2(CVAE):
                     "--likelihood: M1+M2 models real-valued M1 features; pass gaussian-learned "
                     f"or gaussian-pixel, not {cfg.likelihood}"
                 )
-            m1 = load_m1(cfg.m1_run)
+            if m1 is None:  # a caller's mistake, not a user's: say where M1 comes from
+                raise TypeError("M1+M2: pass m1= (vaelab.train.load.build_run_model loads it)")
             features = M1Features(m1)
             image_shape = (1, 1, m1.latent_dim)
             cfg = replace(cfg, arch="mlp")  # features are vectors: only MLP bodies apply

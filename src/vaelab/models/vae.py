@@ -2,7 +2,7 @@
 
 ``forward(x, K)`` draws K samples z ~ q(z|x) per image through the model's gradient
 estimator (:mod:`vaelab.estimators`) and returns the log-densities the objectives need
-(:class:`vaelab.objectives.Terms`; score-function estimators add ``extras``). Images
+(:class:`vaelab.models.terms.Terms`; score-function estimators add ``extras``). Images
 ``x`` are floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
 """
 
@@ -16,17 +16,11 @@ from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
 from vaelab.estimators import Reparam, build_estimator
-from vaelab.latents import (
-    FAMILIES,
-    NormalFamily,
-    Prior,
-    build_prior,
-    resolve_prior,
-    standard_normal_log_prob,
-)
+from vaelab.latents import FAMILIES, NormalFamily, standard_normal_log_prob
 from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.models.terms import Terms
 from vaelab.nn import build_bodies
-from vaelab.objectives import Terms
+from vaelab.priors import Prior, build_prior, resolve_prior
 
 
 class VAE(nn.Module):

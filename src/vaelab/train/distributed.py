@@ -38,6 +38,8 @@ import torch
 import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
+from vaelab.train.bound import test_bound
+from vaelab.train.run import resolve_device
 
 T = TypeVar("T")
 
@@ -102,10 +104,8 @@ class World:
         return t
 
     def test_bound(self, model, test_x: torch.Tensor, samples: int) -> dict[str, float]:
-        """The test-set bound of :func:`vaelab.evaluate.nll.test_bound` over every rank's
+        """The test-set bound of :func:`vaelab.train.bound.test_bound` over every rank's
         shard ``test_x``: per-image sums and image counts are all-reduced."""
-        from vaelab.evaluate.nll import test_bound
-
         if not self.distributed:
             return test_bound(model, test_x, samples=samples)
         keys = ("elbo", "recon", "kl")
@@ -173,8 +173,6 @@ def setup(device_name: str) -> World:
     ``--device auto``/``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process, NCCL);
     ``cpu`` uses gloo.
     """
-    from vaelab.train.run import resolve_device
-
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World(device=resolve_device(device_name))

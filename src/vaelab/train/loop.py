@@ -7,6 +7,8 @@ in a row stop the run with the last good checkpoint intact. After each epoch:
 test-set ELBO, one JSON line of metrics, one atomic checkpoint. Resume is exact:
 the epoch order is a function of (seed, epoch) and the RNG state is checkpointed.
 Under torchrun the same loop runs in every process with DDP (train/distributed.py).
+What the run folder shows (training curves, end-of-run pictures, report.html) is drawn by
+the evaluation layer through :class:`Drawings` the caller passes: training imports none of it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -23,14 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.config import Config, resolve, save_config, validate
-from vaelab.data import ImageData, load_dataset, parse_resize
+from vaelab.data import ImageData, dataset_for
+from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
-from vaelab.labels import prepare_labels
-from vaelab.models import build_model
 from vaelab.objectives import get_objective
-from vaelab.report import write_curves
 from vaelab.train import run as runfs
-from vaelab.train.batches import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.train.checkpoint import (
     CHECKPOINT,
     TrainState,
@@ -41,19 +42,22 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
+from vaelab.train.labels import prepare_labels
+from vaelab.train.load import build_run_model
 from vaelab.train.options import check_names, check_resume, compile_declined
 from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 
 
-def load_data(config: Config) -> ImageData:
-    d = config.data
-    resize = parse_resize(d.resize) if d.resize else None
-    return load_dataset(
-        d.dataset, resize=resize, channels=d.channels, test_fraction=d.test_fraction,
-        seed=config.train.seed, background=d.background, center_crop=d.center_crop,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Drawings:
+    """What :func:`fit` draws into the run folder with ``--report`` (rank 0 only). The
+    caller hands it in (``vaelab.report.RUN_DRAWINGS`` for ``vaelab train`` and
+    ``vaelab.train``): drawing is evaluation-layer code, which training does not import."""
+
+    curves: Callable[[Path, float], object]  # (run folder, min seconds between redraws)
+    pictures: Callable[[nn.Module, ImageData, Path, Config], object]  # end of the run
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device):
@@ -198,8 +202,10 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     data: ImageData | None = None,
+    drawings: Drawings | None = None,
 ) -> Path:
     """Train ``config`` into run folder ``out``; returns the folder. See module docstring.
+    ``drawings``: what ``--report`` draws (None: nothing, whatever ``config.train.report``).
 
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
     (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
@@ -210,7 +216,7 @@ def fit(
     world = setup(config.train.device)
     stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: stop at a step boundary
     try:
-        run_dir = _fit(config, out, resume, overwrite, data, world, stop)
+        run_dir = _fit(config, out, resume, overwrite, data, world, stop, drawings)
     except BaseException:
         world.close()  # no barrier: another rank may be gone
         raise
@@ -220,8 +226,12 @@ def fit(
     return run_dir
 
 
-def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest) -> Path:
+def _fit(
+    config, out, resume, overwrite, data, world: World, stop: runfs.StopRequest,
+    drawings: Drawings | None,
+) -> Path:  # fmt: skip
     t = config.train
+    report = t.report and drawings is not None
     if out is None and world.distributed:
         raise VaelabError("--out: under torchrun name the run folder (all processes share it)")
     out = Path(out) if out else runfs.default_run_dir(config.data.dataset, config.model.model)
@@ -240,11 +250,11 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
         if runfs.finished(ckpt.state, t.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return out
-    data = data or load_data(config)
+    data = data or dataset_for(config)
     check_batch(world, t.batch_size)
     device = world.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    raw = build_model(config.model, data.image_shape).to(device)
+    raw = build_run_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
     world.on_main(prepare_dir, "preparing the run folder")
     optimizer, scheduler = make_optimizer(raw, config, device)
@@ -371,10 +381,12 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
             row.update(grad_norm_mean=norms[0] / norms[2], grad_norm_max=norms[1])
             stepper.norms.zero_()
         world.on_main(partial(runfs.append_metrics, out, row), "writing metrics.jsonl")
-        if t.report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
+        if report:  # to watch a running job; at most every 30 s: a redraw costs ~0.3 s,
             # 7% of a 4 s reference epoch (cProfile), so drawing every epoch was most of the
             # per-epoch overhead. The end of the run draws the final curves.
-            world.on_main(partial(write_curves, out, CURVES_EVERY), "drawing training_curves.png")
+            world.on_main(
+                partial(drawings.curves, out, CURVES_EVERY), "drawing training_curves.png"
+            )
         if main_progress:
             tqdm.write(
                 f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
@@ -387,11 +399,9 @@ def _fit(config, out, resume, overwrite, data, world: World, stop: runfs.StopReq
     stop.disarm()  # trained: a Ctrl-C from here on stops at once (the checkpoint is final)
     if ckpt is None and t.epochs == 0:
         save()
-    if t.report:
-        from vaelab.generate import write_run_pictures
-
+    if report:
         world.on_main(
-            lambda: write_run_pictures(eval_model, data, out, config),
+            lambda: drawings.pictures(eval_model, data, out, config),
             "drawing the run's pictures",
         )
     return out

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 from vaelab.api import load_test_images, open_run
 from vaelab.complete import METHODS as COMPLETIONS
+from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
 from vaelab.explore import INTERPOLATIONS
-from vaelab.train.batches import to_unit
 from vaelab.web import fields as f
 from vaelab.web.explorer import Explorer
 

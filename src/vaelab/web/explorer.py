@@ -18,6 +18,7 @@ import torch
 from vaelab.complete import METHODS as COMPLETIONS
 from vaelab.complete import complete
 from vaelab.data import ImageData
+from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.explore import (
     INTERPOLATIONS,
@@ -32,7 +33,6 @@ from vaelab.generate import similar
 from vaelab.labels import sample_class
 from vaelab.runs import Run
 from vaelab.samplers import sample_images
-from vaelab.train.batches import binarize_fixed, eval_images, to_unit
 from vaelab.web.latentmap import LatentMap
 
 

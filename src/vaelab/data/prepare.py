@@ -1,5 +1,9 @@
-"""Batches straight from one in-memory uint8 tensor: no per-item Dataset in the hot path.
+"""Image preparation: uint8 images -> the [0, 1] floats (binarized or not) a model sees.
 
+The data layer's half of training and evaluation: the binarization policy (static, dynamic,
+the test set's fixed draw) and each epoch's order live here so that every tool (training,
+evaluation, pictures, samplers) prepares images the same way without importing the loop.
+Batches come straight from one in-memory uint8 tensor: no per-item Dataset in the hot path.
 Images stay ``uint8`` on the device (Fashion-MNIST's 60k images are 47 MB); a batch
 is an index into them, scaled to [0, 1] (and binarized) inside the step.
 """

@@ -1,0 +1,62 @@
+"""A trained model from its run folder, below the API (which wraps it as ``vaelab.load``).
+
+It sits in the training layer because it reads what training writes (the checkpoint, the
+weight average): models may not import it, so M1+M2, whose M2 is built on a trained VAE
+(M1), gets that M1 from :func:`build_run_model` instead of loading it itself.
+Nothing is unpickled: the weights come from safetensors and the config from JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vaelab.config import Config, ModelConfig, config_from_dict
+from vaelab.errors import VaelabError
+from vaelab.models import VAE, build_model
+from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.train.ema import averaged_state
+from vaelab.train.run import resolve_device
+
+
+def read_run(run: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The trained model of run folder ``run`` (eval mode, on ``device``; the weight average
+    where the run kept one), its Config, and the checkpoint's info without the config
+    (dataset name, image shape, class names)."""
+    run = Path(run)
+    if not run.is_dir():
+        raise VaelabError(f"{run}: no such run folder")
+    ckpt = load_checkpoint(run / CHECKPOINT)
+    config = config_from_dict(ckpt.info["config"], str(run / CHECKPOINT))
+    model = build_run_model(config.model, tuple(ckpt.info["image_shape"]))
+    model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
+    info = {k: v for k, v in ckpt.info.items() if k != "config"}
+    return model.to(resolve_device(device)).eval(), config, info
+
+
+def load_model(run: str | Path, device: str = "cpu") -> nn.Module:
+    """What ``vaelab.load`` returns: :func:`read_run`'s model with three attributes,
+    ``config`` (the run's Config), ``run_info`` (:func:`read_run`'s info) and ``run_dir``
+    (where per-run artefacts, e.g. a fitted GMM sampler, are kept)."""
+    model, config, info = read_run(run, device)
+    model.config, model.run_info, model.run_dir = config, info, Path(run)
+    return model
+
+
+def load_m1(run: str) -> nn.Module:
+    """The trained VAE of run folder ``run``, M1 of M1+M2 (its weights are then overwritten
+    by M2's own copy when an M2 checkpoint is loaded)."""
+    if not Path(run).is_dir():
+        raise VaelabError(f"--m1-run {run}: no such run folder (train a VAE there first)")
+    m1, _, _ = read_run(run)
+    if type(m1) is not VAE:  # the exact class: HVAE, CVAE, ... subclass VAE
+        raise VaelabError(f"--m1-run {run}: expected a --model vae run, got {type(m1).__name__}")
+    return m1
+
+
+def build_run_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    """:func:`vaelab.models.build_model`, with M1+M2's M1 loaded from ``cfg.m1_run``: what
+    training and loading build, so a model never loads a run folder itself."""
+    return build_model(cfg, image_shape, m1=load_m1(cfg.m1_run) if cfg.m1_run else None)
