@@ -39,19 +39,6 @@ __all__ = [
     "train",
 ]  # fmt: skip  (and, through __getattr__ below, the other commands' functions)
 
-__all__ = [
-    "Run",
-    "as_run",
-    "classify",
-    "complete",
-    "evaluate",
-    "load",
-    "load_test_images",
-    "open_run",
-    "prepared_test_images",
-    "train",
-]  # fmt: skip  (and, through __getattr__ below, the other commands' functions)
-
 
 def train(
     config: Config | dict[str, Any] | str | Path | None = None,
