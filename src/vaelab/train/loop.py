@@ -349,17 +349,12 @@ def _fit(
                     )
             if main_progress and b % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}")
-            if (
-                t.checkpoint_every
-                and state.step % t.checkpoint_every == 0
-                and b + 1 < steps_per_epoch
-            ):
+            due = bool(t.checkpoint_every) and state.step % t.checkpoint_every == 0
+            if (due or stop.requested) and b + 1 < steps_per_epoch:  # the epoch's end saves
                 state.epoch, state.batch = epoch, b + 1
-                save()
-            if stop.requested and b + 1 < steps_per_epoch:
-                state.epoch, state.batch = epoch, b + 1
-                save()
-                raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
+                save()  # once, even when a Ctrl-C lands on a --checkpoint-every step
+                if stop.requested:
+                    raise stop.interrupted(out, state, steps_per_epoch, t.epochs)
         seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
