@@ -71,8 +71,7 @@ class WeightAverage:
 
     def load(self, tensors: dict[str, torch.Tensor], updates: int) -> None:
         """Restore from checkpoint tensors (resume)."""
-        state = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-        self.module.load_state_dict(state)
+        self.module.load_state_dict(averaged_state(tensors) or {})
         self.updates = updates
 
 
