@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,24 +63,43 @@ SYNC = {"aten::_local_scalar_dense"}
 STEP = "profile_step.step"
 
 
-def vaelab_step(case: str):
-    """(step function, parameters) of vaelab's own training step for ``case``."""
+def _training_parts():
+    """(Stepper, make_optimizer, beta_at) wherever this version of vaelab keeps them (the
+    step moved from train/loop.py to train/step.py, beta_at to train/schedule.py)."""
+    try:
+        from vaelab.train.step import Stepper, make_optimizer
+    except ImportError:
+        from vaelab.train.loop import Stepper, make_optimizer
+    try:
+        from vaelab.train.schedule import beta_at
+    except ImportError:
+        from vaelab.train.loop import beta_at
+    return Stepper, make_optimizer, beta_at
+
+
+def vaelab_step(case: str, dataset: str | None = None):
+    """(step function, ImageData) of vaelab's own training step for ``case``: the
+    :class:`Stepper` that ``vaelab train`` builds, fed batches as fit() prepares them."""
+    import inspect
+
     from vaelab.config import Config, resolve, validate, with_overrides
     from vaelab.data import dataset_for
     from vaelab.data.prepare import epoch_permutation, prepare
     from vaelab.train.load import build_run_model
-    from vaelab.train.loop import Stepper, beta_at, make_optimizer
 
+    Stepper, make_optimizer, beta_at = _training_parts()
     spec = CASES[case]
-    config = with_overrides(
-        Config(), {"dataset": spec["dataset"], **spec["overrides"]}, "profile_step"
-    )
+    options = {"dataset": dataset or spec["dataset"], **spec["overrides"]}
+    config = with_overrides(Config(), options, "profile_step")
     config = validate(resolve(config))
     data = dataset_for(config)
     torch.manual_seed(0)
     model = build_run_model(config.model, data.image_shape)
-    optimizer, _ = make_optimizer(model, config, torch.device("cpu"))
-    stepper = Stepper(model, optimizer, config, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    takes_device = len(inspect.signature(make_optimizer).parameters) > 2
+    made = make_optimizer(model, config, cpu) if takes_device else make_optimizer(model, config)
+    optimizer = made[0] if isinstance(made, tuple) else made  # (optimizer, scheduler) before
+    stepper = Stepper(model, optimizer, config, cpu)
     model.train()
     train_x, n = data.train_x, len(data.train_x)
     perm = epoch_permutation(n, 0, 0, torch.device("cpu"))
@@ -177,7 +197,7 @@ def breakdown(step, n: int) -> dict:
     }  # fmt: skip
     per["outside_ops"] = max(0.0, min(walls[r] - inside[r] for r in inside))
     total = sum(per.values())
-    top = sorted(ops.items(), key=lambda kv: -kv[1])[:40]
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:20]
     return {
         "us_per_step": total,
         "us_by_category": per,
@@ -204,8 +224,10 @@ def _under(event, prefix: str) -> bool:
     return False
 
 
-def run_case(case: str, warmup: int, steps: int, blocks: int, prof_steps: int) -> dict:
-    ours, data = vaelab_step(case)
+def run_case(
+    case: str, warmup: int, steps: int, blocks: int, prof_steps: int, dataset: str | None
+) -> dict:
+    ours, data = vaelab_step(case, dataset)
     ref = reference_step(case, data)
     for _ in range(warmup):
         ours()
@@ -230,18 +252,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="mlp,conv", help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed steps of each first")
-    parser.add_argument("--steps", type=int, default=50, help="steps per CPU-time block")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps of each first")
+    parser.add_argument("--steps", type=int, default=30, help="steps per CPU-time block")
     parser.add_argument("--blocks", type=int, default=5, help="interleaved CPU-time blocks")
-    parser.add_argument("--profile-steps", type=int, default=30, help="steps under the profiler")
-    parser.add_argument("--out", help="JSON path (default: results/profile_step.json)")
+    parser.add_argument("--profile-steps", type=int, default=60, help="steps under the profiler")
+    parser.add_argument(
+        "--quick", action="store_true", help="check that it runs: digits, a few steps"
+    )
+    parser.add_argument(
+        "--out", help="JSON path (default: results/profile_step.json; --quick: a temporary file)"
+    )
     args = parser.parse_args()
+    dataset = "digits" if args.quick else None
+    if args.quick:
+        args.warmup, args.steps, args.blocks, args.profile_steps = 1, 2, 1, 3
     torch.set_num_threads(args.threads)
     from provenance import provenance, save_json  # benchmarks/provenance.py
 
-    result = {**provenance(), "threads": args.threads, "batch_size": BATCH, "cases": {}}
+    result = {**provenance(), "threads": args.threads, "batch_size": BATCH, "quick": args.quick,
+              "cases": {}}  # fmt: skip
     for case in [c for c in args.cases.split(",") if c]:
-        r = run_case(case, args.warmup, args.steps, args.blocks, args.profile_steps)
+        r = run_case(case, args.warmup, args.steps, args.blocks, args.profile_steps, dataset)
         result["cases"][case] = r
         print(f"\n{case}: CPU ms/step vaelab {r['cpu_ms_per_step']['vaelab']:.2f}, minimal "
               f"{r['cpu_ms_per_step']['minimal']:.2f} (minimal/vaelab "
@@ -259,7 +290,13 @@ def main() -> None:
             print(f"  top ops ({side}): " + ", ".join(
                 f"{k.removeprefix('aten::')} {v:.0f}" for k, v in
                 list(p["top_ops_us_per_step"].items())[:8]))  # fmt: skip
-    save_json(args.out or Path(__file__).resolve().parent / "results" / "profile_step.json", result)
+    if args.out:
+        out = Path(args.out)
+    elif args.quick:
+        out = Path(tempfile.gettempdir()) / "profile_step_quick.json"
+    else:
+        out = Path(__file__).resolve().parent / "results" / "profile_step.json"
+    save_json(out, result)
 
 
 if __name__ == "__main__":
