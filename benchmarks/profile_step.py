@@ -184,10 +184,9 @@ def breakdown(step, n: int) -> dict:
             counts["allocations"] += e.name in ALLOC
             counts["host_syncs"] += e.name in SYNC
         ops[e.name] = ops.get(e.name, 0.0) + self_us
-        if e.name in GEMM:
-            per["gemm"] += self_us
-        elif e.name in CONV:
-            per["conv"] += self_us
+        kernel = _kernel(e)  # an op called inside a convolution or GEMM is part of it
+        if kernel is not None:
+            per[kernel] += self_us
         elif _under(e, "Optimizer.step"):
             per["optimizer"] += self_us
         else:
@@ -214,6 +213,18 @@ def _root(event):
     while event is not None and event.name != STEP:
         event = event.cpu_parent
     return event
+
+
+def _kernel(event) -> str | None:
+    """ "conv" or "gemm" if ``event`` is such a kernel or runs inside one (the native
+    transposed convolution's per-image selects and GEMMs are its own), else None."""
+    while event is not None:
+        if event.name in CONV:
+            return "conv"
+        if event.name in GEMM:
+            return "gemm"
+        event = event.cpu_parent
+    return None
 
 
 def _under(event, prefix: str) -> bool:
