@@ -34,7 +34,8 @@ from vaelab.data.prepare import epoch_permutation, prepare, to_unit
 from vaelab.evaluate.nll import test_bound
 from vaelab.gradvar import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.loop import make_optimizer
+from vaelab.train.step import Stepper
 
 PARTS = {
     "gaussian": {

@@ -33,7 +33,8 @@ from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.evaluate.nll import log_likelihood
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.loop import make_optimizer
+from vaelab.train.step import Stepper
 
 
 class MinimalVAE(nn.Module):

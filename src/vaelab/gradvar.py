@@ -36,8 +36,9 @@ from vaelab.objectives import elbo
 from vaelab.plots import save_figure
 from vaelab.train.bound import test_bound
 from vaelab.train.load import build_run_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.loop import make_optimizer
 from vaelab.train.run import resolve_device
+from vaelab.train.step import Stepper
 
 
 def posterior_name(model: torch.nn.Module) -> str:
