@@ -5,7 +5,6 @@ uninterrupted one in every checkpoint tensor and metrics value."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from vaelab.gradvar import during_training
 from vaelab.train import loop
 from vaelab.train.checkpoint import load_checkpoint
 from vaelab.train.loop import fit
+from vaelab.train.run import read_metrics
 from vaelab.train.schedule import LR_SCHEDULES, beta_at, lr_at
 from vaelab.train.step import Stepper
 
@@ -90,17 +90,6 @@ def applied_rates(monkeypatch):
     return rates
 
 
-def test_fit_applies_the_schedule_at_every_step(tmp_path, applied_rates):
-    """--schedule step over 3 epochs halves the rate each epoch (step size 3 // 3 = 1): the
-    rates fit's optimizer held at its 78 updates are torch StepLR's, exactly, and each
-    metrics row's lr is the rate of the step after it (as the scheduler reported it)."""
-    run = fit(small_config(epochs=3, schedule="step"), tmp_path / "r")
-    want = torch_rates("step", 1e-3, 3, STEPS_PER_EPOCH)
-    assert applied_rates == want[:-1]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in rows] == [5e-4, 2.5e-4, 1.25e-4]
-
-
 def test_gradvar_trains_with_the_runs_schedule(applied_rates):
     """gradvar's --during-training trains through fit's train_step: its own loop took a
     constant rate; now 3 epochs of --schedule step halve it each epoch, as fit does."""
@@ -110,15 +99,21 @@ def test_gradvar_trains_with_the_runs_schedule(applied_rates):
     assert applied_rates == torch_rates("step", 1e-3, 3, STEPS_PER_EPOCH)[:-1]
 
 
-def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
+def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, applied_rates):
     """The stateful options at once (step schedule, KL warm-up, --ema, gradient norms kept
     by --skip-threshold inf, dynamic binarization), stopped mid-epoch 2 after its checkpoint
     at step 35 and resumed: every checkpoint tensor (weights, Adam moments, weight average,
     RNG) and the training state equal those of one uninterrupted run, and so does every
-    metrics value but the timings."""
+    metrics value but the timings.
+
+    The uninterrupted run also shows the schedule applied: --schedule step over 3 epochs
+    halves the rate each epoch (step size 3 // 3 = 1), so the rates its optimizer held at its
+    78 updates are torch StepLR's, exactly, and each metrics row's lr is the next step's."""
     cfg = small_config(epochs=3, schedule="step", warmup_epochs=1.5, ema=0.9, binarize="dynamic",
                        skip_threshold=float("inf"), checkpoint_every=7)  # fmt: skip
     full = fit(cfg, tmp_path / "full")
+    assert applied_rates == torch_rates("step", 1e-3, 3, STEPS_PER_EPOCH)[:-1]
+    assert [r["lr"] for r in read_metrics(full)] == [5e-4, 2.5e-4, 1.25e-4]
     real, calls = loop.train_step, {"n": 0}
 
     def crashing(*args, **kwargs):
@@ -141,11 +136,8 @@ def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
     for name in a.tensors:
         assert torch.equal(a.tensors[name], b.tensors[name]), name
     timing = {"seconds", "images_per_s"}
-    rows = [
-        [{k: v for k, v in json.loads(line).items() if k not in timing}
-         for line in (run / "metrics.jsonl").read_text().splitlines()]
-        for run in (full, resumed)
-    ]  # fmt: skip
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in read_metrics(run)]
+            for run in (full, resumed)]  # fmt: skip
     assert rows[0] == rows[1] and len(rows[0]) == 3 and "grad_norm_max" in rows[0][0]
 
 
@@ -169,5 +161,4 @@ def test_a_checkpoint_written_before_lr_at_resumes(tmp_path):
     for name in a:
         if name.startswith(("model/", "optim/")):
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
-    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in rows] == [0.005, 0.0]
+    assert [r["lr"] for r in read_metrics(resumed)] == [0.005, 0.0]
