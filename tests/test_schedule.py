@@ -5,6 +5,7 @@ uninterrupted one in every checkpoint tensor and metrics value."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from conftest import small_config
 from vaelab.config import _CHOICES, resolve
-from vaelab.data import dataset_for
+from vaelab.data import load_dataset
 from vaelab.gradvar import during_training
 from vaelab.train import loop
 from vaelab.train.checkpoint import load_checkpoint
@@ -23,7 +24,14 @@ from vaelab.train.schedule import LR_SCHEDULES, beta_at, lr_at
 from vaelab.train.step import Stepper
 
 DATA = Path(__file__).parent / "data"
-STEPS_PER_EPOCH = 26  # digits: 1,617 training images in batches of 64
+STEPS_PER_EPOCH = 5  # the first 300 digits in batches of 64: 4 full batches and one of 44
+
+
+@pytest.fixture(scope="module")
+def digits300():
+    """300 digits training images (and the whole test set): few steps, an uneven last batch."""
+    data = load_dataset("digits")
+    return dataclasses.replace(data, train_x=data.train_x[:300], train_y=data.train_y[:300])
 
 
 def torch_rates(schedule: str, lr: float, epochs: int, steps_per_epoch: int) -> list[float]:
@@ -90,44 +98,46 @@ def applied_rates(monkeypatch):
     return rates
 
 
-def test_gradvar_trains_with_the_runs_schedule(applied_rates):
+def test_gradvar_trains_with_the_runs_schedule(applied_rates, digits300):
     """gradvar's --during-training trains through fit's train_step: its own loop took a
     constant rate; now 3 epochs of --schedule step halve it each epoch, as fit does."""
     cfg = resolve(small_config(schedule="step", epochs=10))  # the run's 10: gradvar spans 3
-    rows = during_training(cfg, dataset_for(cfg), 3, ["reparam"], draws=2, batch_size=16)
+    rows = during_training(cfg, digits300, 3, ["reparam"], draws=2, batch_size=16)
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert applied_rates == torch_rates("step", 1e-3, 3, STEPS_PER_EPOCH)[:-1]
 
 
-def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, applied_rates):
+def test_resumed_run_equals_uninterrupted_bit_for_bit(
+    tmp_path, monkeypatch, applied_rates, digits300
+):
     """The stateful options at once (step schedule, KL warm-up, --ema, gradient norms kept
     by --skip-threshold inf, dynamic binarization), stopped mid-epoch 2 after its checkpoint
-    at step 35 and resumed: every checkpoint tensor (weights, Adam moments, weight average,
+    at step 6 and resumed: every checkpoint tensor (weights, Adam moments, weight average,
     RNG) and the training state equal those of one uninterrupted run, and so does every
     metrics value but the timings.
 
     The uninterrupted run also shows the schedule applied: --schedule step over 3 epochs
     halves the rate each epoch (step size 3 // 3 = 1), so the rates its optimizer held at its
-    78 updates are torch StepLR's, exactly, and each metrics row's lr is the next step's."""
+    15 updates are torch StepLR's, exactly, and each metrics row's lr is the next step's."""
     cfg = small_config(epochs=3, schedule="step", warmup_epochs=1.5, ema=0.9, binarize="dynamic",
-                       skip_threshold=float("inf"), checkpoint_every=7)  # fmt: skip
-    full = fit(cfg, tmp_path / "full")
+                       skip_threshold=float("inf"), checkpoint_every=3)  # fmt: skip
+    full = fit(cfg, tmp_path / "full", data=digits300)
     assert applied_rates == torch_rates("step", 1e-3, 3, STEPS_PER_EPOCH)[:-1]
     assert [r["lr"] for r in read_metrics(full)] == [5e-4, 2.5e-4, 1.25e-4]
     real, calls = loop.train_step, {"n": 0}
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 40:  # 5 steps after the checkpoint at step 35 (epoch 2, batch 9)
+        if calls["n"] == 8:  # 2 steps after the checkpoint at step 6 (epoch 2, batch 1)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_step", crashing)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "resumed")
+        fit(cfg, tmp_path / "resumed", data=digits300)
     monkeypatch.setattr(loop, "train_step", real)
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.safetensors").state.step == 35
-    resumed = fit(cfg, tmp_path / "resumed", resume=True)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.safetensors").state.step == 6
+    resumed = fit(cfg, tmp_path / "resumed", resume=True, data=digits300)
     a = load_checkpoint(full / "checkpoint.safetensors")
     b = load_checkpoint(resumed / "checkpoint.safetensors")
     assert a.state == b.state and a.state.step == 3 * STEPS_PER_EPOCH
