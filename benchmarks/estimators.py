@@ -34,7 +34,7 @@ from vaelab.data.prepare import epoch_permutation, prepare, to_unit
 from vaelab.evaluate.nll import test_bound
 from vaelab.gradvar import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.step import Stepper, make_optimizer
 
 PARTS = {
     "gaussian": {
@@ -66,7 +66,7 @@ def train_for(
     curve rows, info)."""
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.image_shape).to(device)
-    optimizer, _ = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config)
     stepper = Stepper(model, optimizer, config, device)
     train_x, bs = data.train_x.to(device), config.train.batch_size
     curve = [{"step": 0, "seconds": 0.0, "test_elbo": test_bound(model, test_sub)["elbo"]}]

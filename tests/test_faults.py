@@ -22,7 +22,7 @@ from vaelab.cli import main
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
 from vaelab.objectives import get_objective
-from vaelab.train import loop
+from vaelab.train import step
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.loop import fit
 from vaelab.train.run import read_metrics
@@ -139,7 +139,7 @@ def poisoned(monkeypatch, bad: set[int], where: str) -> dict:
 
         return patched
 
-    monkeypatch.setattr(loop, "get_objective", wrap)
+    monkeypatch.setattr(step, "get_objective", wrap)
     return calls
 
 
