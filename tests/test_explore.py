@@ -17,13 +17,13 @@ from vaelab.explore import (
     interpolate,
     kl_per_dim,
     latent_means,
-    latent_plot,
     lerp,
     prior_quantile_grid,
     slerp,
     top_dims,
     traverse,
 )
+from vaelab.pictures import latent_plot
 
 
 @pytest.fixture(scope="module")
