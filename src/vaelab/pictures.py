@@ -47,7 +47,7 @@ from vaelab.plots import (
     save_grid,
     traversal_figure,
 )
-from vaelab.samplers import prepare_sampler, sample_images
+from vaelab.samplers import sample_with
 
 GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
 
@@ -100,13 +100,8 @@ def samples(
             raise VaelabError("--label: draws z from the prior; drop --sampler")
         images, nrow = label_samples(model, n, label, temperature, seed)
     else:
-        if n < 1:
-            raise VaelabError(f"-n: must be at least 1, got {n}")
-        if temperature <= 0:
-            raise VaelabError(f"--temperature: must be > 0, got {temperature}")
-        options = prepare_sampler(sampler, model, _training_images(config), components, run_dir)
-        torch.manual_seed(seed)
-        images = sample_images(model, n, sampler, temperature, **options)
+        images = sample_with(model, n, sampler, temperature, components, seed,
+                             train_x=_training_images(config), run_dir=run_dir)  # fmt: skip
     return Grid(images.cpu(), nrow)
 
 
