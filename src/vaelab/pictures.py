@@ -110,7 +110,8 @@ def _training_images(config: Config | None) -> Callable[[], torch.Tensor]:
 
     def read() -> torch.Tensor:
         if config is None:
-            raise VaelabError("--sampler gmm: needs the run's config to read its training images")
+            raise VaelabError("sampler: fitting one needs config= (the run's Config) to read "
+                              "its training images")  # fmt: skip
         data = dataset_for(config)
         return train_images(data.train_x, config.data.binarize, config.train.seed,
                             GMM_TRAINING_IMAGES)  # fmt: skip
