@@ -77,9 +77,9 @@ def sample(
     from vaelab.pictures import samples
 
     run = as_run(run, device)
-    grid = samples(run.model, n, sampler=sampler, temperature=temperature,
+    grid = samples(run, n, sampler=sampler, temperature=temperature,
                    group_temperature=group_temperature, label=label, components=components,
-                   seed=seed, config=run.config, run_dir=run.folder)  # fmt: skip
+                   seed=seed)  # fmt: skip
     if out is not None:
         grid.save(target(out, overwrite))
     return grid.images
@@ -173,8 +173,7 @@ def latent_plot(
     if grid < 1:
         raise VaelabError(f"--grid: must be at least 1, got {grid}")
     run = as_run(run, device)
-    fig, coords, labels = scatter(run.model, load_test_images(run), method, limit, seed,
-                                  config=run.config)  # fmt: skip
+    fig, coords, labels = scatter(run, load_test_images(run), method, limit, seed)
     manifold = None
     if run.model.latent_dim == 2 and run.config.model.model != "ae":  # an AE has no p(z)
         manifold = tiles(run.model, grid)
@@ -198,4 +197,4 @@ def report(
         raise VaelabError("report: needs a run folder (a Run from open_run, or its path)")
     if out is not None:
         out = target(out, overwrite)
-    return write_report(run.folder, out, model=run.model, seed=seed, config=run.config)
+    return write_report(run, out, seed=seed)

@@ -2,8 +2,9 @@
 the end of training, so a picture cannot be drawn two ways.
 
 Each takes the model and, as explicit arguments, what else it needs (images as the model
-sees them, uint8 ``(N, C, H, W)``; the run's Config where test or training images must be
-prepared); none reads attributes off the model. Image grids come back as a :class:`Grid`
+sees them, uint8 ``(N, C, H, W)``), or the :class:`~vaelab.runs.Run` where the run's Config
+or folder is needed (to prepare test or training images, to cache a sampler's fit); none
+reads attributes off the model. Image grids come back as a :class:`Grid`
 (rendered by :func:`vaelab.plots.grid_image`, saved with the command line as PNG text),
 charts as a matplotlib ``Figure``. The report puts several inputs in one picture by
 stacking their grids (:func:`stack`): each row is exactly what the command draws for that
@@ -47,7 +48,8 @@ from vaelab.plots import (
     save_grid,
     traversal_figure,
 )
-from vaelab.samplers import sample_with
+from vaelab.runs import Run
+from vaelab.samplers import prepare_sampler, sample_images
 
 GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
 
@@ -80,16 +82,15 @@ def stack(grids: Sequence[Grid]) -> Grid:
 
 
 def samples(
-    model: torch.nn.Module, n: int = 64, *, sampler: str = "prior", temperature: float = 1.0,
+    run: Run, n: int = 64, *, sampler: str = "prior", temperature: float = 1.0,
     group_temperature: Sequence[float] | None = None, label: int | str | None = None,
-    components: int = 10, seed: int = 0, config: Config | None = None,
-    run_dir: str | Path | None = None,
+    components: int = 10, seed: int = 0,
 ) -> Grid:  # fmt: skip
-    """``vaelab sample``: ``n`` decoded means of p(x|z), z from ``sampler`` (the prior, or a
-    Gaussian mixture fitted to the latent means of the run's training images, prepared as
-    ``config`` says and cached in ``run_dir``) scaled by ``temperature``; or ``label``
+    """``vaelab sample``: ``n`` decoded means of p(x|z) of ``run``'s model, z from
+    ``sampler`` (the prior, or a Gaussian mixture fitted to the latent means of the run's
+    training images and cached in its folder) scaled by ``temperature``; or ``label``
     (cvae/m2; 'all': one row per class) or ``group_temperature`` (deep) instead."""
-    nrow = None
+    model, nrow = run.model, None
     if group_temperature is not None:
         if sampler != "prior" or label is not None:
             raise VaelabError("--group-temperature: draws every group from the prior; drop "
@@ -100,18 +101,22 @@ def samples(
             raise VaelabError("--label: draws z from the prior; drop --sampler")
         images, nrow = label_samples(model, n, label, temperature, seed)
     else:
-        images = sample_with(model, n, sampler, temperature, components, seed,
-                             train_x=_training_images(config), run_dir=run_dir)  # fmt: skip
+        # samplers.sample_with's checks and steps, with the run's config and folder passed in
+        if n < 1:
+            raise VaelabError(f"-n: must be at least 1, got {n}")
+        if temperature <= 0:
+            raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+        options = prepare_sampler(sampler, model, _training_images(run.config), components,
+                                  run.folder)  # fmt: skip
+        torch.manual_seed(seed)
+        images = sample_images(model, n, sampler, temperature, **options)
     return Grid(images.cpu(), nrow)
 
 
-def _training_images(config: Config | None) -> Callable[[], torch.Tensor]:
+def _training_images(config: Config) -> Callable[[], torch.Tensor]:
     """The run's training images as trained on, read only if a sampler must be fitted."""
 
     def read() -> torch.Tensor:
-        if config is None:
-            raise VaelabError("sampler: fitting one needs config= (the run's Config) to read "
-                              "its training images")  # fmt: skip
         data = dataset_for(config)
         return train_images(data.train_x, config.data.binarize, config.train.seed,
                             GMM_TRAINING_IMAGES)  # fmt: skip
@@ -177,17 +182,16 @@ def traversal(
 
 
 def latent_plot(
-    model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int | None = None,
-    seed: int = 0, *, config: Config | None = None,
-) -> tuple[Figure, np.ndarray, np.ndarray | None]:  # fmt: skip
+    run: Run, data: ImageData, method: str = "pca", limit: int | None = None, seed: int = 0
+) -> tuple[Figure, np.ndarray, np.ndarray | None]:
     """``vaelab latent-plot``: the latent means of the first ``limit`` test images of
-    ``data`` (default all; prepared as the run's ``config`` says, else as stored), one
-    point each coloured by label, projected by ``method`` above 2-D. Returns the figure,
-    the plotted coordinates ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
-    x = data.test_x[:limit] if limit else data.test_x
-    if config is not None:
-        x = eval_images(x, config.data.binarize, config.train.seed)
-    z = latent_means(model, x)
+    ``data`` (default all; prepared as ``run`` was trained), one point each coloured by
+    label, projected by ``method`` above 2-D. Returns the figure, the plotted coordinates
+    ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
+    cfg = run.config
+    x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
+                    cfg.train.seed)  # fmt: skip
+    z = latent_means(run.model, x)
     coords, prefix = embed(z, method, seed)
     labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
     how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
@@ -217,4 +221,4 @@ def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, confi
     test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
     reconstructions(model, test).save(out / "reconstructions.png")
     if config.model.model != "ae":
-        samples(model, 64, seed=config.train.seed).save(out / "samples.png")
+        samples(Run(model, config, {}, out), 64, seed=config.train.seed).save(out / "samples.png")

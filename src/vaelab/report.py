@@ -29,6 +29,7 @@ from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import dim_scores
 from vaelab.plots import png_bytes, save_figure, training_curves
+from vaelab.runs import Run
 from vaelab.train import run as runfs
 from vaelab.train.load import read_run
 from vaelab.train.loop import Drawings
@@ -80,7 +81,7 @@ def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config
     report.html, in run folder ``out``."""
     pictures.write_run_pictures(model, data, out, config)
     write_curves(out)
-    write_report(out, model=model, data=data, seed=config.train.seed, config=config)
+    write_report(Run(model, config, {}, out), data=data, seed=config.train.seed)
 
 
 # What --report draws during and after training (vaelab train, vaelab.train).
@@ -153,11 +154,11 @@ def _evaluation_section(run: Path) -> str:
 
 
 def build_sections(
-    model: torch.nn.Module, config: Config, data: ImageData, rows: list[dict[str, Any]],
-    seed: int = 0,
-) -> dict[str, str]:  # fmt: skip
+    run: Run, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
+) -> dict[str, str]:
     """The HTML body of each section of :data:`SECTIONS`, keyed by its id. Every picture is
     the one its command draws (vaelab.pictures) for test images picked with ``seed``."""
+    model, config = run.model, run.config
     is_vae = config.model.model != "ae"
     test = eval_images(data.test_x, config.data.binarize, config.train.seed)
     gen = torch.Generator().manual_seed(seed)
@@ -168,7 +169,7 @@ def build_sections(
                           "per epoch, train vs test", "training curves") if rows
                      else _note("no epoch finished yet"))  # fmt: skip
     no_prior = _note("a plain autoencoder has no prior or posterior: nothing to sample")
-    out["samples"] = _grid(pictures.samples(model, 64, seed=seed), "64 decodings of z ~ p(z) "
+    out["samples"] = _grid(pictures.samples(run, 64, seed=seed), "64 decodings of z ~ p(z) "
                            "(means of p(x|z))") if is_vae else no_prior  # fmt: skip
     out["reconstructions"] = _grid(pictures.reconstructions(model, test[picks], row=8),
                                    "rows 1 and 3: test images; rows 2 and 4: their "
@@ -187,7 +188,7 @@ def build_sections(
                                   "eleventh columns are their reconstructions)")  # fmt: skip
     out["traversals"] = _traversals(model, test, picks[:2]) if is_vae else _note(
         "a plain autoencoder has no posterior to rank dimensions by KL")  # fmt: skip
-    out["latent"] = _latent_section(model, config, data, is_vae)
+    out["latent"] = _latent_section(run, data, is_vae)
     return out
 
 
@@ -202,8 +203,9 @@ def _traversals(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) ->
     return "".join(parts)
 
 
-def _latent_section(model: torch.nn.Module, config: Config, data: ImageData, is_vae: bool) -> str:
-    fig, _, _ = pictures.latent_plot(model, data, config=config)
+def _latent_section(run: Run, data: ImageData, is_vae: bool) -> str:
+    model = run.model
+    fig, _, _ = pictures.latent_plot(run, data)
     title = fig.axes[0].get_title()
     part = _img(png_bytes(fig), title, "latent scatter")
     if model.latent_dim == 2 and is_vae:  # an AE has no p(z) to tile
@@ -227,30 +229,32 @@ def render(title: str, sections: dict[str, str]) -> str:
 
 
 def write_report(
-    run: str | Path, out: str | Path | None = None, model: torch.nn.Module | None = None,
-    data: ImageData | None = None, seed: int = 0, *, config: Config | None = None,
+    run: str | Path | Run, out: str | Path | None = None, data: ImageData | None = None,
+    seed: int = 0, *, model: torch.nn.Module | None = None,
 ) -> Path:  # fmt: skip
-    """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
-    replaced if present); returns the path. ``model``, ``config`` (the run's) and ``data``
-    skip reading them again from the run folder."""
-    run = Path(run)
-    if not run.is_dir():
-        raise VaelabError(f"{run}: no such run folder")
-    if model is None or config is None:
-        stored, config, _ = read_run(run)
-        model = model if model is not None else stored
-    data = data or dataset_for(config)
+    """Write the HTML report of a run (its folder, or a :class:`Run` whose model is already
+    loaded) to ``out`` (default RUN/report.html, replaced if present); returns the path.
+    ``data`` skips reloading the run's dataset; ``model`` (with a folder) skips loading
+    the model."""
+    if not isinstance(run, Run):
+        folder = Path(run)
+        if not folder.is_dir():
+            raise VaelabError(f"{folder}: no such run folder")
+        stored, config, info = read_run(folder)
+        run = Run(model if model is not None else stored, config, info, folder)
+    folder, model = Path(run.folder), run.model
+    data = data or dataset_for(run.config)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
-            sections = build_sections(model, config, data, runfs.read_metrics(run), seed)
-        sections["evaluation"] = _evaluation_section(run)
+            sections = build_sections(run, data, runfs.read_metrics(folder), seed)
+        sections["evaluation"] = _evaluation_section(folder)
     finally:
         model.train(was_training)
-    path = Path(out) if out else run / REPORT
+    path = Path(out) if out else folder / REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(f"vaelab run {run.name}: {cfg_line(config)}", sections))
+    path.write_text(render(f"vaelab run {folder.name}: {cfg_line(run.config)}", sections))
     return path
 
 

@@ -160,21 +160,16 @@ def sample_with(
     temperature: float = 1.0,
     components: int = 10,
     seed: int | None = None,
-    *,
-    train_x: Callable[[], torch.Tensor] | None = None,
-    run_dir: str | Path | None = None,
 ) -> torch.Tensor:
     """``n`` images from a loaded run (``vaelab.load``) with latents from ``sampler``; the
-    ``gmm`` fit is cached in the run folder. ``train_x`` (a function returning the training
-    images as trained on) and ``run_dir`` default to those of the run the model was loaded
-    from."""
+    ``gmm`` fit is cached in the run folder."""
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     if temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
     options = prepare_sampler(
-        sampler, model, train_x or (lambda: training_images(model)), components,
-        run_dir if run_dir is not None else getattr(model, "run_dir", None),
+        sampler, model, lambda: training_images(model), components,
+        getattr(model, "run_dir", None),
     )  # fmt: skip
     if seed is not None:
         torch.manual_seed(seed)
