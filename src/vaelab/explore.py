@@ -157,7 +157,7 @@ def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, s
     try:
         return kl_per_dim(model, x), "KL"
     except VaelabError:
-        if isinstance(model, Autoencoder):  # no posterior: nothing to rank
+        if isinstance(model, Autoencoder):  # no posterior spread: not even an activity
             raise
         return latent_means(model, x).var(0), "activity"
 

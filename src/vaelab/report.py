@@ -259,6 +259,5 @@ def write_report(
 
 
 def cfg_line(config: Config) -> str:
-    """One line naming the run's model, body, latent size, likelihood and data."""
     m, d = config.model, config.data
     return f"{m.model} {m.arch} latent {m.latent_dim}, {m.likelihood}, on {d.dataset}"
