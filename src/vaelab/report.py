@@ -25,7 +25,6 @@ import vaelab.pictures as pictures
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
-from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import dim_scores
 from vaelab.plots import png_bytes, save_figure, training_curves
@@ -237,11 +236,8 @@ def write_report(
     ``data`` skips reloading the run's dataset; ``model`` (with a folder) skips loading
     the model."""
     if not isinstance(run, Run):
-        folder = Path(run)
-        if not folder.is_dir():
-            raise VaelabError(f"{folder}: no such run folder")
-        stored, config, info = read_run(folder)
-        run = Run(model if model is not None else stored, config, info, folder)
+        stored, config, info = read_run(run)  # refuses a missing folder
+        run = Run(model if model is not None else stored, config, info, Path(run))
     folder, model = Path(run.folder), run.model
     data = data or dataset_for(run.config)
     was_training = model.training
