@@ -71,14 +71,7 @@ def open_run(run: str | Path | Run, device: str = "cpu") -> Run:
     unpickled: weights come from safetensors, the rest from JSON."""
     if isinstance(run, Run):
         return run
-    folder = Path(run)
-    if not folder.is_dir():
-        raise VaelabError(f"{folder}: no such run folder")
-    model, config, info = read_run(folder, device)
-    # Transitional: modules below the API (report, explore, classify, samplers, web...)
-    # still read these from the model; they go once each takes the Run or its fields.
-    model.config, model.run_info, model.run_dir = config, info, folder
-    return Run(model, config, info, folder)
+    return read_run(run, device)
 
 
 def load(run: str | Path | Run, device: str = "cpu") -> torch.nn.Module:
@@ -88,10 +81,20 @@ def load(run: str | Path | Run, device: str = "cpu") -> torch.nn.Module:
 
 
 def as_run(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> Run:
-    """A run path, a :class:`Run`, or a model returned by :func:`load`, as a Run."""
-    if isinstance(run, torch.nn.Module):  # a model from load(): its run rides on it for now
-        return Run(run, run.config, run.run_info, getattr(run, "run_dir", None))
+    """A run path or a :class:`Run` as a Run. A bare model (from :func:`load`) carries no
+    config, dataset or folder, so functions that need them refuse it in one line."""
+    if isinstance(run, torch.nn.Module):
+        raise VaelabError(
+            "needs the run's config and data, which a bare model does not carry: pass the run "
+            "folder or vaelab.open_run(folder)"
+        )
     return open_run(run, device)
+
+
+def model_of(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
+    """The model of a run path or :class:`Run`, or a bare model as it is (for functions that
+    need nothing but the model)."""
+    return run if isinstance(run, torch.nn.Module) else open_run(run, device).model
 
 
 def load_test_images(
@@ -166,7 +169,7 @@ def classify(
     from vaelab.classify import evaluate_classifier
 
     run = as_run(run_or_model, device)
-    return evaluate_classifier(run.model, load_test_images(run, data), limit, baseline,
+    return evaluate_classifier(run, load_test_images(run, data), limit, baseline,
                                baseline_steps, seed=seed, label_samples=label_control)  # fmt: skip
 
 
@@ -183,7 +186,7 @@ def complete(
     from vaelab.complete import complete as run_chains
     from vaelab.complete import make_mask
 
-    model = as_run(run_or_model).model
+    model = model_of(run_or_model)
     if isinstance(mask, str):
         mask = make_mask(mask, model.image_shape, options.get("seed") or 0)
     return run_chains(model, x, mask, **options).images

@@ -90,9 +90,10 @@ def sample(
     elif label is not None:
         if sampler != "prior":
             raise VaelabError("--label: draws z from the prior; drop --sampler")
-        images, nrow = label_samples(run.model, n, label, temperature, seed)
+        images, nrow = label_samples(run.model, n, label, temperature, seed,
+                                     run.info.get("class_names"))  # fmt: skip
     else:
-        images = sample_with(run.model, n, sampler, temperature, components, seed=seed).cpu()
+        images = sample_with(run, n, sampler, temperature, components, seed=seed).cpu()
     if out is not None:
         save_grid(images, target(out, overwrite), nrow=nrow)
     return images
@@ -221,7 +222,7 @@ def latent_plot(
     if grid < 1:
         raise VaelabError(f"--grid: must be at least 1, got {grid}")
     run = as_run(run, device)
-    fig, coords, labels = scatter(run.model, load_test_images(run), method, limit, seed)
+    fig, coords, labels = scatter(run, load_test_images(run), method, limit, seed)
     manifold = None
     if run.model.latent_dim == 2 and run.config.model.model != "ae":  # an AE has no p(z)
         manifold = manifold_figure(run.model, grid)
@@ -245,4 +246,4 @@ def report(
         raise VaelabError("report: needs a run folder (a Run from open_run, or its path)")
     if out is not None:
         out = target(out, overwrite)
-    return write_report(run.folder, out, model=run.model, seed=seed)
+    return write_report(run, out, seed=seed)

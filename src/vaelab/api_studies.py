@@ -94,7 +94,7 @@ def ae_vs_vae(
     if ae_run.config.model.model != "ae" or vae_run.config.model.model == "ae":
         raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
     data = load_test_images(vae_run)
-    fig, result = compare(ae_run.model, vae_run.model, data, points, grid, seed, judge)
+    fig, result = compare(ae_run, vae_run, data, points, grid, seed, judge)
     result.update(ae_run=str(ae), vae_run=str(vae))
     save_figure(fig, folder / "ae-vs-vae.png")
     (folder / "ae-vs-vae.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -18,8 +18,10 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.models import Autoencoder
 from vaelab.plots import latent_figure
 from vaelab.priors import StandardNormalPrior
+from vaelab.runs import Run
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -158,7 +160,7 @@ def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, s
     try:
         return kl_per_dim(model, x), "KL"
     except VaelabError:
-        if model.config.model.model == "ae":
+        if isinstance(model, Autoencoder):  # no posterior spread: not even an activity
             raise
         return latent_means(model, x).var(0), "activity"
 
@@ -264,13 +266,13 @@ def uniform_box(lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0) -> torch.
 
 
 def latent_plot(
-    model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int | None = None,
-    seed: int = 0,
-) -> tuple[Figure, np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Scatter of the test set's latent means (the first ``limit`` images, default all),
-    one point per image, coloured by label; returns the figure, the plotted coordinates
-    ``(N, 2)`` and the labels ``(N,)`` (None for unlabelled data)."""
-    cfg = model.config
+    run: Run, data: ImageData, method: str = "pca", limit: int | None = None, seed: int = 0
+) -> tuple[Figure, np.ndarray, np.ndarray | None]:
+    """Scatter of the test set's latent means (the first ``limit`` images, default all,
+    prepared as ``run`` was trained), one point per image, coloured by label; returns the
+    figure, the plotted coordinates ``(N, 2)`` and the labels ``(N,)`` (None for unlabelled
+    data)."""
+    model, cfg = run.model, run.config
     x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
                     cfg.train.seed)  # fmt: skip
     z = latent_means(model, x)

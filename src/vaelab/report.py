@@ -24,7 +24,6 @@ import yaml
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images, to_unit
-from vaelab.errors import VaelabError
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import (
     dim_scores,
@@ -45,8 +44,9 @@ from vaelab.plots import (
     training_curves,
     traversal_figure,
 )
+from vaelab.runs import Run
 from vaelab.train import run as runfs
-from vaelab.train.load import load_model
+from vaelab.train.load import read_run
 from vaelab.train.loop import Drawings
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
@@ -96,8 +96,7 @@ def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config
     report.html, in run folder ``out``."""
     write_run_pictures(model, data, out, config)
     write_curves(out)
-    model.config = config  # write_report reads the run's config from the model
-    write_report(out, model=model, data=data, seed=config.train.seed)
+    write_report(Run(model, config, {}, out), data=data, seed=config.train.seed)
 
 
 # What --report draws during and after training (vaelab train, vaelab.train).
@@ -170,10 +169,10 @@ def _evaluation_section(run: Path) -> str:
 
 
 def build_sections(
-    model: torch.nn.Module, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
+    run: Run, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
 ) -> dict[str, str]:
     """The HTML body of each section of :data:`SECTIONS`, keyed by its id."""
-    cfg = model.config
+    model, cfg = run.model, run.config
     is_vae = cfg.model.model != "ae"
     test = eval_images(data.test_x, cfg.data.binarize, cfg.train.seed)
     gen = torch.Generator().manual_seed(seed)
@@ -222,11 +221,13 @@ def build_sections(
         )  # fmt: skip
     else:
         out["traversals"] = _note("a plain autoencoder has no posterior to rank dimensions by KL")
-    out["latent"] = _latent_section(model, data, test)
+    out["latent"] = _latent_section(model, data, test, is_vae)
     return out
 
 
-def _latent_section(model: torch.nn.Module, data: ImageData, test: torch.Tensor) -> str:
+def _latent_section(
+    model: torch.nn.Module, data: ImageData, test: torch.Tensor, is_vae: bool
+) -> str:
     z = latent_means(model, test)
     coords, prefix = embed(z, "pca")
     labels = data.test_y.numpy() if data.test_y is not None else None
@@ -234,7 +235,7 @@ def _latent_section(model: torch.nn.Module, data: ImageData, test: torch.Tensor)
     title = f"{data.name}: {len(z)} test-set latent means, {how}"
     part = _img(png_bytes(latent_figure(coords, labels, data.class_names, prefix, title)),
                 title, "latent scatter")  # fmt: skip
-    if z.shape[1] == 2 and model.config.model.model != "ae":  # an AE has no p(z) to tile
+    if z.shape[1] == 2 and is_vae:  # an AE has no p(z) to tile
         from matplotlib.figure import Figure
 
         tiles, q = prior_quantile_grid(model, 15)
@@ -262,30 +263,30 @@ def render(title: str, sections: dict[str, str]) -> str:
 
 
 def write_report(
-    run: str | Path, out: str | Path | None = None, model: torch.nn.Module | None = None,
-    data: ImageData | None = None, seed: int = 0,
+    run: str | Path | Run, out: str | Path | None = None, data: ImageData | None = None,
+    seed: int = 0,
 ) -> Path:  # fmt: skip
-    """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
-    replaced if present); returns the path. ``model``/``data`` skip reloading them."""
-    run = Path(run)
-    if not run.is_dir():
-        raise VaelabError(f"{run}: no such run folder")
-    model = model if model is not None else load_model(run)
-    data = data or dataset_for(model.config)
+    """Write the HTML report of a run (its folder, or a :class:`Run` whose model is already
+    loaded) to ``out`` (default RUN/report.html, replaced if present); returns the path.
+    ``data`` skips reloading the run's dataset."""
+    if not isinstance(run, Run):
+        run = read_run(run)
+    folder, model = Path(run.folder), run.model
+    data = data or dataset_for(run.config)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
-            sections = build_sections(model, data, runfs.read_metrics(run), seed)
-        sections["evaluation"] = _evaluation_section(run)
+            sections = build_sections(run, data, runfs.read_metrics(folder), seed)
+        sections["evaluation"] = _evaluation_section(folder)
     finally:
         model.train(was_training)
-    path = Path(out) if out else run / REPORT
+    path = Path(out) if out else folder / REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(f"vaelab run {run.name}: {cfg_line(model)}", sections))
+    path.write_text(render(f"vaelab run {folder.name}: {cfg_line(run.config)}", sections))
     return path
 
 
-def cfg_line(model: torch.nn.Module) -> str:
-    m, d = model.config.model, model.config.data
+def cfg_line(config: Config) -> str:
+    m, d = config.model, config.data
     return f"{m.model} {m.arch} latent {m.latent_dim}, {m.likelihood}, on {d.dataset}"

@@ -17,6 +17,20 @@ if TYPE_CHECKING:  # annotations only: this module must stay light
     from vaelab.config import Config
 
 
+OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
+
+
+def numbered(path: Path) -> Path:
+    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``... : the first whose name is free,
+    with the table/JSON a picture may get beside it (same stem, .md/.json) free too, so an
+    earlier result is never replaced."""
+    stem, suffix, i = path.stem, path.suffix, 2
+    while any(path.with_suffix(s).exists() for s in {suffix, ".md", ".json"}):
+        path = path.with_name(f"{stem}-{i}{suffix}")
+        i += 1
+    return path
+
+
 @dataclass(frozen=True)
 class Run:
     """``model`` (eval mode), its ``config``, the checkpoint's ``info`` (dataset name,

@@ -13,6 +13,8 @@ from vaelab.errors import VaelabError
 if TYPE_CHECKING:
     import torch
 
+    from vaelab.runs import Run
+
 HELP = "complete missing pixels of an image (inpainting) or its full resolution"
 
 
@@ -50,18 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_arguments(parser, "complete.png")
 
 
-def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
+def _input(run: Run, args: argparse.Namespace) -> torch.Tensor:
     import numpy as np
     import torch
     from PIL import Image
 
     from vaelab.data.prepare import to_unit
 
-    c, h, w = model.image_shape
+    c, h, w = run.image_shape
     if args.input is None:
         from vaelab.api import prepared_test_images
 
-        x = prepared_test_images(model)
+        x = prepared_test_images(run)
         i = args.index or 0
         if not 0 <= i < len(x):
             raise VaelabError(f"--index {i}: the test set has {len(x)} images")
@@ -77,12 +79,12 @@ def _input(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.api import load
+    from vaelab.api import open_run
     from vaelab.complete import complete, downscale, load_mask, make_mask, upsample
     from vaelab.plots import save_grid
 
-    model = load(args.run, args.device)
-    shape = model.image_shape
+    run = open_run(args.run, args.device)
+    model, shape = run.model, run.image_shape
     missing = None
     if args.mask:
         missing = load_mask(args.mask, shape)
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from vaelab.completion_eval import evaluate_completion
 
         result = evaluate_completion(
-            model, load_test_images(model), mask=missing, downscale_factor=args.downscale,
+            run, load_test_images(run), mask=missing, downscale_factor=args.downscale,
             limit=args.evaluate, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
             fill=args.fill,
         )  # fmt: skip
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w") as fh:
                 fh.write(text + "\n")
         return 0
-    x = _input(model, args)
+    x = _input(run, args)
     result = complete(
         model, x, missing, n=args.n, steps=args.steps, method=args.method,
         downscale_factor=args.downscale, seed=args.seed, fill=args.fill,

@@ -54,7 +54,7 @@ def evaluation_json(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.api import evaluate, load
+    from vaelab.api import evaluate, open_run
     from vaelab.evaluate.extras import print_extras
 
     torch.manual_seed(args.seed)
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         raise VaelabError(f"--limit: must be at least 1, got {args.limit}")
     extra = new_file("--json", args.out, args.overwrite) if args.out else None
     path = numbered(Path(args.run) / "evaluation.json")  # the run's own record
-    model = load(args.run, args.device)
+    run = open_run(args.run, args.device)
     result = evaluate(
-        model, samples=args.samples, limit=args.limit,
+        run, samples=args.samples, limit=args.limit,
         quality=not args.no_quality, samplers=tuple(args.sampler or ["prior"]),
         quality_samples=args.quality_samples, components=args.components,
     )  # fmt: skip
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if report.is_file():  # training wrote one: it now shows these numbers too
         from vaelab.report import write_report
 
-        write_report(args.run, report, model=model, seed=args.seed)
+        write_report(run, report, seed=args.seed)
         written.append(report)
     rows = [
         ("test ELBO (nats/image)", result["elbo"]),
