@@ -143,7 +143,7 @@ def test_nearest_neighbour_finds_an_exact_copy():
     torch.testing.assert_close(nearest_neighbour(train, query, observed), train[[7, 31]])
 
 
-def test_evaluation_scores_model_and_baselines(model):
+def test_evaluation_scores_model_and_baselines(model, vae_run):
     """Each reported MSE recomputed independently (float64, per image over the 32 missing
     pixels, then averaged): the model's first completion and the mean of its 2 (replayed
     by seed), the training mean image, and the nearest training image by brute force over
