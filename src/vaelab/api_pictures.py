@@ -18,21 +18,12 @@ from vaelab.api import as_run, load_test_images, prepared_test_images
 from vaelab.data.prepare import binarize_fixed, to_unit
 from vaelab.errors import VaelabError
 from vaelab.plots import save_figure, save_grid
-from vaelab.runs import Run
+from vaelab.runs import Run, target
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RunLike = str | Path | Run | torch.nn.Module
-
-
-def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
-    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
-    path = Path(out)
-    if path.exists() and not overwrite:
-        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:
@@ -72,15 +63,18 @@ def sample(
     run: RunLike, n: int = 64, *, temperature: float = 1.0,
     group_temperature: Sequence[float] | None = None, sampler: str = "prior",
     components: int = 10, label: int | str | None = None, seed: int = 0,
-    device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
+    device: str = "cpu", out: str | Path | None = None, npy: str | Path | None = None,
+    overwrite: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``n`` images ``(n, C, H, W)``: z from ``sampler`` (the prior, or a GMM fitted to the
     training latents) scaled by ``temperature``, decoded to the means of p(x|z); ``label``
-    (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead."""
+    (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead. ``out``:
+    the PNG grid; ``npy``: the array, float32 ``(n, C, H, W)``."""
     from vaelab.generate import sample as draw
     from vaelab.labels import label_samples
     from vaelab.samplers import sample_with
 
+    npy = target(npy, overwrite, "npy") if npy is not None else None  # before any work
     run, nrow = as_run(run, device), None
     if group_temperature is not None:
         if sampler != "prior" or label is not None:
@@ -96,6 +90,10 @@ def sample(
         images = sample_with(run, n, sampler, temperature, components, seed=seed).cpu()
     if out is not None:
         save_grid(images, target(out, overwrite), nrow=nrow)
+    if npy is not None:
+        import numpy as np
+
+        np.save(npy, images.numpy())
     return images
 
 

@@ -12,10 +12,9 @@ from typing import Any
 import torch
 
 from vaelab.api import as_run, load_test_images
-from vaelab.api_pictures import target
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
-from vaelab.runs import Run
+from vaelab.runs import Run, target
 
 
 def gradvar(

@@ -1,4 +1,5 @@
-"""A trained run as one object: model, config, checkpoint info and folder.
+"""A trained run as one object: model, config, checkpoint info and folder; and where the
+commands' outputs go (``RUN/outputs/``, numbered names, refusing to replace a file).
 
 The model stays a plain ``nn.Module``; what belongs to the run (its Config, the dataset it
 was trained on, where its files are) travels beside it in :class:`Run`, returned by
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaelab.errors import VaelabError
+
 if TYPE_CHECKING:  # annotations only: this module must stay light
     import torch
 
@@ -18,6 +21,15 @@ if TYPE_CHECKING:  # annotations only: this module must stay light
 
 
 OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
+
+
+def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
+    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def numbered(path: Path) -> Path:
