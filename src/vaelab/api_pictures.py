@@ -53,7 +53,11 @@ def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch
         if run.config.data.binarize != "none":
             x = binarize_fixed(x.unsqueeze(0), seed)[0]
         return x
-    images = prepared_test_images(run)
+    return test_image(prepared_test_images(run), index, flag)
+
+
+def test_image(images: torch.Tensor, index: int, flag: str = "--index") -> torch.Tensor:
+    """``images[index]``, refusing an index outside the test set (the one index check)."""
     if not 0 <= index < len(images):
         raise VaelabError(f"{flag}: test index must be in [0, {len(images) - 1}], got {index}")
     return images[index]
@@ -176,8 +180,7 @@ def traverse(
         raise VaelabError(f"--dims: must be at least 1, got {dims}")
     run = as_run(run, device)
     images = prepared_test_images(run)
-    if not 0 <= index < len(images):
-        raise VaelabError(f"--index: must be in [0, {len(images) - 1}], got {index}")
+    test_image(images, index)
     scores, kind = dim_scores(run.model, images)
     chosen = top_dims(scores, dims)
     names = [f"z{d} ({kind} {scores[d]:.2f})" for d in chosen]
