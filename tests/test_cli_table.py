@@ -60,6 +60,8 @@ def test_a_model_carries_nothing_of_its_run(digits_run):
     # What needs the run's config says so in one line; what needs the model alone works.
     with pytest.raises(VaelabError, match=r"pass the run folder or vaelab\.open_run"):
         vaelab.evaluate(model, samples=2, limit=4)
+    # The prior's samples need only the model: the same draws as through the run's sampler.
+    torch.testing.assert_close(vaelab.sample(model, 4, seed=3), vaelab.sample(run, 4, seed=3))
     x = torch.rand(2, 1, 8, 8)
     images = vaelab.complete(model, x, "left-half", n=2, steps=1)
     assert images.shape == (2, 2, 1, 8, 8)

@@ -79,12 +79,19 @@ def sample(
     from vaelab.samplers import sample_with
 
     npy = target(npy, overwrite, "npy") if npy is not None else None  # before any work
-    run, nrow = as_run(run, device), None
+    if isinstance(run, torch.nn.Module) and sampler == "prior" and label is None:
+        model, run = run, None  # the prior needs nothing of the run: a bare model will do
+    else:
+        run = as_run(run, device)
+        model = run.model
+    nrow = None
     if group_temperature is not None:
         if sampler != "prior" or label is not None:
             raise VaelabError("--group-temperature: draws every group from the prior; drop "
                               "--sampler and --label")  # fmt: skip
-        images = draw(run.model, n, tuple(group_temperature), seed=seed).cpu()
+        images = draw(model, n, tuple(group_temperature), seed=seed).cpu()
+    elif run is None:
+        images = draw(model, n, temperature, seed=seed).cpu()
     elif label is not None:
         if sampler != "prior":
             raise VaelabError("--label: draws z from the prior; drop --sampler")
