@@ -13,8 +13,8 @@ import torch
 from vaelab.api import as_run, load_test_images, model_of
 from vaelab.api_pictures import input_image
 from vaelab.classify import evaluate_classifier, save_confusion
+from vaelab.complete import Completion, downscale, load_mask, make_mask, upsample
 from vaelab.complete import complete as run_chains
-from vaelab.complete import downscale, load_mask, make_mask, upsample
 from vaelab.completion_eval import evaluate_completion
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
@@ -91,8 +91,8 @@ def complete(
     downscale_factor: int | None = None, n: int = 8, steps: int = 50,
     method: str = "pseudo-gibbs", fill: str = "mean", evaluate: int | None = None,
     seed: int = 0, device: str = "cpu", out: str | Path | None = None,
-    json_out: str | Path | None = None, overwrite: bool = False,
-) -> torch.Tensor | dict[str, Any]:  # fmt: skip
+    json_out: str | Path | None = None, overwrite: bool = False, details: bool = False,
+) -> torch.Tensor | Completion | dict[str, Any]:  # fmt: skip
     """Completions ``(B, n, C, H, W)`` of images ``x``: floats in [0, 1] ``(B, C, H, W)``, or a
     test index or an image file (default: test image 0). What is observed: ``mask`` (a
     preset name such as ``left-half``, ``random:0.5``, or a bool tensor, True = missing),
@@ -100,7 +100,9 @@ def complete(
     chain (vaelab.complete): ``method``, ``steps``, ``fill``. ``out``: a PNG row of the first
     image, what the model saw and its completions. With ``evaluate`` = N, instead the
     missing-pixel MSE on the first N test images against the baselines (a dict; also
-    written to ``json_out``). A bare model works for tensor inputs."""
+    written to ``json_out``). A bare model works for tensor inputs. ``details``: return the
+    chain's whole result (:class:`vaelab.complete.Completion`: images, decoded means,
+    Metropolis acceptance rate) instead of the images."""
     paths = _targets(overwrite, out=out, json_out=json_out)
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)
     run = as_run(run_or_model, device) if needs_run else None
@@ -128,4 +130,4 @@ def complete(
             seen = upsample(downscale(first, downscale_factor), downscale_factor)
         save_grid(torch.cat([first, seen, result.images[0]]).cpu(), paths["out"],
                   nrow=n + 2)  # fmt: skip
-    return result.images
+    return result if details else result.images

@@ -113,4 +113,6 @@ def complete(job: dict[str, Any], result: Any, first: bool) -> None:
 
         print(json.dumps(result, indent=2))
         return
+    if result.acceptance is not None:  # Metropolis-within-Gibbs
+        print(f"acceptance rate {result.acceptance:.2f}")
     print(f"wrote {job['out']} (original, observed, {job['n']} completions)")

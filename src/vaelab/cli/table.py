@@ -290,7 +290,7 @@ COMMANDS: dict[str, Command] = {
     "complete": Command(
         "complete missing pixels of an image (inpainting) or its full resolution",
         (API, "complete"), common=("run", "device", "seed", "out", "overwrite", "json"),
-        out="complete.png", present="complete",
+        out="complete.png", present="complete", fixed={"details": True},
         options=(
             opt("--index", type=int, dest="x", group="input",
                 help="test image index (default 0)"),
