@@ -104,8 +104,9 @@ def train(name: str, args: argparse.Namespace) -> Path:
 
 def evaluate(name: str, run: Path, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
-    model = vaelab.load(run, args.device)
-    result = vaelab.evaluate(model, samples=args.nll_samples, limit=args.limit or None,
+    opened = vaelab.open_run(run, args.device)
+    model = opened.model
+    result = vaelab.evaluate(opened, samples=args.nll_samples, limit=args.limit or None,
                              extras=False)  # fmt: skip
     result.pop("log_px_per_image")
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ import torch
 
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from semi_supervised import subset
-from vaelab.api import load, load_test_images
+from vaelab.api import load_test_images, open_run
 from vaelab.complete import complete, downscale, make_mask, upsample
 from vaelab.completion_eval import evaluate_completion
 from vaelab.config import Config, with_overrides
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("left-half", "top-half", "centre-square", "random:0.5")
 
 
-def pictures(model, data, images: Path, n: int = 6, steps: int = 50) -> None:
+def pictures(run, data, images: Path, n: int = 6, steps: int = 50) -> None:
     """Rows: original, what the model sees (missing = mid-grey), n completions."""
-    cfg = model.config
+    model, cfg = run.model, run.config
     x = to_unit(eval_images(data.test_x[:4], cfg.data.binarize, cfg.train.seed))
     rows = []
     for k, preset in enumerate(PRESETS):
@@ -69,21 +69,21 @@ def main() -> None:
         cfg = with_overrides(Config(), {"dataset": args.dataset, "epochs": args.epochs,
                                         "progress": False, "report": False}, "bench")  # fmt: skip
         run = fit(cfg, "/tmp/vaelab-bench-completion/vae", overwrite=True)
-    model = load(run)
-    data = subset(load_test_images(model), args.train_images)
+    opened = open_run(run)
+    data = subset(load_test_images(opened), args.train_images)
     rows = []
     tasks = [{"mask": m, "method": meth} for m in PRESETS for meth in ("pseudo-gibbs", "mwg")]
     tasks += [{"downscale_factor": f, "method": "pseudo-gibbs"} for f in (2, 4)]
     for task in tasks:
-        res = evaluate_completion(model, data, limit=args.limit, n=args.n, steps=args.steps,
+        res = evaluate_completion(opened, data, limit=args.limit, n=args.n, steps=args.steps,
                                   **task)  # fmt: skip
         print(json.dumps({k: (v["mse"] if isinstance(v, dict) else v) for k, v in res.items()}),
               flush=True)  # fmt: skip
         rows.append(res)
-    pictures(model, data, Path(args.images), steps=args.steps)
+    pictures(opened, data, Path(args.images), steps=args.steps)
     out = {
         "benchmark": "completion", "run": str(run), "dataset": data.name,
-        "config": model.config.to_dict(), "rows": rows, "seconds": time.perf_counter() - t0,
+        "config": opened.config.to_dict(), "rows": rows, "seconds": time.perf_counter() - t0,
         **provenance(),
     }  # fmt: skip
     save_json(args.out, out)

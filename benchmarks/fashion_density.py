@@ -102,9 +102,9 @@ def evaluate(name: str, run: Path, args: argparse.Namespace) -> dict:
         components=args.gmm_components,
     )  # fmt: skip
     result.pop("log_px_per_image")  # 10,000 numbers per model; the fingerprint stays
-    model = vaelab.load(run, args.device)
+    opened = vaelab.open_run(run, args.device)
     for sampler in ("prior", "gmm"):  # grids to look at, next to the JSON
-        images = sample_with(model, 64, sampler, components=args.gmm_components, seed=0)
+        images = sample_with(opened, 64, sampler, components=args.gmm_components, seed=0)
         grid = Path(args.json).with_name(f"{Path(args.json).stem}_{name}_{sampler}.png")
         save_grid(images.cpu(), grid)  # named after the JSON: other --json runs keep theirs
     rows = read_metrics(run)

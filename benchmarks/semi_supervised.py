@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from provenance import provenance, save_json  # benchmarks/provenance.py
-from vaelab.api import load
+from vaelab.api import open_run
 from vaelab.classify import evaluate_classifier
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
@@ -95,7 +95,7 @@ def main() -> None:
             t1 = time.perf_counter()
             run = train(opts, runs / f"{name}-{n}", data)
             seconds = time.perf_counter() - t1
-            res = evaluate_classifier(load(run), data, baseline=True,
+            res = evaluate_classifier(open_run(run), data, baseline=True,
                                       baseline_steps=args.baseline_steps)  # fmt: skip
             row = {"model": name, "labels_per_class": n, "epochs": opts["epochs"],
                    "test_error": res["error"], "baseline_error": res["baseline"]["error"],

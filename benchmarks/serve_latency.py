@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from provenance import provenance, save_json  # benchmarks/provenance.py
-from vaelab.api import load
+from vaelab.api import open_run
 from vaelab.config import Config, with_overrides
 from vaelab.explore import decode_mean
 from vaelab.train.loop import fit
@@ -100,7 +100,8 @@ def main() -> None:
         cfg = with_overrides(Config(), {"dataset": dataset, "epochs": args.epochs,
                                         "progress": False, "report": False}, "bench")  # fmt: skip
         run = str(fit(cfg, "/tmp/vaelab-bench-serve/vae", overwrite=True))
-    model = load(run)
+    opened = open_run(run)
+    model = opened.model
     d = model.latent_dim
     gen = torch.Generator().manual_seed(0)
     total = args.warmup + args.requests
@@ -122,8 +123,8 @@ def main() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     out = {
-        "benchmark": "serve_latency", "run": run, "dataset": model.run_info.get("dataset"),
-        "model": f"{model.config.model.model} hidden={list(model.config.model.hidden)} "
+        "benchmark": "serve_latency", "run": run, "dataset": opened.info.get("dataset"),
+        "model": f"{opened.config.model.model} hidden={list(opened.config.model.hidden)} "
                  f"latent_dim={d}",
         "image_shape": list(model.image_shape),
         "round_trip_ms": {"slider (z)": summary(slider), "map point (xy)": summary(drag)},

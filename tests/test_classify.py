@@ -41,15 +41,16 @@ def test_m2_with_ten_labels_per_class_classifies_far_above_chance(m2_run):
     """100 labels of 1,617 digits: chance is 10%; M2 reaches ~95% here (25 epochs, default
     alpha; 90% at the paper's 0.1 * N, the baseline ~91%), so 70% is a margin for seeds and
     thread counts; the baseline trains on the same 100 labels."""
-    model = vaelab.load(m2_run)
-    data = load_test_images(model)
+    run = vaelab.open_run(m2_run)
+    model = run.model
+    data = load_test_images(run)
     with one_thread():
-        res = evaluate_classifier(model, data, baseline=True, baseline_steps=300)
+        res = evaluate_classifier(run, data, baseline=True, baseline_steps=300)
     assert res["accuracy"] > 0.7, res["accuracy"]
     assert res["baseline"]["accuracy"] > 0.5
     assert sum(map(sum, res["confusion"])) == len(data.test_x)
     # The baseline is the classifier's architecture, freshly initialised.
-    net = baseline_network(model)[1]
+    net = baseline_network(model, run.config.model)[1]
     assert [p.shape for p in net.parameters()] == [p.shape for p in model.classifier.parameters()]
 
 
@@ -129,10 +130,11 @@ def test_m1_plus_m2_trains_on_frozen_m1_latents(tmp_path):
     cfg = small_config(model="m2", objective="m2", labels_per_class=10, epochs=15,
                        hidden="64", latent_dim=4, m1_run=str(m1),
                        likelihood="gaussian-pixel")  # fmt: skip
-    model = vaelab.load(fit(cfg, tmp_path / "m1m2"))
+    run = vaelab.open_run(fit(cfg, tmp_path / "m1m2"))
+    model = run.model
     for name, value in vaelab.load(m1).state_dict().items():
         torch.testing.assert_close(model.features.m1.state_dict()[name], value)
-    res = evaluate_classifier(model, load_test_images(model), baseline=False)
+    res = evaluate_classifier(run, load_test_images(run), baseline=False)
     assert res["accuracy"] > 0.5, res["accuracy"]
     assert res["model"] == "m1+m2"  # the confusion matrix's title says which model it is
     images = model.sample(6, 1.0, 3)

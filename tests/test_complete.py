@@ -38,8 +38,8 @@ def model(vae_run):
 
 
 @pytest.fixture(scope="module")
-def x(model):
-    return load_test_images(model).test_x[:6].float() / 255
+def x(vae_run):
+    return load_test_images(vae_run).test_x[:6].float() / 255
 
 
 def test_presets_cover_the_stated_share():
@@ -143,14 +143,15 @@ def test_nearest_neighbour_finds_an_exact_copy():
     torch.testing.assert_close(nearest_neighbour(train, query, observed), train[[7, 31]])
 
 
-def test_evaluation_scores_model_and_baselines(model):
+def test_evaluation_scores_model_and_baselines(model, vae_run):
     """Each reported MSE recomputed independently (float64, per image over the 32 missing
     pixels, then averaged): the model's first completion and the mean of its 2 (replayed
     by seed), the training mean image, and the nearest training image by brute force over
     the observed pixels. The mean of the completions cannot score worse than their
     average score (squared error is convex). Float32 inputs: 1e-6 relative."""
-    data = load_test_images(model)
-    res = evaluate_completion(model, data, mask="top-half", limit=40, n=2, steps=5)
+    data = load_test_images(vae_run)
+    res = evaluate_completion(vaelab.open_run(vae_run), data, mask="top-half", limit=40, n=2,
+                              steps=5)  # fmt: skip
     x = data.test_x[:40].double() / 255
     train = data.train_x.double() / 255
     hole = make_mask("top-half", model.image_shape)
@@ -170,7 +171,7 @@ def test_evaluation_scores_model_and_baselines(model):
         assert res[key]["mse_se"] == pytest.approx(per_image.std().item() / math.sqrt(40), rel=1e-5)
     assert res["model_mean_of_n"]["mse"] <= (mse(out[:, 0]).mean() + mse(out[:, 1]).mean()) / 2
     assert res["missing_fraction"] == 0.5
-    sr = evaluate_completion(model, data, downscale_factor=2, limit=20, steps=3)
+    sr = evaluate_completion(vaelab.open_run(vae_run), data, downscale_factor=2, limit=20, steps=3)
     assert sr["upsample_nearest"]["mse"] > 0
 
 
@@ -386,7 +387,7 @@ def test_cli_fill_sample_and_a_bad_fill(vae_run, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--fill" in capsys.readouterr().err
     model = vaelab.load(vae_run)
-    x = load_test_images(model).test_x[:2].float() / 255
+    x = load_test_images(vae_run).test_x[:2].float() / 255
     mask = make_mask("left-half", model.image_shape)
     a = complete(model, x, mask, n=1, steps=3, fill="sample", seed=0).decoded
     b = complete(model, x, mask, n=1, steps=3, fill="mean", seed=0).decoded
@@ -411,12 +412,13 @@ def test_static_binarization_baselines_and_gmm_use_the_images_trained_on(tmp_pat
     )
     torch.manual_seed(0)
     run = fit(small_config(binarize="static", epochs=1), tmp_path / "static")
-    model = vaelab.load(run)
+    opened = vaelab.open_run(run)
+    model = opened.model
     (trained,) = captured
-    assert torch.equal(training_images(model, 300), trained[:300])
-    data = load_test_images(model)
-    res = evaluate_completion(model, data, mask="top-half", limit=30, n=1, steps=1)
-    x = to_unit(eval_images(data.test_x[:30], "static", model.config.train.seed))
+    assert torch.equal(training_images(opened.config, 300), trained[:300])
+    data = load_test_images(opened)
+    res = evaluate_completion(opened, data, mask="top-half", limit=30, n=1, steps=1)
+    x = to_unit(eval_images(data.test_x[:30], "static", opened.config.train.seed))
     hole = make_mask("top-half", model.image_shape).expand_as(x)
     want = (to_unit(trained).mean(0) - x).square()[hole].view(30, -1).mean(1).mean()
     assert res["mean_image"]["mse"] == pytest.approx(float(want), rel=1e-6, abs=1e-7)

@@ -35,15 +35,17 @@ def digits_2d(tmp_path_factory):
     return fit(small_config(latent_dim=2, epochs=4, hidden="64"), out)
 
 
-def _test(model):
-    data = load_test_images(model)
-    return data, eval_images(data.test_x, model.config.data.binarize, model.config.train.seed)
+def _test(run):
+    """The run's test set and its test images as the run evaluates them."""
+    run = open_run(run)
+    data = load_test_images(run)
+    return data, eval_images(data.test_x, run.config.data.binarize, run.config.train.seed)
 
 
 @pytest.mark.parametrize("method", ["linear", "spherical"])
 def test_interpolation_endpoints_decode_to_reconstructions(digits_run, method):
     model = load(digits_run)
-    _, x = _test(model)
+    _, x = _test(digits_run)
     path = interpolate(model, x[3], x[40], 7, method)
     recon = model.reconstruct(to_unit(x[[3, 40]]))
     assert path.shape == (7, *model.image_shape)
@@ -81,7 +83,7 @@ def test_slerp_moves_at_constant_angle_on_the_sphere():
 
 def test_kl_per_dim_sums_to_the_elbo_kl_term(digits_run):
     model = load(digits_run)
-    _, x = _test(model)
+    _, x = _test(digits_run)
     kl = kl_per_dim(model, x)
     # test_bound uses the prior's closed-form KL, summed over dimensions: same maths.
     assert kl.sum().item() == pytest.approx(nll.test_bound(model, x)["kl"], rel=1e-4)
@@ -91,7 +93,7 @@ def test_kl_per_dim_sums_to_the_elbo_kl_term(digits_run):
 
 def test_traverse_rows_move_one_dimension_through_the_mean(digits_run):
     model = load(digits_run)
-    _, x = _test(model)
+    _, x = _test(digits_run)
     dims = [0, 5]
     grid = traverse(model, x[7], dims, steps=5, span=2.0).reshape(2, 5, *model.image_shape)
     recon = model.reconstruct(to_unit(x[7:8]))[0]
@@ -106,7 +108,7 @@ def test_traverse_rows_move_one_dimension_through_the_mean(digits_run):
 
 def test_latent_plot_uses_every_test_point_once(digits_2d):
     model = load(digits_2d)
-    data, x = _test(model)
+    data, x = _test(digits_2d)
     fig, coords, labels = latent_plot(open_run(digits_2d), data)
     ax = fig.axes[0]
     plotted = np.concatenate([c.get_offsets() for c in ax.collections])
@@ -152,7 +154,7 @@ def test_other_latents_rank_dims_and_report(tmp_path, options, kind):
 
     run = fit(small_config(epochs=1, **options), tmp_path / "run")
     model = load(run)
-    _, x = _test(model)
+    _, x = _test(run)
     scores, got = dim_scores(model, x)
     assert got == kind and scores.shape == (4,) and (scores >= -1e-6).all()
     if kind == "KL":  # with a factorized prior the per-dimension KLs add up to the KL term

@@ -88,7 +88,7 @@ def test_iwae_refuses_score_estimators():
 
 def test_gradient_stats_separate_estimators_on_the_encoder_only(digits_run):
     model = vaelab.load(digits_run)
-    x = to_unit(vaelab.api.load_test_images(model).test_x[:64])
+    x = to_unit(vaelab.api.load_test_images(digits_run).test_x[:64])
     with one_thread():
         stats = gradient_stats(model, x, ["reparam", "score", "score-baseline"], draws=20)
     enc = {n: s["groups"]["encoder"] for n, s in stats.items()}

@@ -181,13 +181,13 @@ def test_hide_labels_keeps_a_seeded_balanced_subset(digits):
 def test_resolve_label_by_index_and_name(digits):
     model = _tiny(CVAE, digits)
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker"]
-    model.run_info = {"class_names": [*names, "Bag", "Ankle boot"]}
-    assert resolve_label(model, "sneaker") == 7
-    assert resolve_label(model, "ANKLE BOOT") == 9
-    assert resolve_label(model, "3") == 3
+    names = [*names, "Bag", "Ankle boot"]  # what the run's info holds (Run.info)
+    assert resolve_label(model, "sneaker", names) == 7
+    assert resolve_label(model, "ANKLE BOOT", names) == 9
+    assert resolve_label(model, "3", names) == 3
     for bad in ("10", "-1", "shoe"):
         with pytest.raises(VaelabError, match="--label"):
-            resolve_label(model, bad)
+            resolve_label(model, bad, names)
 
 
 def test_labels_per_class_needs_m2(tmp_path):
@@ -248,7 +248,7 @@ def test_cvae_log_likelihood_enumerates_the_classes(cvae_run, digits):
     brute = torch.logsumexp(per_class, -1) - math.log(10)
     torch.testing.assert_close(flat, brute, rtol=1e-5, atol=1e-4)
     with one_thread():
-        result = vaelab.evaluate(model, samples=100, limit=200, quality=False)
+        result = vaelab.evaluate(cvae_run, samples=100, limit=200, quality=False)
         bound = test_bound(model, digits.test_x[:200], samples=100)["elbo"]
     assert math.isfinite(result["nll_nats"]) and result["nll_nats"] < -bound, (result, bound)
     assert result["health"]["active_units"] >= 1

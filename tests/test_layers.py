@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "vaelab.gradvar",
         ),
     ),
-    ("api", ("vaelab.api", "vaelab.api_pictures", "vaelab.api_studies")),
+    ("api", ("vaelab.api", "vaelab.api_pictures", "vaelab.api_studies", "vaelab.api_tasks")),
     ("cli", ("vaelab.cli", "vaelab.web", "vaelab.__main__", "vaelab")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}

@@ -137,5 +137,5 @@ def test_a_dynamically_binarized_run_is_evaluated_on_the_same_images_twice(tmp_p
     b = vaelab.evaluate(run, samples=2, limit=30, extras=False)
     assert a["images_fingerprint"] == b["images_fingerprint"]
     assert a["log_px_per_image"] != b["log_px_per_image"]  # fresh draws of z, same images
-    grey = vaelab.api.load_test_images(vaelab.load(run)).test_x[:30]
+    grey = vaelab.api.load_test_images(run).test_x[:30]
     assert a["images_fingerprint"] != images_fingerprint(grey)

@@ -79,7 +79,7 @@ def test_iwae_is_logmeanexp_and_above_elbo():
 
 def test_model_iwae_rises_with_k(digits_run):
     model = vaelab.load(digits_run)
-    x = to_unit(vaelab.api.load_test_images(model).test_x)
+    x = to_unit(vaelab.api.load_test_images(digits_run).test_x)
     bounds = []
     for k in (1, 5, 50):
         torch.manual_seed(2)
@@ -103,7 +103,7 @@ def test_closed_form_gaussian_path_matches_torch_distributions(digits_run):
         pass
 
     model = vaelab.load(digits_run)
-    x = to_unit(load_test_images(model).test_x[:16])
+    x = to_unit(load_test_images(digits_run).test_x[:16])
     results = []
     for estimator in (Reparam(), ViaDistributions()):
         model.estimator = estimator

@@ -114,7 +114,7 @@ def test_long_steps_show_progress_on_a_terminal_only(digits_run, monkeypatch):
     from vaelab.samplers import fit_gmm
 
     model = load(digits_run)
-    x = load_test_images(model).test_x[:40]
+    x = load_test_images(digits_run).test_x[:40]
     latents = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     for stream, shown in ((io.StringIO(), False), (_Terminal(), True)):
         monkeypatch.setattr(sys, "stderr", stream)

@@ -143,7 +143,7 @@ def test_report_manifold_is_latent_plots(tmp_path):
     drawn = [p for caption, p in _report_images(page) if caption.startswith("decodings at")]
     assert len(drawn) == 1
     _cli("latent-plot", run, "--grid", 15, "--out", tmp_path / "l.png")
-    assert np.array_equal(drawn[0], _png(tmp_path / "manifold.png"))
+    assert np.array_equal(drawn[0], _png(tmp_path / "l-manifold.png"))
     # One tile (--grid 1) is z = (0, 0), the prior's median, drawn over a unit square (it
     # raised IndexError: the tile size came from the gap to a second quantile).
     ax = manifold(load(run), 1).axes[0]
@@ -179,5 +179,5 @@ def test_pictures_refuse_bad_sizes_in_the_commands_words(digits_run):
     x = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(VaelabError, match="-n: must be at least 1"):
         similar(model, x[0], 0)
-    with pytest.raises(VaelabError, match=r"--index: must be in \[0, 2\], got 3"):
+    with pytest.raises(VaelabError, match=r"--index: test index must be in \[0, 2\], got 3"):
         traversal(model, x, 3)

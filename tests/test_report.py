@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import small_config
 
 from vaelab.aevae import box_coverage, judge_by_classifier, judge_by_reconstruction
-from vaelab.api import load, load_test_images
+from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import to_unit
 from vaelab.report import CURVES_PNG, REPORT, SECTIONS, write_curves
 
@@ -99,26 +99,28 @@ def test_chromium_probe_catches_a_broken_image(digits_run, tmp_path):
 
 
 def test_judge_accepts_data_and_rejects_noise(digits_run):
-    model = load(digits_run)
-    data = load_test_images(model)
+    run = open_run(digits_run)
+    model = run.model
+    data = load_test_images(run)
     real = to_unit(data.train_x[:50])
-    ok, info = judge_by_reconstruction(model, real, data)
+    ok, info = judge_by_reconstruction(run, real, data)
     assert ok.all()  # training images are their own nearest neighbours: distance 0
     noise = torch.rand(50, *model.image_shape, generator=torch.Generator().manual_seed(0))
-    ok, _ = judge_by_reconstruction(model, noise, data)
+    ok, _ = judge_by_reconstruction(run, noise, data)
     assert not ok.any() and info["threshold_mse"] > 0
 
 
 def test_classifier_judge_is_per_point_knn_precision(digits_run):
     from vaelab.evaluate.quality import load_classifier, precision_recall
 
-    model = load(digits_run)
-    data = load_test_images(model)
-    ok, info = judge_by_classifier(model, to_unit(data.test_x[:40]), data)
+    run = open_run(digits_run)
+    model = run.model
+    data = load_test_images(run)
+    ok, info = judge_by_classifier(run, to_unit(data.test_x[:40]), data)
     assert ok.all() and info["k"] == 3  # real test images are centres of the manifold balls
     torch.manual_seed(0)
     samples = model.sample(300)
-    ok, _ = judge_by_classifier(model, samples, data)
+    ok, _ = judge_by_classifier(run, samples, data)
     # Same manifold, same features: the share must equal issue 3's aggregate precision.
     net, _ = load_classifier(data)
     with torch.no_grad():

@@ -44,13 +44,14 @@ def test_gmm_npz_holds_no_objects(tmp_path):
 
 
 def test_gmm_sampler_on_a_trained_run_is_cached(digits_run):
-    model = vaelab.load(digits_run)
+    run = vaelab.open_run(digits_run)
+    model = run.model
     before = set(digits_run.glob("gmm-*.npz"))
-    images = sample_with(model, 16, "gmm", components=3, seed=0)
+    images = sample_with(run, 16, "gmm", components=3, seed=0)
     files = set(digits_run.glob("gmm-3-*.npz")) - before
     assert len(files) <= 1 and list(digits_run.glob("gmm-3-*.npz"))
     assert images.shape == (16, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
-    again = sample_with(model, 16, "gmm", components=3, seed=0)  # same fit, same seed
+    again = sample_with(run, 16, "gmm", components=3, seed=0)  # same fit, same seed
     torch.testing.assert_close(again, images)
     with pytest.raises(VaelabError, match="--sampler"):
         sample_images(model, 4, "nope")

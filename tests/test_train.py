@@ -92,7 +92,7 @@ def test_reference_vae_learns_fashion_mnist(tmp_path):
     cfg = small_config(dataset="fashion-mnist", hidden="400", latent_dim=20, epochs=1,
                        batch_size=128)  # fmt: skip
     run = fit(cfg, tmp_path / "fm")
-    data = vaelab.api.load_test_images(vaelab.load(run))
+    data = vaelab.api.load_test_images(run)
     mean = data.train_x.float().div(255).mean(0).clamp(1e-6, 1 - 1e-6)
     x = data.test_x.float().div(255)
     baseline = -(x * mean.log() + (1 - x) * (1 - mean).log()).flatten(1).sum(1).mean().item()
@@ -122,10 +122,10 @@ def test_python_api_round_trip(digits_run):
     assert images.min() >= 0 and images.max() <= 1
     result = vaelab.evaluate(digits_run, samples=50, limit=40, quality=False)
     assert result["images"] == 40 and result["samples"] == 50 and result["dims"] == 64
-    _check_against_a_from_scratch_estimate(model, result)
+    _check_against_a_from_scratch_estimate(model, result, digits_run)
 
 
-def _check_against_a_from_scratch_estimate(model, result, k=50):
+def _check_against_a_from_scratch_estimate(model, result, run, k=50):
     """The report's ELBO, NLL, bits/dim and gap against the same quantities written from
     scratch with torch.distributions (Bernoulli p(x|z) on the run's [0, 1] digits, Normal
     q and prior, KL by kl_divergence): fresh draws, so per-image differences are Monte
@@ -133,7 +133,7 @@ def _check_against_a_from_scratch_estimate(model, result, k=50):
     (K = 1 for the report's ELBO: per-image SE ~0.5 nats; K = 50 for log p(x))."""
     from torch.distributions import Bernoulli, Normal, kl_divergence
 
-    x = vaelab.api.load_test_images(model).test_x[:40].float() / 255  # --binarize none
+    x = vaelab.api.load_test_images(run).test_x[:40].float() / 255  # --binarize none
     torch.manual_seed(7)
     with torch.no_grad():
         mu, logvar = model.encoder(x).chunk(2, -1)

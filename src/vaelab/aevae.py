@@ -26,6 +26,7 @@ from vaelab.evaluate.quality import load_classifier
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
 from vaelab.plots import image_panel, latent_scatter
 from vaelab.report import RUN_DRAWINGS
+from vaelab.runs import Run
 from vaelab.train.loop import fit
 
 
@@ -55,14 +56,14 @@ def _min_sq_dist(x: torch.Tensor, ref: torch.Tensor, chunk: int = 512) -> torch.
 
 
 def judge_by_reconstruction(
-    model: torch.nn.Module, decodings: torch.Tensor, data: ImageData, reference: int = 20000
+    run: Run, decodings: torch.Tensor, data: ImageData, reference: int = 20000
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Well-formed iff the decoding is as close to some training image (mean squared pixel
     error to its nearest neighbour among the first ``reference`` training images) as the
     model's own reconstructions of test images are to their inputs (95th percentile of
     their mean squared error). The threshold is each model's own, so a blurrier decoder
     is not penalised for blur, only for producing images unlike any in the data."""
-    cfg = model.config
+    model, cfg = run.model, run.config  # images prepared as the run was trained
     test = to_unit(eval_images(data.test_x[:2000], cfg.data.binarize, cfg.train.seed)).flatten(1)
     recon = decode_mean(model, latent_means(model, eval_images(
         data.test_x[:2000], cfg.data.binarize, cfg.train.seed))).flatten(1)  # fmt: skip
@@ -73,9 +74,8 @@ def judge_by_reconstruction(
 
 
 def judge_by_classifier(
-    model: torch.nn.Module, decodings: torch.Tensor, data: ImageData, reference: int = 5000,
-    k: int = 3,
-) -> tuple[torch.Tensor, dict[str, Any]]:  # fmt: skip
+    run: Run, decodings: torch.Tensor, data: ImageData, reference: int = 5000, k: int = 3
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Well-formed iff the decoding's features in the dataset's classifier
     (:func:`vaelab.evaluate.quality.load_classifier`, trained once and cached) fall inside
     the real-data manifold: the union of balls around the features of ``reference`` test
@@ -121,8 +121,8 @@ def box_coverage(codes: torch.Tensor, draws: torch.Tensor, k: int = 3) -> float:
 
 
 def compare(
-    ae: torch.nn.Module, vae: torch.nn.Module, data: ImageData, points: int = 1000,
-    grid: int = 15, seed: int = 0, judge: str | None = None,
+    ae: Run, vae: Run, data: ImageData, points: int = 1000, grid: int = 15, seed: int = 0,
+    judge: str | None = None,
 ) -> tuple[Figure, dict[str, Any]]:  # fmt: skip
     """Side-by-side latent spaces (top), decoded ``grid x grid`` tilings of each bounding
     box (bottom), and the share of ``points`` uniform draws per box judged well-formed
@@ -130,15 +130,16 @@ def compare(
     judge = judge or default_judge(data)
     if judge not in JUDGES:
         raise unknown_name("--judge", judge, JUDGES)
-    for name, model in (("--ae", ae), ("--vae", vae)):
-        if model.latent_dim != 2:
-            raise VaelabError(f"{name}: needs --latent-dim 2, not {model.latent_dim}")
+    for name, run in (("--ae", ae), ("--vae", vae)):
+        if run.model.latent_dim != 2:
+            raise VaelabError(f"{name}: needs --latent-dim 2, not {run.model.latent_dim}")
     fig = Figure(figsize=(13, 13), layout="constrained")
     labels = data.test_y.numpy() if data.test_y is not None else None
     result: dict[str, Any] = {"dataset": data.name, "points": points, "judge": judge,
                               "criterion": JUDGE_TEXT[judge]}  # fmt: skip
-    for col, (name, model) in enumerate((("autoencoder", ae), ("VAE", vae))):
-        x = eval_images(data.test_x, model.config.data.binarize, model.config.train.seed)
+    for col, (name, run) in enumerate((("autoencoder", ae), ("VAE", vae))):
+        model, cfg = run.model, run.config
+        x = eval_images(data.test_x, cfg.data.binarize, cfg.train.seed)
         z = latent_means(model, x).numpy()
         lo, hi = z.min(0), z.max(0)
         latent_scatter(
@@ -151,7 +152,7 @@ def compare(
             f"{name}: decodings over the bounding box",
         )  # fmt: skip
         draws = uniform_box(lo, hi, points, seed)
-        ok, extra = JUDGES[judge](model, decode_mean(model, draws), data)
+        ok, extra = JUDGES[judge](run, decode_mean(model, draws), data)
         key = "ae" if col == 0 else "vae"
         result[key] = {"well_formed": float(ok.float().mean()),
                        "box_coverage": box_coverage(torch.as_tensor(z), draws),

@@ -9,6 +9,7 @@ report = vaelab.evaluate(run, samples=1000)                  # dict: ELBO, NLL, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluate.extras import extra_metrics
 from vaelab.evaluate.nll import evaluate_model
-from vaelab.report import RUN_DRAWINGS
-from vaelab.runs import Run
+from vaelab.report import RUN_DRAWINGS, write_report
+from vaelab.runs import Run, numbered, target
 from vaelab.train.load import read_run
 from vaelab.train.loop import fit
 from vaelab.train.run import CONFIG
@@ -29,11 +30,11 @@ from vaelab.train.run import CONFIG
 __all__ = [
     "Run",
     "as_run",
-    "classify",
-    "complete",
     "evaluate",
+    "evaluation_json",
     "load",
     "load_test_images",
+    "model_of",
     "open_run",
     "prepared_test_images",
     "train",
@@ -71,14 +72,7 @@ def open_run(run: str | Path | Run, device: str = "cpu") -> Run:
     unpickled: weights come from safetensors, the rest from JSON."""
     if isinstance(run, Run):
         return run
-    folder = Path(run)
-    if not folder.is_dir():
-        raise VaelabError(f"{folder}: no such run folder")
-    model, config, info = read_run(folder, device)
-    # Transitional: modules below the API (report, explore, classify, samplers, web...)
-    # still read these from the model; they go once each takes the Run or its fields.
-    model.config, model.run_info, model.run_dir = config, info, folder
-    return Run(model, config, info, folder)
+    return read_run(run, device)
 
 
 def load(run: str | Path | Run, device: str = "cpu") -> torch.nn.Module:
@@ -88,10 +82,20 @@ def load(run: str | Path | Run, device: str = "cpu") -> torch.nn.Module:
 
 
 def as_run(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> Run:
-    """A run path, a :class:`Run`, or a model returned by :func:`load`, as a Run."""
-    if isinstance(run, torch.nn.Module):  # a model from load(): its run rides on it for now
-        return Run(run, run.config, run.run_info, getattr(run, "run_dir", None))
+    """A run path or a :class:`Run` as a Run. A bare model (from :func:`load`) carries no
+    config, dataset or folder, so functions that need them refuse it in one line."""
+    if isinstance(run, torch.nn.Module):
+        raise VaelabError(
+            "needs the run's config and data, which a bare model does not carry: pass the run "
+            "folder or vaelab.open_run(folder)"
+        )
     return open_run(run, device)
+
+
+def model_of(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
+    """The model of a run path or :class:`Run`, or a bare model as it is (for functions that
+    need nothing but the model)."""
+    return run if isinstance(run, torch.nn.Module) else open_run(run, device).model
 
 
 def load_test_images(
@@ -120,14 +124,28 @@ def evaluate(
     samplers: tuple[str, ...] = ("prior",),
     quality_samples: int = 5000,
     components: int = 10,
+    seed: int | None = None,
+    device: str = "cpu",
+    record: bool = False,
+    json_out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluate.nll);
     with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
-    sample metrics per sampler (see vaelab.evaluate.extras)."""
-    run = as_run(run_or_model)
-    model, config = run.model, run.config
+    sample metrics per sampler (see vaelab.evaluate.extras). ``seed`` seeds the draws.
+    ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
+    refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
+    too. The files written are then listed in ``result["files"]``."""
     if samples < 1:
         raise VaelabError(f"--samples: must be at least 1, got {samples}")
+    if limit is not None and limit < 1:
+        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    if json_out is not None:
+        json_out = target(json_out, overwrite, "json_out")  # before any work
+    run = as_run(run_or_model, device)
+    model, config = run.model, run.config
+    if seed is not None:
+        torch.manual_seed(seed)
     if config.model.model == "ae":
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not getattr(model, "on_images", True):
@@ -151,47 +169,47 @@ def evaluate(
                 binarize=config.data.binarize, seed=config.train.seed,
             )
         )  # fmt: skip
+    if seed is not None:
+        result["seed"] = seed
+    if record or json_out is not None:
+        result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
     return result
 
 
-def classify(
-    run_or_model: str | Path | Run | torch.nn.Module, limit: int | None = None,
-    baseline: bool = False, baseline_steps: int = 2000, data: ImageData | None = None,
-    label_control: int = 0, *, seed: int = 0, device: str = "cpu",
-) -> dict[str, Any]:  # fmt: skip
-    """Test accuracy, error and confusion matrix of an m2/cvae run; with ``baseline`` also of
-    the same classifier network trained on the run's labels alone; with ``label_control``
-    = N, how often N samples per label are seen as that label by the dataset's classifier
-    (vaelab.classify)."""
-    from vaelab.classify import evaluate_classifier
-
-    run = as_run(run_or_model, device)
-    return evaluate_classifier(run.model, load_test_images(run, data), limit, baseline,
-                               baseline_steps, seed=seed, label_samples=label_control)  # fmt: skip
+def evaluation_json(result: dict[str, Any]) -> str:
+    """Indented JSON, with the 10,000-odd per-image values on one line at the end."""
+    rest = {k: v for k, v in result.items() if k != "log_px_per_image"}
+    if "log_px_per_image" not in result:
+        return json.dumps(rest, indent=2) + "\n"
+    per_image = json.dumps(result["log_px_per_image"])
+    return json.dumps(rest, indent=2)[:-2] + f',\n  "log_px_per_image": {per_image}\n}}\n'
 
 
-def complete(
-    run_or_model: str | Path | Run | torch.nn.Module,
-    x: torch.Tensor,
-    mask: str | torch.Tensor | None = None,
-    **options: Any,
-) -> torch.Tensor:
-    """Completions ``(B, n, C, H, W)`` of images ``x`` (floats in [0, 1]); ``mask`` is a preset
-    name (``left-half``, ``random:0.5``...) or a bool tensor (True = missing); options go to
-    :func:`vaelab.complete.complete` (``n``, ``steps``, ``method``, ``downscale_factor``,
-    ``fill``)."""
-    from vaelab.complete import complete as run_chains
-    from vaelab.complete import make_mask
+def _write_evaluation(
+    run: Run, result: dict[str, Any], record: bool, json_out: Path | None, seed: int
+) -> list[str]:
+    """RUN/evaluation.json (numbered) and report.html where ``record``, and ``json_out``."""
+    text, written = evaluation_json(result), []
+    if record:
+        if run.folder is None:
+            raise VaelabError("evaluate: record=True needs a run folder")
+        path = numbered(Path(run.folder) / "evaluation.json")
+        path.write_text(text)
+        written.append(path)
+    if json_out is not None and not (written and json_out.resolve() == written[0].resolve()):
+        json_out.write_text(text)
+        written.append(json_out)
+    report = Path(run.folder or ".") / "report.html"
+    if record and report.is_file():  # training wrote one: it now shows these numbers too
+        write_report(run, report, seed=seed)
+        written.append(report)
+    return [str(p) for p in written]
 
-    model = as_run(run_or_model).model
-    if isinstance(mask, str):
-        mask = make_mask(mask, model.image_shape, options.get("seed") or 0)
-    return run_chains(model, x, mask, **options).images
 
-
-# The other commands' functions live in two sibling modules that import this one; module
+# The other commands' functions live in three sibling modules that import this one; module
 # __getattr__ makes them vaelab.api.NAME as well without an import cycle at load time.
 _ELSEWHERE = {
+    **dict.fromkeys(("classify", "complete"), "vaelab.api_tasks"),
     **dict.fromkeys(
         ("interpolate", "latent_plot", "reconstruct", "report", "sample", "similar", "traverse"),
         "vaelab.api_pictures",

@@ -14,22 +14,15 @@ from typing import Any
 
 import torch
 
+import vaelab.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
 from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
+from vaelab.pictures import test_image
 from vaelab.plots import save_figure
-from vaelab.runs import Run
+from vaelab.runs import Run, target
 
 RunLike = str | Path | Run | torch.nn.Module
-
-
-def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
-    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
-    path = Path(out)
-    if path.exists() and not overwrite:
-        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:
@@ -59,29 +52,33 @@ def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch
         if run.config.data.binarize != "none":
             x = binarize_fixed(x.unsqueeze(0), seed)[0]
         return x
-    images = prepared_test_images(run)
-    if not 0 <= index < len(images):
-        raise VaelabError(f"{flag}: test index must be in [0, {len(images) - 1}], got {index}")
-    return images[index]
+    return test_image(prepared_test_images(run), index, flag)
 
 
 def sample(
     run: RunLike, n: int = 64, *, temperature: float = 1.0,
     group_temperature: Sequence[float] | None = None, sampler: str = "prior",
     components: int = 10, label: int | str | None = None, seed: int = 0,
-    device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
+    device: str = "cpu", out: str | Path | None = None, npy: str | Path | None = None,
+    overwrite: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``n`` images ``(n, C, H, W)``: z from ``sampler`` (the prior, or a GMM fitted to the
     training latents) scaled by ``temperature``, decoded to the means of p(x|z); ``label``
-    (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead."""
-    from vaelab.pictures import samples
-
-    run = as_run(run, device)
-    grid = samples(run, n, sampler=sampler, temperature=temperature,
+    (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead. ``out``:
+    the PNG grid; ``npy``: the array, float32 ``(n, C, H, W)``. A bare model will do for
+    what needs nothing of its run (the prior, a label, group temperatures)."""
+    npy = target(npy, overwrite, "npy") if npy is not None else None  # before any work
+    if not (isinstance(run, torch.nn.Module) and sampler == "prior"):
+        run = as_run(run, device)
+    grid = pictures.samples(run, n, sampler=sampler, temperature=temperature,
                    group_temperature=group_temperature, label=label, components=components,
                    seed=seed)  # fmt: skip
     if out is not None:
         grid.save(target(out, overwrite))
+    if npy is not None:
+        import numpy as np
+
+        np.save(npy, grid.images.numpy())
     return grid.images
 
 
@@ -91,12 +88,10 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Test images ``start .. start+n`` and their reconstructions (decoded means at
     z = E_q[z|x]), both ``(n, C, H, W)``; the PNG has rows of 16 inputs above theirs."""
-    from vaelab.pictures import reconstructions
-
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     run = as_run(run, device)
-    grid = reconstructions(run.model, prepared_test_images(run)[start : start + n])
+    grid = pictures.reconstructions(run.model, prepared_test_images(run)[start : start + n])
     if out is not None:
         grid.save(target(out, overwrite))
     return grid.parts["inputs"], grid.parts["reconstructions"]
@@ -108,13 +103,11 @@ def similar(
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
     of z = mu + spread * sigma * eps around its posterior q(z|x)."""
-    from vaelab.pictures import similar as around
-
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
-    grid = around(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
+    grid = pictures.similar(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
     if out is not None:
         grid.save(target(out, overwrite))
     return grid.images
@@ -128,12 +121,10 @@ def interpolate(
     """Per method (``linear``, ``spherical`` or ``both``) a row ``(steps + 2, C, H, W)``:
     the source, ``steps`` decodings along the latent path, the target. The ends are test
     indices or image files."""
-    from vaelab.pictures import interpolation
-
     run = as_run(run, device)
     x0 = input_image(run, source, "--from", seed)
     x1 = input_image(run, target_image, "--to", seed)
-    grid = interpolation(run.model, x0, x1, steps, method)
+    grid = pictures.interpolation(run.model, x0, x1, steps, method)
     if out is not None:
         grid.save(target(out, overwrite))
     return grid.parts
@@ -146,12 +137,10 @@ def traverse(
     """Decodings ``(dims * steps, C, H, W)`` around test image ``index``'s posterior mean,
     one row per latent dimension (those with the most KL, or variance for an AE), offsets
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
-    from vaelab.pictures import traversal
-
     if dims < 1:
         raise VaelabError(f"--dims: must be at least 1, got {dims}")
     run = as_run(run, device)
-    fig, shown = traversal(run.model, prepared_test_images(run), index, dims, steps, span)
+    fig, shown = pictures.traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
         save_figure(fig, target(out, overwrite))
     return shown
@@ -165,18 +154,15 @@ def latent_plot(
     """The test set's latent means scattered (projected by ``method`` above 2-D):
     ``{figure, coords (N, 2), labels, manifold}``; ``manifold`` is the decoded
     ``grid x grid`` prior-quantile figure of a 2-D VAE (None otherwise)."""
-    from vaelab.pictures import latent_plot as scatter
-    from vaelab.pictures import manifold as tiles
-
     if limit is not None and limit < 1:
         raise VaelabError(f"--limit: must be at least 1, got {limit}")
     if grid < 1:
         raise VaelabError(f"--grid: must be at least 1, got {grid}")
     run = as_run(run, device)
-    fig, coords, labels = scatter(run, load_test_images(run), method, limit, seed)
+    fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None
     if run.model.latent_dim == 2 and run.config.model.model != "ae":  # an AE has no p(z)
-        manifold = tiles(run.model, grid)
+        manifold = pictures.manifold(run.model, grid)
     if out is not None:
         save_figure(fig, target(out, overwrite))
     if manifold is not None and manifold_out is not None:

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vaelab.aevae import compare as compare_latents
+from vaelab.aevae import train_pair
 from vaelab.api import as_run, load_test_images
-from vaelab.api_pictures import target
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
-from vaelab.runs import Run
+from vaelab.evaluate.compare import compare as compare_table
+from vaelab.gradvar import during_training as over_training
+from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
+from vaelab.plots import save_figure
+from vaelab.runs import Run, target
+from vaelab.train.load import build_run_model
+from vaelab.train.run import prepare_run_dir
 
 
 def gradvar(
@@ -28,10 +36,6 @@ def gradvar(
     on the first ``batch_size`` test images (vaelab.gradvar): of the trained model, of a
     fresh one (``init``), or after each of ``during_training`` epochs of a fresh one.
     With ``out`` (a .png) the chart goes there and the returned dict next to it (.json)."""
-    from vaelab.gradvar import during_training as over_training
-    from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
-    from vaelab.train.load import build_run_model
-
     for flag, value in (("--draws", draws), ("--batch-size", batch_size), ("--samples", samples)):
         if value < 1:
             raise VaelabError(f"{flag}: must be at least 1, got {value}")
@@ -75,12 +79,6 @@ def ae_vs_vae(
     of ``points`` uniform draws per bounding box decoded well-formed, and how much of each
     box the test codes cover. Without ``ae``/``vae`` trains both into ``out`` first
     (default runs/<time>-ae-vs-vae); writes out/ae-vs-vae.png and .json."""
-    from datetime import datetime
-
-    from vaelab.aevae import compare, train_pair
-    from vaelab.plots import save_figure
-    from vaelab.train.run import prepare_run_dir
-
     if (ae is None) != (vae is None):
         raise VaelabError("--ae and --vae: give both existing runs, or neither to train them")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -94,7 +92,7 @@ def ae_vs_vae(
     if ae_run.config.model.model != "ae" or vae_run.config.model.model == "ae":
         raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
     data = load_test_images(vae_run)
-    fig, result = compare(ae_run.model, vae_run.model, data, points, grid, seed, judge)
+    fig, result = compare_latents(ae_run, vae_run, data, points, grid, seed, judge)
     result.update(ae_run=str(ae), vae_run=str(vae))
     save_figure(fig, folder / "ae-vs-vae.png")
     (folder / "ae-vs-vae.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -107,10 +105,8 @@ def compare(
 ) -> dict[str, Any]:
     """The evaluations of several runs side by side: ``{header, rows, markdown}``; with
     ``out`` (a .png) the bar chart there and the table next to it (.md, .json)."""
-    from vaelab.evaluate.compare import compare as table
-
     if out is not None:
         if Path(out).suffix.lower() != ".png":
             raise VaelabError(f"--out {out}: expected a .png path")
         out = target(out, overwrite)
-    return table(list(runs), out)
+    return compare_table(list(runs), out)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from vaelab.config import Config, ModelConfig
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
@@ -28,6 +29,7 @@ from vaelab.evaluate.quality import load_classifier
 from vaelab.labels import class_names
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
+from vaelab.runs import Run
 from vaelab.train.labels import keep_per_class
 
 
@@ -72,11 +74,11 @@ def _scores(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> dict[str, 
     return {"accuracy": acc, "error": 1 - acc, "confusion": cm.tolist()}
 
 
-def _labelled(model: nn.Module, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+def _labelled(config: Config, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images whose labels the run kept, as the run's training saw them."""
-    t = model.config.train
+    t = config.train
     x = data.train_x
-    if model.config.data.binarize == "static":
+    if config.data.binarize == "static":
         x = binarize_fixed(x, t.seed)
     keep = (
         keep_per_class(data.train_y, t.labels_per_class, t.seed)
@@ -86,7 +88,7 @@ def _labelled(model: nn.Module, data: ImageData) -> tuple[torch.Tensor, torch.Te
     return x[keep], data.train_y[keep]
 
 
-def baseline_network(model: nn.Module) -> nn.Module:
+def baseline_network(model: nn.Module, config: ModelConfig) -> nn.Module:
     """A freshly initialised copy of the model's classifier network (after M1's features
     for M1+M2); a CVAE gets the encoder-shaped classifier M2 would have."""
     if hasattr(model, "classifier"):
@@ -95,22 +97,22 @@ def baseline_network(model: nn.Module) -> nn.Module:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     else:
-        net = classifier_net(model.config.model, model.image_shape)
+        net = classifier_net(config, model.image_shape)
     return nn.Sequential(copy.deepcopy(model.features), net).to(next(model.parameters()).device)
 
 
 def supervised_baseline(
-    model: nn.Module, data: ImageData, steps: int = 2000, batch_size: int = 100,
+    run: Run, data: ImageData, steps: int = 2000, batch_size: int = 100,
     lr: float = 1e-3, seed: int = 0,
 ) -> nn.Module:  # fmt: skip
     """Train :func:`baseline_network` on the run's labelled images alone (cross-entropy,
     Adam, ``steps`` minibatches); returns it in eval mode."""
     torch.manual_seed(seed)
-    x, y = _labelled(model, data)
-    net = baseline_network(model).train()
+    x, y = _labelled(run.config, data)
+    net = baseline_network(run.model, run.config.model).train()
     device = next(net.parameters()).device
     x, y = x.to(device), y.to(device)
-    dynamic = model.config.data.binarize == "dynamic"
+    dynamic = run.config.data.binarize == "dynamic"
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
@@ -156,17 +158,17 @@ def label_control(
 
 @torch.no_grad()
 def evaluate_classifier(
-    model: nn.Module, data: ImageData, limit: int | None = None, baseline: bool = False,
+    run: Run, data: ImageData, limit: int | None = None, baseline: bool = False,
     baseline_steps: int = 2000, seed: int = 0, label_samples: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Test accuracy, error and confusion matrix of the model (and of the baseline; with
     ``label_samples`` > 0, also :func:`label_control` with that many images per class)."""
+    model, cfg = run.model, run.config
     if not getattr(model, "uses_labels", False):
         raise VaelabError("classify: the run's model has no labels; train --model m2 or cvae")
     if data.test_y is None:
         raise VaelabError(f"classify: dataset {data.name} has no test labels")
     model.eval()
-    cfg = model.config
     x = eval_images(
         data.test_x[:limit] if limit else data.test_x, cfg.data.binarize, cfg.train.seed
     )
@@ -176,12 +178,13 @@ def evaluate_classifier(
     out: dict[str, Any] = {
         "dataset": data.name, "model": "m1+m2" if cfg.model.m1_run else cfg.model.model,
         "images": len(x),
-        "labels_per_class": cfg.train.labels_per_class, "class_names": class_names(model),
+        "labels_per_class": cfg.train.labels_per_class,
+        "class_names": class_names(model, run.info.get("class_names")),
         **_scores(_predict(lambda b: model.class_log_probs(b, 4), x, device), truth, classes),
     }  # fmt: skip
     if baseline:
         with torch.enable_grad():
-            net = supervised_baseline(model, data, steps=baseline_steps, seed=seed)
+            net = supervised_baseline(run, data, steps=baseline_steps, seed=seed)
         out["baseline"] = {
             "steps": baseline_steps,
             **_scores(_predict(net, x, device), truth, model.num_classes),

@@ -74,8 +74,7 @@ def make_mask(preset: str, image_shape: tuple[int, int, int], seed: int = 0) -> 
         gen = torch.Generator().manual_seed(seed)
         return (torch.rand(shape[1:], generator=gen) < p).expand(shape).clone()
     if preset not in MASK_PRESETS:
-        valid = ", ".join([*MASK_PRESETS, "random:P"])
-        raise VaelabError(f"--mask-preset: unknown {preset!r}; valid: {valid}")
+        raise unknown_name("--mask-preset", preset, [*MASK_PRESETS, "random:P"])
     return MASK_PRESETS[preset](shape)
 
 

@@ -20,6 +20,7 @@ import torch
 from vaelab.complete import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
+from vaelab.runs import Run
 
 
 def _mse(pred: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> dict[str, float]:
@@ -46,7 +47,7 @@ def nearest_neighbour(
 
 @torch.no_grad()
 def evaluate_completion(
-    model: torch.nn.Module,
+    run: Run,
     data: ImageData,
     *,
     mask: str | torch.Tensor | None = None,
@@ -60,8 +61,9 @@ def evaluate_completion(
 ) -> dict[str, Any]:
     """Missing-pixel MSE of the model's completions of the first ``limit`` test images and of
     the baselines. With ``n`` > 1 it also scores the average of the n completions (an
-    estimate of E[x_mis | x_obs], the MSE-optimal fill)."""
-    cfg = model.config
+    estimate of E[x_mis | x_obs], the MSE-optimal fill). The test and training images are
+    prepared as ``run`` (a :class:`~vaelab.runs.Run`) was trained."""
+    model, cfg = run.model, run.config
     x = to_unit(eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed))
     train = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed))
     t0 = time.perf_counter()

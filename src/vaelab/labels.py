@@ -7,22 +7,27 @@ case-insensitively against the run's class names).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vaelab.errors import VaelabError
 
 
-def class_names(model: torch.nn.Module) -> list[str]:
-    """The run's class names (run.json), else the indices as strings."""
-    names = (getattr(model, "run_info", None) or {}).get("class_names")
+def class_names(model: torch.nn.Module, names: Sequence[str] | None = None) -> list[str]:
+    """``names`` (the run's class names, ``Run.info["class_names"]``), else the indices as
+    strings."""
     return list(names) if names else [str(i) for i in range(model.num_classes)]
 
 
-def resolve_label(model: torch.nn.Module, label: str | int) -> int:
-    """Class index of ``label``: an index, or a class name (case-insensitive)."""
+def resolve_label(
+    model: torch.nn.Module, label: str | int, names: Sequence[str] | None = None
+) -> int:
+    """Class index of ``label``: an index, or one of the run's class ``names``
+    (case-insensitive)."""
     if not getattr(model, "uses_labels", False):
         raise VaelabError("--label: this run's model has no labels; train --model cvae or m2")
-    names = class_names(model)
+    names = class_names(model, names)
     text = str(label).strip()
     lowered = [n.lower() for n in names]
     if text.lower() in lowered:
@@ -68,15 +73,17 @@ def _to_images(model: torch.nn.Module, out: torch.Tensor) -> torch.Tensor:
 
 
 def label_samples(
-    model: torch.nn.Module, n: int, label: str, temperature: float = 1.0, seed: int | None = None
-) -> tuple[torch.Tensor, int]:
-    """What ``vaelab sample --label`` draws: ``n`` images of one class, or with ``all`` one
-    row per class over min(n, 10) shared latents. Returns (images on CPU, images per row)."""
+    model: torch.nn.Module, n: int, label: str, temperature: float = 1.0,
+    seed: int | None = None, names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, int]:  # fmt: skip
+    """What ``vaelab sample --label`` draws: ``n`` images of one class (an index, or one of
+    the run's class ``names``), or with ``all`` one row per class over min(n, 10) shared
+    latents. Returns (images on CPU, images per row)."""
     if n < 1 or temperature <= 0:
         raise VaelabError(f"-n must be >= 1 and --temperature > 0, got {n}, {temperature}")
     if str(label).lower() == "all":
         resolve_label(model, 0)  # the same error for a model without labels
         cols = min(n, 10)
         return class_grid(model, cols, temperature, seed).cpu(), cols
-    images = sample_class(model, n, resolve_label(model, label), temperature, seed)
+    images = sample_class(model, n, resolve_label(model, label, names), temperature, seed)
     return images.cpu(), min(n, 8)

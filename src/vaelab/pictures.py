@@ -81,16 +81,25 @@ def stack(grids: Sequence[Grid]) -> Grid:
     return Grid(torch.cat([g.images for g in grids]), widths.pop())
 
 
+def test_image(images: torch.Tensor, index: int, flag: str = "--index") -> torch.Tensor:
+    """``images[index]``, refusing an index outside the test set (the one index check)."""
+    if not 0 <= index < len(images):
+        raise VaelabError(f"{flag}: test index must be in [0, {len(images) - 1}], got {index}")
+    return images[index]
+
+
 def samples(
-    run: Run, n: int = 64, *, sampler: str = "prior", temperature: float = 1.0,
+    run: Run | torch.nn.Module, n: int = 64, *, sampler: str = "prior", temperature: float = 1.0,
     group_temperature: Sequence[float] | None = None, label: int | str | None = None,
     components: int = 10, seed: int = 0,
 ) -> Grid:  # fmt: skip
     """``vaelab sample``: ``n`` decoded means of p(x|z) of ``run``'s model, z from
     ``sampler`` (the prior, or a Gaussian mixture fitted to the latent means of the run's
     training images and cached in its folder) scaled by ``temperature``; or ``label``
-    (cvae/m2; 'all': one row per class) or ``group_temperature`` (deep) instead."""
-    model, nrow = run.model, None
+    (cvae/m2; 'all': one row per class) or ``group_temperature`` (deep) instead. A bare
+    model (no run) draws from the prior only."""
+    model, nrow = (run.model, None) if isinstance(run, Run) else (run, None)
+    names = run.info.get("class_names") if isinstance(run, Run) else None
     if group_temperature is not None:
         if sampler != "prior" or label is not None:
             raise VaelabError("--group-temperature: draws every group from the prior; drop "
@@ -99,15 +108,18 @@ def samples(
     elif label is not None:
         if sampler != "prior":
             raise VaelabError("--label: draws z from the prior; drop --sampler")
-        images, nrow = label_samples(model, n, label, temperature, seed)
+        images, nrow = label_samples(model, n, label, temperature, seed, names)
     else:
         # samplers.sample_with's checks and steps, with the run's config and folder passed in
         if n < 1:
             raise VaelabError(f"-n: must be at least 1, got {n}")
         if temperature <= 0:
             raise VaelabError(f"--temperature: must be > 0, got {temperature}")
-        options = prepare_sampler(sampler, model, _training_images(run.config), components,
-                                  run.folder)  # fmt: skip
+        if not isinstance(run, Run) and sampler != "prior":
+            raise VaelabError(f"--sampler {sampler}: fits the run's training latents; pass the "
+                              "run folder or vaelab.open_run(folder)")  # fmt: skip
+        options = (prepare_sampler(sampler, model, _training_images(run.config), components,
+                                   run.folder) if isinstance(run, Run) else {})  # fmt: skip
         torch.manual_seed(seed)
         images = sample_images(model, n, sampler, temperature, **options)
     return Grid(images.cpu(), nrow)
@@ -170,8 +182,7 @@ def traversal(
     offsets, kind}``."""
     if dims < 1:
         raise VaelabError(f"--dims: must be at least 1, got {dims}")
-    if not 0 <= index < len(x):
-        raise VaelabError(f"--index: must be in [0, {len(x) - 1}], got {index}")
+    test_image(x, index)
     values, kind = scores if scores is not None else dim_scores(model, x)
     chosen = top_dims(values, dims)
     names = [f"z{d} ({kind} {values[d]:.2f})" for d in chosen]

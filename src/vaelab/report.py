@@ -229,15 +229,13 @@ def render(title: str, sections: dict[str, str]) -> str:
 
 def write_report(
     run: str | Path | Run, out: str | Path | None = None, data: ImageData | None = None,
-    seed: int = 0, *, model: torch.nn.Module | None = None,
+    seed: int = 0,
 ) -> Path:  # fmt: skip
     """Write the HTML report of a run (its folder, or a :class:`Run` whose model is already
     loaded) to ``out`` (default RUN/report.html, replaced if present); returns the path.
-    ``data`` skips reloading the run's dataset; ``model`` (with a folder) skips loading
-    the model."""
+    ``data`` skips reloading the run's dataset."""
     if not isinstance(run, Run):
-        stored, config, info = read_run(run)  # refuses a missing folder
-        run = Run(model if model is not None else stored, config, info, Path(run))
+        run = read_run(run)
     folder, model = Path(run.folder), run.model
     data = data or dataset_for(run.config)
     was_training = model.training

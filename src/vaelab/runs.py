@@ -1,4 +1,5 @@
-"""A trained run as one object: model, config, checkpoint info and folder.
+"""A trained run as one object: model, config, checkpoint info and folder; and where the
+commands' outputs go (``RUN/outputs/``, numbered names, refusing to replace a file).
 
 The model stays a plain ``nn.Module``; what belongs to the run (its Config, the dataset it
 was trained on, where its files are) travels beside it in :class:`Run`, returned by
@@ -11,10 +12,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaelab.errors import VaelabError
+
 if TYPE_CHECKING:  # annotations only: this module must stay light
     import torch
 
     from vaelab.config import Config
+
+
+OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
+
+
+def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
+    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def numbered(path: Path) -> Path:
+    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``... : the first whose name is free,
+    with the table/JSON a picture may get beside it (same stem, .md/.json) free too, so an
+    earlier result is never replaced."""
+    stem, suffix, i = path.stem, path.suffix, 2
+    while any(path.with_suffix(s).exists() for s in {suffix, ".md", ".json"}):
+        path = path.with_name(f"{stem}-{i}{suffix}")
+        i += 1
+    return path
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vaelab.config import Config
 from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import posterior_stats
+from vaelab.runs import Run
 from vaelab.train.checkpoint import tensor_digest
 
 
@@ -147,33 +149,33 @@ def prepare_sampler(
     return SETUP[name](model, train_x, components, run_dir)
 
 
-def training_images(model: torch.nn.Module, limit: int = 20000) -> torch.Tensor:
-    """The first ``limit`` training images of a loaded run, binarized as it was trained."""
-    data = dataset_for(model.config)
-    return train_images(data.train_x, model.config.data.binarize, model.config.train.seed, limit)
+def training_images(config: Config, limit: int = 20000) -> torch.Tensor:
+    """The first ``limit`` training images of a run with ``config``, binarized as it was
+    trained."""
+    data = dataset_for(config)
+    return train_images(data.train_x, config.data.binarize, config.train.seed, limit)
 
 
 def sample_with(
-    model: torch.nn.Module,
+    run: Run,
     n: int,
     sampler: str = "prior",
     temperature: float = 1.0,
     components: int = 10,
     seed: int | None = None,
 ) -> torch.Tensor:
-    """``n`` images from a loaded run (``vaelab.load``) with latents from ``sampler``; the
-    ``gmm`` fit is cached in the run folder."""
+    """``n`` images from a run (``vaelab.open_run``) with latents from ``sampler``; the
+    ``gmm`` fit (on the run's training images) is cached in the run folder."""
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     if temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
     options = prepare_sampler(
-        sampler, model, lambda: training_images(model), components,
-        getattr(model, "run_dir", None),
-    )  # fmt: skip
+        sampler, run.model, lambda: training_images(run.config), components, run.folder
+    )
     if seed is not None:
         torch.manual_seed(seed)
-    return sample_images(model, n, sampler, temperature, **options)
+    return sample_images(run.model, n, sampler, temperature, **options)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Pieces shared by subcommands: run-folder argument, output paths, test images."""
+"""Pieces shared by the commands: help layout, one-line warnings, explicit output files."""
 
 from __future__ import annotations
 
@@ -59,56 +59,9 @@ def one_line_warnings(command: str) -> Iterator[None]:
         yield
 
 
-def add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_DIR", help="run folder written by vaelab train")
-    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-
-
-def add_out_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
-    parser.add_argument(
-        "--out", default=None, help=f"output file (default: RUN_DIR/{OUTPUTS}/{default_name}, "
-        "numbered if it exists)",
-    )  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-
-
-OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
-
-
-def output_path(args: argparse.Namespace, default_name: str, mkdir: bool = True) -> Path:
-    """Where to write: an explicit --out must not exist (unless --overwrite); by default
-    RUN/outputs/NAME, numbered (NAME-2, NAME-3...) instead of replacing an earlier result,
-    so a command's picture is never mistaken for training's (RUN/samples.png). With
-    ``mkdir=False`` the folder is left to the API function, which makes it only once its
-    inputs are valid and the picture is drawn."""
-    if args.out:
-        path = new_file("--out", args.out, args.overwrite)
-    else:
-        path = numbered(Path(args.run) / OUTPUTS / default_name)
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def new_file(flag: str, path: str | Path, overwrite: bool) -> Path:
     """``path`` of an explicit output flag; it must not exist unless --overwrite is given."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise VaelabError(f"{flag} {path}: exists; pass --overwrite to replace it")
     return path
-
-
-def numbered(path: Path) -> Path:
-    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``... : the first that does not exist."""
-    stem, suffix, i = path.stem, path.suffix, 2
-    while path.exists():
-        path = path.with_name(f"{stem}-{i}{suffix}")
-        i += 1
-    return path
-
-
-def positive(flag: str, value: int) -> int:
-    if value < 1:
-        raise VaelabError(f"{flag}: must be at least 1, got {value}")
-    return value

@@ -1,10 +1,11 @@
-"""vaelab train: every config field is a flag (``--latent-dim 20``), defaults shown."""
+"""vaelab train's own flags: every config field is a flag (``--latent-dim 20``), defaults
+shown, generated from the config dataclasses (--out and --overwrite are the table's
+common options, vaelab/cli/table.py)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import types
 import typing
 from dataclasses import MISSING
@@ -12,9 +13,7 @@ from pathlib import Path
 
 from vaelab.cli.names import field_help, registry_names
 from vaelab.config import _CHOICES, SECTIONS, Config, load_config, with_overrides
-from vaelab.errors import Interrupted, VaelabError
-
-HELP = "train an autoencoder or a VAE; writes a run folder"
+from vaelab.errors import VaelabError
 
 # The fields whose value names a registry entry: --help lists the names (read from the
 # source, so that --help does not import torch).
@@ -67,11 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="YAML or TOML file of options (flags override it)"
     )
-    parser.add_argument(
-        "--out", metavar="RUN_DIR", help="run folder (default: runs/<time>-<dataset>-<model>)"
-    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     titles = {"data": "data", "model": "model", "train": "training"}
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(
@@ -107,19 +102,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return with_overrides(config, flags, "command line")
 
 
-def run(args: argparse.Namespace) -> int:
+def keywords(args: argparse.Namespace) -> dict[str, object]:
+    """The keywords of :func:`vaelab.api.train` beyond --out/--overwrite: the config built
+    from the flags, and --resume."""
     config = config_from_args(args)
     if args.resume and not args.out:
         raise VaelabError("--resume needs --out RUN_DIR, the run to continue")
-    from vaelab.report import RUN_DRAWINGS  # imports torch: only when training, not for --help
-    from vaelab.train.loop import fit
-
-    try:
-        out = fit(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                  drawings=RUN_DRAWINGS)  # fmt: skip
-    except Interrupted as stop:
-        print(f"vaelab train: {stop}", file=sys.stderr)
-        print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
-    print(f"run folder: {out}")
-    return 0
+    return {"config": config, "resume": args.resume}

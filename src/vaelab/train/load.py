@@ -9,22 +9,23 @@ Nothing is unpickled: the weights come from safetensors and the config from JSON
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
-from vaelab.config import Config, ModelConfig, config_from_dict
+from vaelab.config import ModelConfig, config_from_dict
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, build_model
+from vaelab.runs import Run
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.ema import averaged_state
 from vaelab.train.run import resolve_device
 
 
-def read_run(run: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The trained model of run folder ``run`` (eval mode, on ``device``; the weight average
-    where the run kept one), its Config, and the checkpoint's info without the config
-    (dataset name, image shape, class names)."""
+def read_run(run: str | Path, device: str = "cpu") -> Run:
+    """Run folder ``run`` as a :class:`Run`: the trained model (eval mode, on ``device``; the
+    weight average where the run kept one), its Config, the checkpoint's info without the
+    config (dataset name, image shape, class names) and the folder. Nothing is patched onto
+    the model: code that needs the config or the folder takes the Run."""
     run = Path(run)
     if not run.is_dir():
         raise VaelabError(f"{run}: no such run folder")
@@ -33,16 +34,7 @@ def read_run(run: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, d
     model = build_run_model(config.model, tuple(ckpt.info["image_shape"]))
     model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     info = {k: v for k, v in ckpt.info.items() if k != "config"}
-    return model.to(resolve_device(device)).eval(), config, info
-
-
-def load_model(run: str | Path, device: str = "cpu") -> nn.Module:
-    """What ``vaelab.load`` returns: :func:`read_run`'s model with three attributes,
-    ``config`` (the run's Config), ``run_info`` (:func:`read_run`'s info) and ``run_dir``
-    (where per-run artefacts, e.g. a fitted GMM sampler, are kept)."""
-    model, config, info = read_run(run, device)
-    model.config, model.run_info, model.run_dir = config, info, Path(run)
-    return model
+    return Run(model.to(resolve_device(device)).eval(), config, info, run)
 
 
 def load_m1(run: str) -> nn.Module:
@@ -50,7 +42,7 @@ def load_m1(run: str) -> nn.Module:
     by M2's own copy when an M2 checkpoint is loaded)."""
     if not Path(run).is_dir():
         raise VaelabError(f"--m1-run {run}: no such run folder (train a VAE there first)")
-    m1, _, _ = read_run(run)
+    m1 = read_run(run).model
     if type(m1) is not VAE:  # the exact class: HVAE, CVAE, ... subclass VAE
         raise VaelabError(f"--m1-run {run}: expected a --model vae run, got {type(m1).__name__}")
     return m1

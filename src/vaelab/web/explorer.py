@@ -19,7 +19,7 @@ from vaelab.complete import METHODS as COMPLETIONS
 from vaelab.complete import complete
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import (
     INTERPOLATIONS,
     decode_mean,
@@ -188,7 +188,7 @@ class Explorer:
     ) -> torch.Tensor:
         """Decodings along the path between test images ``a`` and ``b``'s codes."""
         if method not in INTERPOLATIONS:
-            raise VaelabError(f"method: unknown {method!r}; valid: {', '.join(INTERPOLATIONS)}")
+            raise unknown_name("method", method, INTERPOLATIONS)
         x0, x1 = self.test_image(a), self.test_image(b)
         with self._label(self.check_label(label)):
             return interpolate(self.model, x0, x1, steps, method)

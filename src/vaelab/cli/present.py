@@ -1,0 +1,118 @@
+"""What each command prints once its API function has returned: ``NAME(job, result,
+first)``, where ``job`` holds the keywords the function was called with (its output paths
+among them) and ``first`` is False on the second and later calls of a repeated command
+(``traverse --index 1 2``). Nothing here imports torch at load time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def nothing(job: dict[str, Any], result: Any, first: bool) -> None:
+    """serve prints its own address and blocks."""
+
+
+def wrote(job: dict[str, Any], result: Any, first: bool) -> None:
+    print(f"wrote {result if isinstance(result, Path) else job['out']}")
+
+
+def sample(job: dict[str, Any], result: Any, first: bool) -> None:
+    print(f"wrote {job['out']}")
+    if job.get("npy"):
+        print(f"wrote {job['npy']}")
+
+
+def train(job: dict[str, Any], result: Path, first: bool) -> None:
+    print(f"run folder: {result}")
+
+
+def interpolate(job: dict[str, Any], rows: dict, first: bool) -> None:
+    print(f"wrote {job['out']} (rows: {', '.join(rows)}; first/last column: the inputs)")
+
+
+def traverse(job: dict[str, Any], result: dict, first: bool) -> None:
+    if first:
+        print(f"dimensions by {result['kind']}: " + ", ".join(result["names"]))
+    print(f"wrote {job['out']}")
+
+
+def latent_plot(job: dict[str, Any], result: dict, first: bool) -> None:
+    print(f"wrote {job['out']} ({len(result['coords'])} test images)")
+    if result["manifold"] is not None:
+        print(f"wrote {job['manifold_out']}")
+
+
+def gradvar(job: dict[str, Any], result: dict, first: bool) -> None:
+    from vaelab.gradvar import format_table
+
+    for r in result.get("rows", []):
+        print(f"after epoch {r['epoch']} (test ELBO {r['test_elbo']:.2f}):")
+        print(format_table(r["stats"]))
+    if "stats" in result:
+        print(format_table(result["stats"]))
+    path = Path(job["out"])
+    print(f"wrote {path}\nwrote {path.with_suffix('.json')}")
+
+
+def compare(job: dict[str, Any], result: dict, first: bool) -> None:
+    path = Path(job["out"])
+    print(result["markdown"], end="")
+    print(f"wrote {path}, {path.with_suffix('.md')}, {path.with_suffix('.json')}")
+
+
+def ae_vs_vae(job: dict[str, Any], result: dict, first: bool) -> None:
+    out = Path(result["out"])
+    print(f"wrote {out / 'ae-vs-vae.png'} and {out / 'ae-vs-vae.json'}")
+    print(f"well-formed decodings of {result['points']} uniform points per bounding box "
+          f"({result['criterion']}): autoencoder {result['ae']['well_formed']:.1%}, "
+          f"VAE {result['vae']['well_formed']:.1%}")  # fmt: skip
+    print(f"share of each box inside the test codes' 3-NN balls (the rest are holes): "
+          f"autoencoder {result['ae']['box_coverage']:.1%}, "
+          f"VAE {result['vae']['box_coverage']:.1%}")  # fmt: skip
+
+
+EVALUATION_ROWS = (
+    ("test ELBO (nats/image)", "elbo"), ("  E_q log p(x|z)", "recon"), ("  KL(q || p)", "kl"),
+    ("NLL, K={samples} (nats/image)", "nll_nats"), ("  standard error", "nll_nats_se"),
+    ("NLL (bits/dim)", "bits_per_dim"), ("gap NLL - (-ELBO)", "gap_nats"),
+)  # fmt: skip
+
+
+def evaluate(job: dict[str, Any], result: dict, first: bool) -> None:
+    from vaelab.evaluate.extras import print_extras
+
+    for name, key in EVALUATION_ROWS:
+        print(f"{name.format(samples=result['samples']):<32}{result[key]:>12.3f}")
+    print_extras(result)
+    print(f"{result['images']} test images, {result['seconds_nll']:.1f} s for the NLL; wrote "
+          + ", ".join(result["files"]))  # fmt: skip
+
+
+def classify(job: dict[str, Any], result: dict, first: bool) -> None:
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    print(f"test accuracy {pct(result['accuracy'])} (error {pct(result['error'])}) "
+          f"on {result['images']} images")  # fmt: skip
+    if "baseline" in result:
+        b = result["baseline"]
+        print(f"supervised-only baseline: accuracy {pct(b['accuracy'])} (error {pct(b['error'])})")
+    print(f"wrote {job['out']}")
+    if "label_control" in result:
+        lc = result["label_control"]
+        print(f"label control: {pct(lc['accuracy'])} of {lc['per_class']} samples per label "
+              f"seen as that label (the classifier's test accuracy "
+              f"{pct(lc['classifier_test_accuracy'])}); "
+              f"wrote {job['label_control_out']}")  # fmt: skip
+    if job.get("json_out"):
+        print(f"wrote {job['json_out']}")
+
+
+def complete(job: dict[str, Any], result: Any, first: bool) -> None:
+    if isinstance(result, dict):  # --evaluate: the scores, as JSON
+        import json
+
+        print(json.dumps(result, indent=2))
+        return
+    if result.acceptance is not None:  # Metropolis-within-Gibbs
+        print(f"acceptance rate {result.acceptance:.2f}")
+    print(f"wrote {job['out']} (original, observed, {job['n']} completions)")
