@@ -158,7 +158,7 @@ def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, s
     try:
         return kl_per_dim(model, x), "KL"
     except VaelabError:
-        if model.config.model.model == "ae":
+        if not model.has_posterior:
             raise
         return latent_means(model, x).var(0), "activity"
 

@@ -83,5 +83,5 @@ def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, confi
         [to_unit(test[:16]), recon[:16].cpu(), to_unit(test[16:32]), recon[16:32].cpu()]
     )
     save_grid(pairs, out / "reconstructions.png", nrow=16)
-    if config.model.model != "ae":
+    if model.has_prior:
         save_grid(sample(model, 64, seed=config.train.seed).cpu(), out / "samples.png", nrow=8)

@@ -174,7 +174,7 @@ def build_sections(
 ) -> dict[str, str]:
     """The HTML body of each section of :data:`SECTIONS`, keyed by its id."""
     cfg = model.config
-    is_vae = cfg.model.model != "ae"
+    is_vae = model.has_posterior and model.has_prior  # an AE has neither
     test = eval_images(data.test_x, cfg.data.binarize, cfg.train.seed)
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(test), generator=gen)[:16].tolist()
@@ -234,7 +234,7 @@ def _latent_section(model: torch.nn.Module, data: ImageData, test: torch.Tensor)
     title = f"{data.name}: {len(z)} test-set latent means, {how}"
     part = _img(png_bytes(latent_figure(coords, labels, data.class_names, prefix, title)),
                 title, "latent scatter")  # fmt: skip
-    if z.shape[1] == 2 and model.config.model.model != "ae":  # an AE has no p(z) to tile
+    if z.shape[1] == 2 and model.has_prior:  # an AE has no p(z) to tile
         from matplotlib.figure import Figure
 
         tiles, q = prior_quantile_grid(model, 15)

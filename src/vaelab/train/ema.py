@@ -25,6 +25,7 @@ from torch import nn
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
+from vaelab.train.checkpoint import drop_legacy
 
 PREFIX = "ema/"
 DEFAULT_DECAY = {"deep": 0.999}  # --ema unset: on for these models, off for the others
@@ -92,4 +93,4 @@ def make_average(
 def averaged_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The ``ema/`` weights of a checkpoint's tensors as a state dict, or None."""
     state = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-    return state or None
+    return drop_legacy(state) or None

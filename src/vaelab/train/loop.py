@@ -1,7 +1,8 @@
 """fit(): one readable training loop.
 
 Each step: slice a batch from the uint8 tensor on the device, scale/binarize it,
-``terms = model(x, K)``, ``loss = objective(terms, beta)``, backward, (clip), step.
+``loss = objective(model, x, beta)`` (the objective draws z with its estimator and reduces
+the model's Terms), backward, (clip), step.
 A step whose loss or gradient norm is not finite is skipped and counted; too many
 in a row stop the run with the last good checkpoint intact. After each epoch:
 test-set ELBO, one JSON line of metrics, one atomic checkpoint. Resume is exact:
@@ -30,7 +31,7 @@ from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare
 from vaelab.errors import VaelabError
-from vaelab.objectives import get_objective
+from vaelab.objectives import build_objective
 from vaelab.train import run as runfs
 from vaelab.train.checkpoint import (
     CHECKPOINT,
@@ -42,10 +43,10 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch, setup
 from vaelab.train.ema import make_average
-from vaelab.train.labels import prepare_labels
+from vaelab.train.labels import LabelledStream, labelled_stream, prepare_labels
 from vaelab.train.load import build_run_model
 from vaelab.train.options import check_names, check_resume, compile_declined
-from vaelab.train.stabilise import check_stabilisers, grad_norm, with_free_bits
+from vaelab.train.stabilise import check_stabilisers, grad_norm
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 
@@ -102,25 +103,32 @@ class LossModule(nn.Module):
 
     This is what DDP wraps: its search for unused parameters starts from the forward's
     outputs, and a model's ``Terms`` may compute log p(z) and log q(z|x) only when the
-    objective asks (a learned prior's parameters are reached only through them).
+    objective asks (a learned prior's parameters are reached only through them). Its
+    parameters (the model's, then the objective's: a learned baseline) are what the
+    optimizer steps. ``labelled``: M2's labelled images; in training mode each call feeds
+    a batch of them to the objective's class loss.
     """
 
-    def __init__(self, model: nn.Module, objective, samples: int) -> None:
+    def __init__(
+        self, model: nn.Module, objective: nn.Module, samples: int,
+        labelled: LabelledStream | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.model, self.objective, self.samples = model, objective, samples
+        self.labelled = labelled
 
     def forward(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
-        terms = self.model(x, self.samples) if y is None else self.model(x, self.samples, y=y)
-        return self.objective(terms, beta)
+        batch = self.labelled() if self.labelled is not None and self.training else None
+        return self.objective(self.model, x, beta, y, self.samples, batch)
 
 
 class Stepper:
     """The forward/backward/update of one batch, optionally under autocast/compile.
 
-    ``model`` is the VAE; the step calls it with its objective as one
-    :class:`LossModule`, wrapped in DDP under torchrun (whose forward does the gradient
-    all-reduce bookkeeping). A step is applied only if the loss and every gradient are
-    finite (on every rank); otherwise it is skipped.
+    ``model`` is the :class:`LossModule` (a bare model gets the objective of ``config``),
+    wrapped in DDP under torchrun (whose forward does the gradient all-reduce bookkeeping).
+    A step is applied only if the loss and every gradient are finite (on every rank);
+    otherwise it is skipped.
     """
 
     def __init__(
@@ -129,10 +137,10 @@ class Stepper:
         t = config.train
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
+        if not isinstance(model, LossModule):
+            model = LossModule(model, build_objective(config, model), t.samples)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        # The model's default objective resolved (m2), with --free-bits bound in.
-        objective = with_free_bits(get_objective(resolve(config).train.objective), config)
-        self.model = self.world.wrap(LossModule(model, objective, t.samples))
+        self.model = self.world.wrap(model)
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
         amp = device.type == "cuda" and t.precision != "fp32"
@@ -144,7 +152,7 @@ class Stepper:
         # dynamic=False: an epoch's smaller last batch gets its own static graph. With automatic
         # dynamic shapes it would replace the full-batch graph by a dynamic-shape one that
         # ran 2.6x slower than eager on CPU (measured: epoch 2 of the reference VAE).
-        declined = compile_declined(model, device) if t.compile else None
+        declined = compile_declined(model.model, device) if t.compile else None
         if declined:
             warnings.warn(f"--compile: declined, {declined}; training eager", stacklevel=2)
         compiled = t.compile and not declined
@@ -256,8 +264,10 @@ def _fit(
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     raw = build_run_model(config.model, data.image_shape).to(device)
     data = prepare_labels(raw, config, data)  # CVAE/M2 checks; --labels-per-class hides
+    objective = build_objective(config, raw, len(data.train_x)).to(device)  # checks --estimator
+    unit = LossModule(raw, objective, t.samples, labelled_stream(raw, config, data, device))
     world.on_main(prepare_dir, "preparing the run folder")
-    optimizer, scheduler = make_optimizer(raw, config, device)
+    optimizer, scheduler = make_optimizer(unit, config, device)  # model's, then objective's
     if world.rank:  # rank 0's noise is one process's noise; the others draw their own
         torch.manual_seed(t.seed + world.rank)
     info = {
@@ -269,6 +279,7 @@ def _fit(
     state = TrainState()
     if ckpt is not None:
         raw.load_state_dict(ckpt.model_state())
+        objective.load_state_dict(ckpt.objective_state())
         ckpt.restore_training(optimizer, None, device, world.rank)
         state = ckpt.state
         # This command's --lr, --weight-decay, --schedule and --epochs apply from here on.
@@ -289,11 +300,11 @@ def _fit(
     test_x = eval_images(data.test_x, config.data.binarize, t.seed)[world.rank :: world.size]
     test_x = test_x.to(device)
     # Labelled models (CVAE, M2) get each batch's labels; -1 marks a hidden label.
-    train_y = data.train_y.to(device) if getattr(raw, "uses_labels", False) else None
+    train_y = data.train_y.to(device) if raw.uses_labels else None
     dynamic = config.data.binarize == "dynamic"
     n, bs = len(train_x), t.batch_size
     steps_per_epoch = world.steps_per_epoch(n, bs)
-    stepper = Stepper(raw, optimizer, config, device, world)
+    stepper = Stepper(unit, optimizer, config, device, world)
     # --ema: evaluation, pictures and vaelab.load use the average of the weights.
     ema = make_average(raw, config, ckpt.tensors if ckpt else None, state.extra)
     eval_model = ema.module if ema else raw
@@ -305,7 +316,9 @@ def _fit(
             rng.update(ema.tensors())
             state.extra["ema_updates"] = ema.updates
         world.on_main(
-            lambda: save_checkpoint(out / CHECKPOINT, raw, optimizer, scheduler, state, info, rng),
+            lambda: save_checkpoint(
+                out / CHECKPOINT, raw, optimizer, scheduler, state, info, rng, objective
+            ),
             "writing the checkpoint",
         )
 
