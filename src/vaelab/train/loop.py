@@ -139,6 +139,8 @@ class Stepper:
         self.world = world or World(device=device)
         if not isinstance(model, LossModule):
             model = LossModule(model, build_objective(config, model), t.samples)
+            if any(True for _ in model.objective.parameters()):  # not in the optimizer
+                raise TypeError("Stepper: build the LossModule (and its optimizer) first")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.model = self.world.wrap(model)
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
