@@ -130,3 +130,20 @@ def test_closed_form_gaussian_path_matches_torch_distributions(digits_run):
     assert g_fast.keys() == g_slow.keys() and len(g_fast) > 0
     for name in g_fast:
         torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_objective_stats_hold_no_autograd_graph():
+    """The loop adds each step's stats into one running sum per epoch: stats that required
+    grad made that sum part of every step's graph, kept alive until the epoch ended. The
+    Objective's stats are detached, for every reduction; its loss still carries the graph."""
+    from vaelab.config import ModelConfig
+    from vaelab.models import VAE
+    from vaelab.objectives import Objective
+
+    model = VAE.from_config(ModelConfig(hidden=(8,), latent_dim=2), (1, 4, 4))
+    for name in ("elbo", "iwae"):
+        loss, stats = Objective(name)(model, torch.rand(3, 1, 4, 4), samples=2)
+        assert loss.requires_grad and stats.keys() == {"bound", "recon", "kl"}
+        running = torch.zeros(3)
+        running += torch.stack([stats["bound"], stats["recon"], stats["kl"]])
+        assert not running.requires_grad, name

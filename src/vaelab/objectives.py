@@ -179,7 +179,8 @@ class Objective(nn.Module):
             value, more = term(model, x, y, labelled)
             loss = loss + value
             stats.update(more)
-        return loss, stats
+        # Detached: the loop sums them over an epoch, which must not keep each step's graph.
+        return loss, {k: v.detach() for k, v in stats.items()}
 
 
 def build_objective(config: Config, model: Any, n_train: int | None = None) -> Objective:
