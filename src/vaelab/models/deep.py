@@ -111,6 +111,7 @@ class DeepVAE(VAE):
     """See the module docstring. ``widths``/``groups``: per resolution level, finest first."""
 
     any_estimator = False  # one reparameterized draw per latent group inside forward
+    default_ema = 0.999  # VDVAE/NVAE evaluate and sample with a weight average
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ to sample from), ``any_estimator`` (one posterior sample site that ``encode``/``
 expose, so every gradient estimator applies; False: the model draws its latents by
 reparameterization inside ``forward`` only), ``uses_labels`` (``forward(x, K, y=)``),
 ``semi_supervised`` (a classifier q(y|x) trained with a class loss, M2) and ``on_images``
-(False where the model sees features of another model, M1+M2).
+(False where the model sees features of another model, M1+M2); ``default_ema`` is the
+weight-average decay training uses when ``--ema`` is unset.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class VAE(nn.Module):
     uses_labels = False
     semi_supervised = False
     on_images = True
+    default_ema = 0.0  # training's weight average when --ema is unset (0: none)
 
     def __init__(
         self,
