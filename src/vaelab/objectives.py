@@ -199,9 +199,20 @@ def build_objective(config: Config, model: Any, n_train: int | None = None) -> O
             f"--estimator {m.estimator}: --model {m.model} draws its latents by "
             "reparameterization inside the model; use --estimator reparam"
         )
-    terms = ()
-    if t.objective == "m2":
-        n = max(n_train or 1, 1)
-        weight = DEFAULT_ALPHA_PER_IMAGE if t.alpha is None else t.alpha / n
-        terms = (ClassLoss(weight),)
+    terms = EXTRA_TERMS[t.objective](config, n_train) if t.objective in EXTRA_TERMS else ()
     return Objective(t.objective, estimator, t.free_bits, terms)
+
+
+def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
+    """The ``m2`` objective's class loss, weighted alpha / N (``--alpha``; the default
+    :data:`~vaelab.models.m2.DEFAULT_ALPHA_PER_IMAGE` per image needs no N)."""
+    alpha = config.train.alpha
+    if alpha is None:
+        return (ClassLoss(DEFAULT_ALPHA_PER_IMAGE),)
+    if not n_train:  # a caller's mistake: alpha / N needs N
+        raise TypeError("build_objective: --alpha is per data set; pass n_train (N)")
+    return (ClassLoss(alpha / n_train),)
+
+
+# Objectives with loss terms beyond their reduction: name -> (config, N) -> terms.
+EXTRA_TERMS: dict[str, Callable[[Config, int | None], tuple]] = {"m2": m2_terms}
