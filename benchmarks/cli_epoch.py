@@ -69,19 +69,13 @@ DEFAULT_CASES = "mlp,conv,conv-compile"
 
 
 # ---------------------------------------------------------------- the minimal loops
-def minimal_main(arch: str, dataset: str, epochs: int, seed: int = 0) -> None:
-    """The hand-written loop, run in its own process (``--minimal ARCH``)."""
-    import torch
-    import torch.nn.functional as F
+def minimal_bodies(arch: str, image_shape: tuple[int, int, int]):
+    """The minimal loop's encoder and decoder (``nn.Sequential``), vaelab's layers by hand:
+    MLP 784-400-20, or conv 32,64 with latent 16. Also what benchmarks/profile_step.py
+    profiles as the reference step."""
     from torch import nn
 
-    from vaelab.data import load_dataset  # the same images as vaelab; start-up cancels
-
-    data = load_dataset(dataset, seed=seed)
-    c, h, w = data.image_shape
-    train_x = data.train_x.float().div_(255)
-    test_x = data.test_x.float().div_(255)
-    torch.manual_seed(seed)
+    c, h, w = image_shape
     d = 20 if arch == "mlp" else 16
     if arch == "mlp":
         enc = nn.Sequential(
@@ -99,24 +93,51 @@ def minimal_main(arch: str, dataset: str, epochs: int, seed: int = 0) -> None:
             nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=s1 - (2 * s2 - 1)), nn.ReLU(),
             nn.ConvTranspose2d(32, c, 3, 2, 1, output_padding=h - (2 * s1 - 1)),
         )  # fmt: skip
+    return enc, dec
+
+
+def minimal_elbo_terms(enc, dec, x):
+    """(log p(x|z), KL) per image, ``(B,)`` each: the tutorials' VAE written out."""
+    import torch
+    import torch.nn.functional as F
+
+    mu, logvar = enc(x).chunk(2, dim=1)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    logits = dec(z).reshape(x.shape)
+    recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return recon, kl
+
+
+def minimal_step(enc, dec, opt, x) -> None:
+    """One training step of the minimal loop: negative ELBO, backward, Adam."""
+    recon, kl = minimal_elbo_terms(enc, dec, x)
+    loss = (kl - recon).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def minimal_main(arch: str, dataset: str, epochs: int, seed: int = 0) -> None:
+    """The hand-written loop, run in its own process (``--minimal ARCH``)."""
+    import torch
+
+    from vaelab.data import load_dataset  # the same images as vaelab; start-up cancels
+
+    data = load_dataset(dataset, seed=seed)
+    train_x = data.train_x.float().div_(255)
+    test_x = data.test_x.float().div_(255)
+    torch.manual_seed(seed)
+    enc, dec = minimal_bodies(arch, data.image_shape)
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
 
     def elbo_terms(x):
-        mu, logvar = enc(x).chunk(2, dim=1)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        logits = dec(z).reshape(x.shape)
-        recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
-        return recon, kl
+        return minimal_elbo_terms(enc, dec, x)
 
     for epoch in range(epochs):
         perm = torch.randperm(len(train_x))
         for i in range(0, len(train_x), 128):
-            recon, kl = elbo_terms(train_x[perm[i : i + 128]])
-            loss = (kl - recon).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            minimal_step(enc, dec, opt, train_x[perm[i : i + 128]])
         with torch.no_grad():
             total = sum(float((r - k).sum()) for r, k in map(elbo_terms, test_x.split(1000)))
         print(f"epoch {epoch + 1}: test ELBO {total / len(test_x):.2f}", flush=True)

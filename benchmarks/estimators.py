@@ -35,7 +35,7 @@ from vaelab.evaluate.nll import test_bound
 from vaelab.gradvar import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
 from vaelab.objectives import build_objective
-from vaelab.train.loop import LossModule, Stepper, make_optimizer
+from vaelab.train.step import LossModule, Stepper, make_optimizer
 
 PARTS = {
     "gaussian": {
@@ -70,7 +70,7 @@ def train_for(
     # The objective (with the estimator and a learned baseline's network) before the
     # optimizer, which steps both, as fit() does.
     unit = LossModule(model, build_objective(config, model).to(device), config.train.samples)
-    optimizer, _ = make_optimizer(unit, config, device)
+    optimizer = make_optimizer(unit, config)
     stepper = Stepper(unit, optimizer, config, device)
     train_x, bs = data.train_x.to(device), config.train.batch_size
     curve = [{"step": 0, "seconds": 0.0, "test_elbo": test_bound(model, test_sub)["elbo"]}]

@@ -26,7 +26,7 @@ from vaelab.config import Config, validate, with_overrides
 from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.step import Stepper, make_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -38,7 +38,7 @@ def measure(config: Config, x: torch.Tensor, device: torch.device, args) -> dict
     """Median images/s over rounds of ``args.steps`` training steps."""
     torch.manual_seed(0)
     model = build_model(config.model, tuple(x.shape[1:])).to(device)
-    optimizer, _ = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config)
     stepper = Stepper(model, optimizer, config, device)
     bs = config.train.batch_size
     perm = epoch_permutation(len(x), 0, 0, device)

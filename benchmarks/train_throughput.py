@@ -33,7 +33,7 @@ from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.evaluate.nll import log_likelihood
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
+from vaelab.train.step import Stepper, make_optimizer
 
 
 class MinimalVAE(nn.Module):
@@ -89,7 +89,7 @@ def make_vaelab(variant: str, shape):
     )
     torch.manual_seed(0)
     model = build_model(cfg.model, shape)
-    opt, _ = make_optimizer(model, cfg, torch.device("cpu"))
+    opt = make_optimizer(model, cfg)
     return Stepper(model, opt, cfg, torch.device("cpu"))
 
 

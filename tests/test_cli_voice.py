@@ -10,8 +10,8 @@ import torch
 from vaelab.cli.common import one_line_warnings
 from vaelab.config import Config, with_overrides
 from vaelab.models import build_model
-from vaelab.train.loop import Stepper, make_optimizer
 from vaelab.train.options import compile_declined
+from vaelab.train.step import Stepper, make_optimizer
 
 
 def test_warnings_become_one_line_each(capsys):
@@ -57,7 +57,7 @@ def _stepper(arch: str, compile_: bool) -> Stepper:
                    "latent_dim": 2, "compile": compile_}, "test"
     )  # fmt: skip
     model = build_model(config.model, (1, 8, 8))
-    optimizer, _ = make_optimizer(model, config, torch.device("cpu"))
+    optimizer = make_optimizer(model, config)
     return Stepper(model, optimizer, config, torch.device("cpu"))
 
 

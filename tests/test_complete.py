@@ -400,14 +400,14 @@ def test_static_binarization_baselines_and_gmm_use_the_images_trained_on(tmp_pat
     the GMM sampler's fit and the completion baselines must use that very draw (they used
     the test set's seed + 1: other images). The draw is captured from the training loop
     itself, and the mean-image baseline's MSE is recomputed from it (float32 sums: 1e-6)."""
-    loop = importlib.import_module("vaelab.train.loop")
+    session = importlib.import_module("vaelab.train.session")
     from vaelab.data.prepare import eval_images, to_unit
     from vaelab.samplers import training_images
 
     captured = []
-    real = loop.binarize_fixed
+    real = session.binarize_fixed
     monkeypatch.setattr(
-        loop, "binarize_fixed", lambda x, s: captured.append(real(x, s)) or captured[-1]
+        session, "binarize_fixed", lambda x, s: captured.append(real(x, s)) or captured[-1]
     )
     torch.manual_seed(0)
     run = fit(small_config(binarize="static", epochs=1), tmp_path / "static")

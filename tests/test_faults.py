@@ -21,7 +21,7 @@ from conftest import small_config
 from vaelab.cli import main
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.train import loop
+from vaelab.train import step
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.loop import fit
 from vaelab.train.run import read_metrics
@@ -126,7 +126,7 @@ def poisoned(monkeypatch, bad: set[int], where: str) -> dict:
         def backward(ctx, g):
             return g * float("nan")
 
-    real = loop.LossModule.forward
+    real = step.LossModule.forward
 
     def patched(self, *args, **kwargs):
         calls["n"] += 1
@@ -135,7 +135,7 @@ def poisoned(monkeypatch, bad: set[int], where: str) -> dict:
             loss = loss * float("inf") if where == "loss" else NaNGrad.apply(loss)
         return loss, stats
 
-    monkeypatch.setattr(loop.LossModule, "forward", patched)
+    monkeypatch.setattr(step.LossModule, "forward", patched)
     return calls
 
 

@@ -21,7 +21,8 @@ from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.objectives import ClassLoss, Objective, build_objective
 from vaelab.objectives import m2 as m2_objective
 from vaelab.train.labels import hide_labels, labelled_stream, prepare_labels
-from vaelab.train.loop import LossModule, fit
+from vaelab.train.loop import fit
+from vaelab.train.step import LossModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

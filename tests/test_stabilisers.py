@@ -15,10 +15,10 @@ from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.terms import Terms
 from vaelab.objectives import elbo
-from vaelab.train import loop
 from vaelab.train.checkpoint import load_checkpoint
 from vaelab.train.ema import WeightAverage
-from vaelab.train.loop import Stepper, fit
+from vaelab.train.loop import fit
+from vaelab.train.step import Stepper
 
 DEEP = {"model": "deep", "deep_widths": "8,8", "deep_groups": "1,2", "group_channels": 2,
         "binarize": "dynamic"}  # fmt: skip
@@ -71,7 +71,7 @@ def test_ema_in_training_checkpoint_and_load(tmp_path, monkeypatch):
             seen.append([p.detach().clone() for p in self.params])
         return ok, loss, stats
 
-    monkeypatch.setattr(loop.Stepper, "__call__", recording)
+    monkeypatch.setattr(Stepper, "__call__", recording)
     run = fit(small_config(epochs=2, ema=0.9), tmp_path / "r")
     tensors = load_checkpoint(run / "checkpoint.safetensors").tensors
     model = vaelab.load(run)

@@ -38,9 +38,9 @@ def test_resume_mid_epoch_checkpoint(tmp_path, monkeypatch):
     schedule's state included)."""
     cfg = small_config(epochs=3, checkpoint_every=5, schedule="cosine")
     full = fit(cfg, tmp_path / "full")
-    from vaelab.train import loop
+    from vaelab.train import step
 
-    real = loop.Stepper.__call__
+    real = step.Stepper.__call__
     calls = {"n": 0}
 
     def crashing(self, *args, **kwargs):
@@ -49,10 +49,10 @@ def test_resume_mid_epoch_checkpoint(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop.Stepper, "__call__", crashing)
+    monkeypatch.setattr(step.Stepper, "__call__", crashing)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "crashed")
-    monkeypatch.setattr(loop.Stepper, "__call__", real)
+    monkeypatch.setattr(step.Stepper, "__call__", real)
     assert load_checkpoint(tmp_path / "crashed" / "checkpoint.safetensors").state.step == 30
     resumed = fit(cfg, tmp_path / "crashed", resume=True)
     a, b = weights(full), weights(resumed)
@@ -179,16 +179,16 @@ def test_kl_warm_up_schedule_reaches_the_steps(tmp_path, monkeypatch):
     0.5 * min(1, s / (1.5 * steps per epoch)) at step s = 0, 1, ... (linear from 0, then
     flat), recorded at the step itself; metrics.jsonl's beta is the value after the epoch.
     Digits: 1,617 training images in batches of 64 = 26 steps per epoch."""
-    from vaelab.train import loop
+    from vaelab.train import step
 
     betas = []
-    real = loop.Stepper.__call__
+    real = step.Stepper.__call__
 
     def spy(self, x, beta, *args, **kwargs):
         betas.append(beta)
         return real(self, x, beta, *args, **kwargs)
 
-    monkeypatch.setattr(loop.Stepper, "__call__", spy)
+    monkeypatch.setattr(step.Stepper, "__call__", spy)
     run = fit(small_config(epochs=3, beta=0.5, warmup_epochs=1.5), tmp_path / "warm")
     want = [0.5 * min(1.0, s / 39) for s in range(78)]
     assert betas == pytest.approx(want, abs=1e-12)

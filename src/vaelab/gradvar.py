@@ -25,22 +25,24 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
 
-from vaelab.data.prepare import binarize_fixed, epoch_permutation, eval_images, prepare, to_unit
+from vaelab.data.prepare import epoch_permutation, to_unit
 from vaelab.errors import VaelabError
 from vaelab.estimators import ESTIMATORS, Estimator, ScoreBaseline, build_estimator
 from vaelab.latents import FAMILIES
-from vaelab.objectives import Objective, build_objective
+from vaelab.objectives import Objective
 from vaelab.plots import save_figure
 from vaelab.train.bound import test_bound
-from vaelab.train.load import build_run_model
-from vaelab.train.loop import LossModule, Stepper, make_optimizer
+from vaelab.train.distributed import World
+from vaelab.train.loop import train_step
 from vaelab.train.run import resolve_device
+from vaelab.train.session import build_session
 
 
 def posterior_name(model: torch.nn.Module) -> str:
@@ -237,33 +239,25 @@ def during_training(
     """Train a fresh model of ``config`` (with its objective and estimator) for ``epochs``
     epochs on ``data`` and measure :func:`gradient_stats` (with the estimator as trained so
     far) on the first ``batch_size`` test images at initialisation and after each epoch;
-    rows ``{"epoch", "test_elbo", "stats"}``."""
-    t = config.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    model = build_run_model(config.model, data.image_shape).to(device)
-    objective = build_objective(config, model, len(data.train_x)).to(device)
-    unit = LossModule(model, objective, t.samples)
-    optimizer, _ = make_optimizer(unit, config, device)
-    stepper = Stepper(unit, optimizer, config, device)
-    train_x = data.train_x
-    if config.data.binarize == "static":
-        train_x = binarize_fixed(train_x, t.seed)
-    train_x = train_x.to(device)
-    test_x = eval_images(data.test_x, config.data.binarize, t.seed).to(device)
-    x = to_unit(test_x[:batch_size])
-    dynamic = config.data.binarize == "dynamic"
+    rows ``{"epoch", "test_elbo", "stats"}``.
+
+    The training is ``fit``'s own (:func:`vaelab.train.loop.train_step` on the batches
+    ``fit`` takes, its schedules spanning ``epochs``), in memory: no run folder."""
+    t = replace(config.train, epochs=epochs)
+    config = replace(config, train=t)
+    s = build_session(config, data, World(device=resolve_device(t.device)))
+    x = to_unit(s.test_x[:batch_size])
 
     def row(epoch: int) -> dict[str, Any]:
-        stats = gradient_stats(model, x, estimators, draws, samples, seed=t.seed + epoch,
-                               trained=objective.estimator)  # fmt: skip
-        return {"epoch": epoch, "test_elbo": test_bound(model, test_x)["elbo"], "stats": stats}
+        stats = gradient_stats(s.model, x, estimators, draws, samples, seed=t.seed + epoch,
+                               trained=s.objective.estimator)  # fmt: skip
+        return {"epoch": epoch, "test_elbo": test_bound(s.eval_model, s.test_x)["elbo"],
+                "stats": stats}  # fmt: skip
 
     rows = [row(0)]
     for epoch in range(epochs):
-        model.train()
-        perm = epoch_permutation(len(train_x), t.seed, epoch, device)
-        for start in range(0, len(train_x), t.batch_size):
-            stepper(prepare(train_x[perm[start : start + t.batch_size]], dynamic), t.beta)
+        perm = epoch_permutation(len(s.train_x), t.seed, epoch, s.world.device)
+        for b in range(s.steps_per_epoch):
+            train_step(s, *s.batch(perm, b))
         rows.append(row(epoch + 1))
     return rows

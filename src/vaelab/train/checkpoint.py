@@ -3,8 +3,9 @@
 ``checkpoint.safetensors`` holds every tensor (``model/*``; ``objective/*``, the training
 objective's state, e.g. a gradient estimator's baseline; ``optim/<i>/<key>``; ``rng/*``)
 and, in the safetensors header's string metadata, one JSON document with
-the step, epoch, position in the epoch, config, optimizer hyper-parameters,
-scheduler state and a sha256 of all tensor bytes and of that JSON document. Writing
+the step, epoch, position in the epoch, config, optimizer hyper-parameters and a
+sha256 of all tensor bytes and of that JSON document (no scheduler state: the learning
+rate is a function of the step, :func:`vaelab.train.schedule.lr_at`). Writing
 goes to a temporary file in the same folder, is fsync'ed, then renamed over the old
 one: a crash (even ``kill -9``) or a full disk leaves the previous checkpoint intact,
 and a left-over temporary file is never read. Loading parses only the safetensors
@@ -130,13 +131,12 @@ def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    scheduler: Any,
     state: TrainState,
     info: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
     objective: torch.nn.Module | None = None,
 ) -> None:
-    """Write model, objective, optimizer, scheduler, RNG and progress to ``path`` atomically.
+    """Write model, objective, optimizer, RNG and progress to ``path`` atomically.
 
     ``info`` carries what loading needs besides weights: the config, image shape,
     class names, dataset name. ``extra_tensors`` are stored as they are (under
@@ -159,7 +159,7 @@ def save_checkpoint(
         "state": asdict(state),
         "info": info,
         "optimizer": optim_meta,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler": None,  # read by vaelab before lr_at; checkpoints it wrote still load
     }
     meta["sha256"] = checkpoint_digest(tensors, meta)
     data = st_save(tensors, metadata={"vaelab": json.dumps(meta)})
@@ -197,16 +197,14 @@ class Checkpoint:
     def restore_training(
         self,
         optimizer: torch.optim.Optimizer,
-        scheduler: Any,
         device: torch.device,
         rank: int = 0,
     ) -> None:
-        """Load optimizer/scheduler state and this rank's RNG, so the next step is exact."""
+        """Load optimizer state and this rank's RNG, so the next step is exact. (An older
+        checkpoint's scheduler state is not needed: the learning rate is ``lr_at(step)``.)"""
         if self.meta["optimizer"] is not None:
             opt = _optimizer_state(self.tensors, self.meta["optimizer"])
             optimizer.load_state_dict(opt)
-        if scheduler is not None and self.meta["scheduler"] is not None:
-            scheduler.load_state_dict(self.meta["scheduler"])
         suffix = f"/{rank}" if rank else ""
         if rank and f"rng/torch{suffix}" not in self.tensors:
             # Saved by fewer processes: this rank's noise stream cannot be the old one.
@@ -227,25 +225,14 @@ def drop_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith(LEGACY_ESTIMATOR)}
 
 
-def apply_hyperparameters(
-    optimizer: torch.optim.Optimizer, scheduler: Any, lr: float, weight_decay: float, epoch: int
-) -> None:
-    """On resume: train on with this command's ``lr``, ``weight_decay`` and schedule (the
-    optimizer state restored from the checkpoint carries the old ones) as if the run had
-    been started with them. ``scheduler`` is a fresh one built from the new config (new
-    --epochs, new --schedule); it is stepped once per finished epoch, the arithmetic the
-    original run did, so an unchanged config resumes bit for bit."""
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """On resume: train on with this command's ``lr`` and ``weight_decay`` (the optimizer
+    state restored from the checkpoint carries the old ones) as if the run had been started
+    with them. The training step then sets each step's rate, ``lr_at(config, step, E)``, from
+    the new --lr, --epochs and --schedule; an unchanged config resumes bit for bit."""
     for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = lr
+        group["lr"] = lr
         group["weight_decay"] = weight_decay
-    if scheduler is None:
-        return
-    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
-    with warnings.catch_warnings():
-        # Stepping a scheduler before any optimizer.step() warns; here it is intended.
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(epoch):
-            scheduler.step()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

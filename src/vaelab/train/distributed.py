@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
@@ -203,3 +204,16 @@ def check_batch(world: World, batch_size: int) -> int:
             f"{world.size} processes of torchrun"
         )
     return batch_size // world.size
+
+
+@contextmanager
+def joined(device_name: str) -> Iterator[World]:
+    """:func:`setup`'s world for the duration of a ``with`` block, then :meth:`World.close`:
+    after an error at once (another rank may be gone), else once every rank is done."""
+    world = setup(device_name)
+    try:
+        yield world
+    except BaseException:
+        world.close()
+        raise
+    world.close(finished=True)

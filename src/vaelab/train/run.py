@@ -22,6 +22,8 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,15 @@ class StopRequest:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+    @contextmanager
+    def armed(self) -> Iterator[StopRequest]:
+        """Armed for the duration of a ``with`` block (the epoch loop)."""
+        self.arm()
+        try:
+            yield self
+        finally:
+            self.disarm()
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
