@@ -7,7 +7,7 @@ import pytest
 import torch
 from tests.conftest import small_config
 
-from vaelab.api import load, load_test_images
+from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluate import nll
@@ -17,13 +17,13 @@ from vaelab.explore import (
     interpolate,
     kl_per_dim,
     latent_means,
-    latent_plot,
     lerp,
     prior_quantile_grid,
     slerp,
     top_dims,
     traverse,
 )
+from vaelab.pictures import latent_plot
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_traverse_rows_move_one_dimension_through_the_mean(digits_run):
 def test_latent_plot_uses_every_test_point_once(digits_2d):
     model = load(digits_2d)
     data, x = _test(model)
-    fig, coords, labels = latent_plot(model, data)
+    fig, coords, labels = latent_plot(open_run(digits_2d), data)
     ax = fig.axes[0]
     plotted = np.concatenate([c.get_offsets() for c in ax.collections])
     assert len(plotted) == len(coords) == len(labels) == len(data.test_x)

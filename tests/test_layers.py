@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "vaelab.chains",
             "vaelab.report",
             "vaelab.plots",
+            "vaelab.pictures",
             "vaelab.aevae",
             "vaelab.classify",
             "vaelab.labels",

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from vaelab.api import as_run, load_test_images, prepared_test_images
-from vaelab.data.prepare import binarize_fixed, to_unit
+from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
-from vaelab.plots import save_figure, save_grid
+from vaelab.plots import save_figure
 from vaelab.runs import Run
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 RunLike = str | Path | Run | torch.nn.Module
 
@@ -77,25 +74,15 @@ def sample(
     """``n`` images ``(n, C, H, W)``: z from ``sampler`` (the prior, or a GMM fitted to the
     training latents) scaled by ``temperature``, decoded to the means of p(x|z); ``label``
     (cvae/m2; 'all' = one row per class) or ``group_temperature`` (deep) instead."""
-    from vaelab.generate import sample as draw
-    from vaelab.labels import label_samples
-    from vaelab.samplers import sample_with
+    from vaelab.pictures import samples
 
-    run, nrow = as_run(run, device), None
-    if group_temperature is not None:
-        if sampler != "prior" or label is not None:
-            raise VaelabError("--group-temperature: draws every group from the prior; drop "
-                              "--sampler and --label")  # fmt: skip
-        images = draw(run.model, n, tuple(group_temperature), seed=seed).cpu()
-    elif label is not None:
-        if sampler != "prior":
-            raise VaelabError("--label: draws z from the prior; drop --sampler")
-        images, nrow = label_samples(run.model, n, label, temperature, seed)
-    else:
-        images = sample_with(run.model, n, sampler, temperature, components, seed=seed).cpu()
+    run = as_run(run, device)
+    grid = samples(run, n, sampler=sampler, temperature=temperature,
+                   group_temperature=group_temperature, label=label, components=components,
+                   seed=seed)  # fmt: skip
     if out is not None:
-        save_grid(images, target(out, overwrite), nrow=nrow)
-    return images
+        grid.save(target(out, overwrite))
+    return grid.images
 
 
 def reconstruct(
@@ -104,19 +91,15 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Test images ``start .. start+n`` and their reconstructions (decoded means at
     z = E_q[z|x]), both ``(n, C, H, W)``; the PNG has rows of 16 inputs above theirs."""
-    from vaelab.generate import reconstruct as decode
+    from vaelab.pictures import reconstructions
 
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     run = as_run(run, device)
-    x = prepared_test_images(run)[start : start + n]
-    recon = decode(run.model, x).cpu()
+    grid = reconstructions(run.model, prepared_test_images(run)[start : start + n])
     if out is not None:
-        row = min(len(x), 16)
-        chunks = [t for i in range(0, len(x), row)
-                  for t in (to_unit(x[i : i + row]), recon[i : i + row])]  # fmt: skip
-        save_grid(torch.cat(chunks), target(out, overwrite), nrow=row)
-    return to_unit(x), recon
+        grid.save(target(out, overwrite))
+    return grid.parts["inputs"], grid.parts["reconstructions"]
 
 
 def similar(
@@ -125,17 +108,16 @@ def similar(
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
     of z = mu + spread * sigma * eps around its posterior q(z|x)."""
-    from vaelab.generate import similar as around
+    from vaelab.pictures import similar as around
 
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
-    x = input_image(run, image, flag, seed)
-    images = torch.cat([to_unit(x.unsqueeze(0)), around(run.model, x, n, spread, seed=seed).cpu()])
+    grid = around(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
     if out is not None:
-        save_grid(images, target(out, overwrite))
-    return images
+        grid.save(target(out, overwrite))
+    return grid.images
 
 
 def interpolate(
@@ -146,20 +128,15 @@ def interpolate(
     """Per method (``linear``, ``spherical`` or ``both``) a row ``(steps + 2, C, H, W)``:
     the source, ``steps`` decodings along the latent path, the target. The ends are test
     indices or image files."""
-    from vaelab.explore import INTERPOLATIONS
-    from vaelab.explore import interpolate as path
+    from vaelab.pictures import interpolation
 
     run = as_run(run, device)
     x0 = input_image(run, source, "--from", seed)
     x1 = input_image(run, target_image, "--to", seed)
-    methods = list(INTERPOLATIONS) if method == "both" else [method]
-    rows = {
-        m: torch.cat([to_unit(x0[None]), path(run.model, x0, x1, steps, m), to_unit(x1[None])])
-        for m in methods
-    }
+    grid = interpolation(run.model, x0, x1, steps, method)
     if out is not None:
-        save_grid(torch.cat(list(rows.values())), target(out, overwrite), nrow=steps + 2)
-    return rows
+        grid.save(target(out, overwrite))
+    return grid.parts
 
 
 def traverse(
@@ -169,41 +146,15 @@ def traverse(
     """Decodings ``(dims * steps, C, H, W)`` around test image ``index``'s posterior mean,
     one row per latent dimension (those with the most KL, or variance for an AE), offsets
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
-    from vaelab.explore import dim_scores, top_dims
-    from vaelab.explore import traverse as vary
-    from vaelab.plots import traversal_figure
+    from vaelab.pictures import traversal
 
     if dims < 1:
         raise VaelabError(f"--dims: must be at least 1, got {dims}")
     run = as_run(run, device)
-    images = prepared_test_images(run)
-    if not 0 <= index < len(images):
-        raise VaelabError(f"--index: must be in [0, {len(images) - 1}], got {index}")
-    scores, kind = dim_scores(run.model, images)
-    chosen = top_dims(scores, dims)
-    names = [f"z{d} ({kind} {scores[d]:.2f})" for d in chosen]
-    offsets = torch.linspace(-span, span, max(steps, 2)).tolist()
-    grid = vary(run.model, images[index], chosen, steps, span)
+    fig, shown = traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
-        fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}")
         save_figure(fig, target(out, overwrite))
-    return {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind}
-
-
-def manifold_figure(model: torch.nn.Module, n: int) -> Figure:
-    """Decodings over an n x n grid of the prior's quantiles, on labelled z axes."""
-    from matplotlib.figure import Figure
-
-    from vaelab.explore import prior_quantile_grid
-    from vaelab.plots import image_panel
-
-    tiles, q = prior_quantile_grid(model, n)
-    fig = Figure(figsize=(8, 8), layout="constrained")
-    dx, dy = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
-    extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
-    title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
-    image_panel(fig.add_subplot(), tiles, n, extent, title)
-    return fig
+    return shown
 
 
 def latent_plot(
@@ -214,17 +165,18 @@ def latent_plot(
     """The test set's latent means scattered (projected by ``method`` above 2-D):
     ``{figure, coords (N, 2), labels, manifold}``; ``manifold`` is the decoded
     ``grid x grid`` prior-quantile figure of a 2-D VAE (None otherwise)."""
-    from vaelab.explore import latent_plot as scatter
+    from vaelab.pictures import latent_plot as scatter
+    from vaelab.pictures import manifold as tiles
 
     if limit is not None and limit < 1:
         raise VaelabError(f"--limit: must be at least 1, got {limit}")
     if grid < 1:
         raise VaelabError(f"--grid: must be at least 1, got {grid}")
     run = as_run(run, device)
-    fig, coords, labels = scatter(run.model, load_test_images(run), method, limit, seed)
+    fig, coords, labels = scatter(run, load_test_images(run), method, limit, seed)
     manifold = None
     if run.model.latent_dim == 2 and run.model.has_prior:  # an AE has no p(z)
-        manifold = manifold_figure(run.model, grid)
+        manifold = tiles(run.model, grid)
     if out is not None:
         save_figure(fig, target(out, overwrite))
     if manifold is not None and manifold_out is not None:
@@ -245,4 +197,4 @@ def report(
         raise VaelabError("report: needs a run folder (a Run from open_run, or its path)")
     if out is not None:
         out = target(out, overwrite)
-    return write_report(run.folder, out, model=run.model, seed=seed)
+    return write_report(run, out, seed=seed)

@@ -1,4 +1,5 @@
-"""Looking inside a trained model: interpolation, traversals, latent embeddings, manifolds.
+"""Looking inside a trained model: interpolation, traversals, latent embeddings, manifolds
+(the numbers; vaelab.pictures draws them).
 
 Every function takes a loaded model (``vaelab.load``) and returns tensors: images are
 floats in [0, 1], ``(N, C, H, W)``; latents are ``(N, D)``. The latent point of an image
@@ -12,13 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from vaelab.data import ImageData
-from vaelab.data.prepare import eval_images, to_unit
+from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.plots import latent_figure
 from vaelab.priors import StandardNormalPrior
 
 
@@ -158,7 +156,7 @@ def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, s
     try:
         return kl_per_dim(model, x), "KL"
     except VaelabError:
-        if not model.has_posterior:
+        if not model.has_posterior:  # a point code: not even an activity
             raise
         return latent_means(model, x).var(0), "activity"
 
@@ -261,21 +259,3 @@ def uniform_box(lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0) -> torch.
     gen = torch.Generator().manual_seed(seed)
     u = torch.rand(n, len(lo), generator=gen)
     return torch.as_tensor(lo, dtype=torch.float32) + u * torch.as_tensor(hi - lo).float()
-
-
-def latent_plot(
-    model: torch.nn.Module, data: ImageData, method: str = "pca", limit: int | None = None,
-    seed: int = 0,
-) -> tuple[Figure, np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Scatter of the test set's latent means (the first ``limit`` images, default all),
-    one point per image, coloured by label; returns the figure, the plotted coordinates
-    ``(N, 2)`` and the labels ``(N,)`` (None for unlabelled data)."""
-    cfg = model.config
-    x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
-                    cfg.train.seed)  # fmt: skip
-    z = latent_means(model, x)
-    coords, prefix = embed(z, method, seed)
-    labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
-    how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
-    title = f"{data.name}: latent means of {len(x)} test images{how}"
-    return latent_figure(coords, labels, data.class_names, prefix, title), coords, labels

@@ -1,21 +1,17 @@
 """Generation from a trained model: prior samples, reconstructions, similar images.
 
 All functions take a loaded model and uint8 or float image tensors and return
-float images in [0, 1], ``(N, C, H, W)``.
+float images in [0, 1], ``(N, C, H, W)``; vaelab.pictures draws them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from vaelab.config import Config
-from vaelab.data import ImageData
-from vaelab.data.prepare import eval_images, to_unit
+from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.plots import save_grid
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -71,17 +67,3 @@ def similar(
     mu, std = q.mean, q.stddev
     z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
     return model.likelihood.mean(model.decode(z))
-
-
-def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
-    """samples.png (64 prior draws, VAE only) and reconstructions.png (test inputs above
-    their reconstructions) in the run folder (:func:`vaelab.report.write_run_outputs` adds
-    the curves and report.html)."""
-    test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
-    recon = reconstruct(model, test)
-    pairs = torch.cat(
-        [to_unit(test[:16]), recon[:16].cpu(), to_unit(test[16:32]), recon[16:32].cpu()]
-    )
-    save_grid(pairs, out / "reconstructions.png", nrow=16)
-    if model.has_prior:
-        save_grid(sample(model, 64, seed=config.train.seed).cpu(), out / "samples.png", nrow=8)

@@ -21,32 +21,16 @@ from typing import Any
 import torch
 import yaml
 
+import vaelab.pictures as pictures
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
-from vaelab.data.prepare import eval_images, to_unit
-from vaelab.errors import VaelabError
+from vaelab.data.prepare import eval_images
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
-from vaelab.explore import (
-    dim_scores,
-    embed,
-    interpolate,
-    latent_means,
-    prior_quantile_grid,
-    top_dims,
-    traverse,
-)
-from vaelab.generate import similar, write_run_pictures
-from vaelab.plots import (
-    grid_image,
-    image_panel,
-    latent_figure,
-    png_bytes,
-    save_figure,
-    training_curves,
-    traversal_figure,
-)
+from vaelab.explore import dim_scores
+from vaelab.plots import png_bytes, save_figure, training_curves
+from vaelab.runs import Run
 from vaelab.train import run as runfs
-from vaelab.train.load import load_model
+from vaelab.train.load import read_run
 from vaelab.train.loop import Drawings
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
@@ -92,12 +76,11 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
 
 def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
     """The end of a training run: samples.png and reconstructions.png
-    (:func:`vaelab.generate.write_run_pictures`), the final training_curves.png and
+    (:func:`vaelab.pictures.write_run_pictures`), the final training_curves.png and
     report.html, in run folder ``out``."""
-    write_run_pictures(model, data, out, config)
+    pictures.write_run_pictures(model, data, out, config)
     write_curves(out)
-    model.config = config  # write_report reads the run's config from the model
-    write_report(out, model=model, data=data, seed=config.train.seed)
+    write_report(Run(model, config, {}, out), data=data, seed=config.train.seed)
 
 
 # What --report draws during and after training (vaelab train, vaelab.train).
@@ -110,8 +93,8 @@ def _img(data: bytes, caption: str, alt: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
 
 
-def _grid(images: torch.Tensor, nrow: int, caption: str) -> str:
-    return _img(png_bytes(grid_image(images.cpu(), nrow)), caption, caption)
+def _grid(grid: pictures.Grid, caption: str) -> str:
+    return _img(png_bytes(grid.image()), caption, caption)
 
 
 def _note(text: str) -> str:
@@ -170,81 +153,64 @@ def _evaluation_section(run: Path) -> str:
 
 
 def build_sections(
-    model: torch.nn.Module, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
+    run: Run, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
 ) -> dict[str, str]:
-    """The HTML body of each section of :data:`SECTIONS`, keyed by its id."""
-    cfg = model.config
+    """The HTML body of each section of :data:`SECTIONS`, keyed by its id. Every picture is
+    the one its command draws (vaelab.pictures) for test images picked with ``seed``."""
+    model, config = run.model, run.config
     is_vae = model.has_posterior and model.has_prior  # an AE has neither
-    test = eval_images(data.test_x, cfg.data.binarize, cfg.train.seed)
+    test = eval_images(data.test_x, config.data.binarize, config.train.seed)
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(test), generator=gen)[:16].tolist()
-    out = {"config": f"<pre>{html.escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False))}</pre>"}
+    out = {"config": f"<pre>{html.escape(yaml.safe_dump(config.to_dict(), sort_keys=False))}</pre>"}
     out["metrics"] = _metrics_table(rows)
     out["curves"] = (_img(png_bytes(training_curves(rows)), "ELBO, reconstruction term and KL "
                           "per epoch, train vs test", "training curves") if rows
                      else _note("no epoch finished yet"))  # fmt: skip
     no_prior = _note("a plain autoencoder has no prior or posterior: nothing to sample")
-    torch.manual_seed(seed)
-    out["samples"] = _grid(model.sample(64).cpu(), 8, "64 decodings of z ~ p(z) (means of "
-                           "p(x|z))") if is_vae else no_prior  # fmt: skip
-    x = test[picks[:16]]
-    recon = model.reconstruct(to_unit(x.to(model.device))).cpu()
-    out["reconstructions"] = _grid(torch.cat([to_unit(x[:8]), recon[:8], to_unit(x[8:]),
-                                              recon[8:]]), 8,
+    out["samples"] = _grid(pictures.samples(run, 64, seed=seed), "64 decodings of z ~ p(z) "
+                           "(means of p(x|z))") if is_vae else no_prior  # fmt: skip
+    out["reconstructions"] = _grid(pictures.reconstructions(model, test[picks], row=8),
                                    "rows 1 and 3: test images; rows 2 and 4: their "
                                    "reconstructions at z = E_q[z|x]")  # fmt: skip
     if is_vae:
-        sets = [torch.cat([to_unit(test[i : i + 1]), similar(model, test[i], 11).cpu()])
-                for i in picks[:4]]  # fmt: skip
-        out["similar"] = _grid(torch.cat(sets), 12, "first column: a test image; then 11 "
+        grids = [pictures.similar(model, test[i], 11, seed=seed, nrow=12) for i in picks[:4]]
+        out["similar"] = _grid(pictures.stack(grids), "first column: a test image; then 11 "
                                "decodings of z = mu(x) + sigma(x) * eps")  # fmt: skip
     else:
         out["similar"] = no_prior
-    pairs = [(picks[2 * k], picks[2 * k + 1]) for k in range(3)]
-    rows_ = [torch.cat([to_unit(test[a : a + 1]), interpolate(model, test[a], test[b], 10, m),
-                        to_unit(test[b : b + 1])])
-             for a, b in pairs for m in ("linear", "spherical")]  # fmt: skip
-    out["interpolations"] = _grid(torch.cat(rows_), 12, "three pairs of test images (first and "
-                                  "last column); for each, a linear then a spherical path of 10 "
-                                  "decodings between their latent means (the second and "
+    grids = [pictures.interpolation(model, test[picks[2 * k]], test[picks[2 * k + 1]], 10)
+             for k in range(3)]  # fmt: skip
+    out["interpolations"] = _grid(pictures.stack(grids), "three pairs of test images (first "
+                                  "and last column); for each, a linear then a spherical path "
+                                  "of 10 decodings between their latent means (the second and "
                                   "eleventh columns are their reconstructions)")  # fmt: skip
-    if is_vae:
-        scores, kind = dim_scores(model, test)
-        dims = top_dims(scores, 6)
-        names = [f"z{d} ({kind} {scores[d]:.2f})" for d in dims]
-        offsets = torch.linspace(-3, 3, 9).tolist()
-        out["traversals"] = "".join(
-            _img(png_bytes(traversal_figure(traverse(model, test[i], dims, 9), names, offsets,
-                                            f"Traversals around test image {i}")),
-                 f"test image {i}: each row moves one latent dimension (the {len(dims)} with "
-                 f"the most {kind}; KL in nats) about the image's posterior mean", "traversal")
-            for i in picks[:2]
-        )  # fmt: skip
-    else:
-        out["traversals"] = _note("a plain autoencoder has no posterior to rank dimensions by KL")
-    out["latent"] = _latent_section(model, data, test)
+    out["traversals"] = _traversals(model, test, picks[:2]) if is_vae else _note(
+        "a plain autoencoder has no posterior to rank dimensions by KL")  # fmt: skip
+    out["latent"] = _latent_section(run, data, is_vae)
     return out
 
 
-def _latent_section(model: torch.nn.Module, data: ImageData, test: torch.Tensor) -> str:
-    z = latent_means(model, test)
-    coords, prefix = embed(z, "pca")
-    labels = data.test_y.numpy() if data.test_y is not None else None
-    how = "directly" if z.shape[1] <= 2 else "on their first two principal components"
-    title = f"{data.name}: {len(z)} test-set latent means, {how}"
-    part = _img(png_bytes(latent_figure(coords, labels, data.class_names, prefix, title)),
-                title, "latent scatter")  # fmt: skip
-    if z.shape[1] == 2 and model.has_prior:  # an AE has no p(z) to tile
-        from matplotlib.figure import Figure
+def _traversals(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) -> str:
+    scores = dim_scores(model, test)  # ranked once for both pictures
+    parts = []
+    for i in picks:
+        fig, shown = pictures.traversal(model, test, i, 6, scores=scores)
+        parts.append(_img(png_bytes(fig), f"test image {i}: each row moves one latent dimension "
+                          f"(the {len(shown['dims'])} with the most {shown['kind']}; KL in "
+                          "nats) about the image's posterior mean", "traversal"))  # fmt: skip
+    return "".join(parts)
 
-        tiles, q = prior_quantile_grid(model, 15)
-        fig = Figure(figsize=(7, 7), layout="constrained")
-        step_x, step_y = (q[0][1] - q[0][0]) / 2, (q[1][1] - q[1][0]) / 2
-        extent = (q[0][0] - step_x, q[0][-1] + step_x, q[1][0] - step_y, q[1][-1] + step_y)
-        image_panel(fig.add_subplot(), tiles, 15, extent, "Decoded manifold over the prior's "
-                    "quantiles (15 x 15)")  # fmt: skip
-        part += _img(png_bytes(fig), "decodings at z = (Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)):"
-                     " each tile stands for an equal share of p(z)", "manifold")  # fmt: skip
+
+def _latent_section(run: Run, data: ImageData, is_vae: bool) -> str:
+    model = run.model
+    fig, _, _ = pictures.latent_plot(run, data)
+    title = fig.axes[0].get_title()
+    part = _img(png_bytes(fig), title, "latent scatter")
+    if model.latent_dim == 2 and is_vae:  # an AE has no p(z) to tile
+        part += _img(png_bytes(pictures.manifold(model, 15)), "decodings at z = "
+                     "(Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)): each tile stands for an equal "
+                     "share of p(z)", "manifold")  # fmt: skip
     return part
 
 
@@ -262,30 +228,32 @@ def render(title: str, sections: dict[str, str]) -> str:
 
 
 def write_report(
-    run: str | Path, out: str | Path | None = None, model: torch.nn.Module | None = None,
-    data: ImageData | None = None, seed: int = 0,
+    run: str | Path | Run, out: str | Path | None = None, data: ImageData | None = None,
+    seed: int = 0, *, model: torch.nn.Module | None = None,
 ) -> Path:  # fmt: skip
-    """Write the HTML report of run folder ``run`` to ``out`` (default RUN/report.html,
-    replaced if present); returns the path. ``model``/``data`` skip reloading them."""
-    run = Path(run)
-    if not run.is_dir():
-        raise VaelabError(f"{run}: no such run folder")
-    model = model if model is not None else load_model(run)
-    data = data or dataset_for(model.config)
+    """Write the HTML report of a run (its folder, or a :class:`Run` whose model is already
+    loaded) to ``out`` (default RUN/report.html, replaced if present); returns the path.
+    ``data`` skips reloading the run's dataset; ``model`` (with a folder) skips loading
+    the model."""
+    if not isinstance(run, Run):
+        stored, config, info = read_run(run)  # refuses a missing folder
+        run = Run(model if model is not None else stored, config, info, Path(run))
+    folder, model = Path(run.folder), run.model
+    data = data or dataset_for(run.config)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
-            sections = build_sections(model, data, runfs.read_metrics(run), seed)
-        sections["evaluation"] = _evaluation_section(run)
+            sections = build_sections(run, data, runfs.read_metrics(folder), seed)
+        sections["evaluation"] = _evaluation_section(folder)
     finally:
         model.train(was_training)
-    path = Path(out) if out else run / REPORT
+    path = Path(out) if out else folder / REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(f"vaelab run {run.name}: {cfg_line(model)}", sections))
+    path.write_text(render(f"vaelab run {folder.name}: {cfg_line(run.config)}", sections))
     return path
 
 
-def cfg_line(model: torch.nn.Module) -> str:
-    m, d = model.config.model, model.config.data
+def cfg_line(config: Config) -> str:
+    m, d = config.model, config.data
     return f"{m.model} {m.arch} latent {m.latent_dim}, {m.likelihood}, on {d.dataset}"

@@ -1,0 +1,224 @@
+"""One function per picture, shared by the CLI (vaelab.api_pictures), the HTML report and
+the end of training, so a picture cannot be drawn two ways.
+
+Each takes the model and, as explicit arguments, what else it needs (images as the model
+sees them, uint8 ``(N, C, H, W)``), or the :class:`~vaelab.runs.Run` where the run's Config
+or folder is needed (to prepare test or training images, to cache a sampler's fit); none
+reads attributes off the model. Image grids come back as a :class:`Grid`
+(rendered by :func:`vaelab.plots.grid_image`, saved with the command line as PNG text),
+charts as a matplotlib ``Figure``. The report puts several inputs in one picture by
+stacking their grids (:func:`stack`): each row is exactly what the command draws for that
+input with the same seed (tests/test_pictures.py compares the two tile for tile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from vaelab.config import Config
+from vaelab.data import ImageData, dataset_for
+from vaelab.data.prepare import eval_images, to_unit, train_images
+from vaelab.errors import VaelabError
+from vaelab.explore import (
+    INTERPOLATIONS,
+    dim_scores,
+    embed,
+    latent_means,
+    prior_quantile_grid,
+    top_dims,
+)
+from vaelab.explore import interpolate as latent_path
+from vaelab.explore import traverse as vary
+from vaelab.generate import reconstruct as decode_means
+from vaelab.generate import sample as draw
+from vaelab.generate import similar as around
+from vaelab.labels import label_samples
+from vaelab.plots import (
+    grid_image,
+    image_panel,
+    latent_figure,
+    save_grid,
+    traversal_figure,
+)
+from vaelab.runs import Run
+from vaelab.samplers import prepare_sampler, sample_images
+
+GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Images tiled row by row: ``images`` ``(N, C, H, W)`` floats in [0, 1] on the CPU,
+    ``nrow`` per row (None: ceil(sqrt(N))), and ``parts``, what the tiles show by name
+    (e.g. ``inputs`` and ``reconstructions``)."""
+
+    images: torch.Tensor
+    nrow: int | None = None
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def image(self) -> Image.Image:
+        """The grid as a Pillow image (small images upscaled, nearest, to stay legible)."""
+        return grid_image(self.images, self.nrow)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the PNG, with the command line that made it as PNG text."""
+        return save_grid(self.images, path, self.nrow)
+
+
+def stack(grids: Sequence[Grid]) -> Grid:
+    """Grids of the same width one above another."""
+    widths = {g.nrow for g in grids}
+    if len(widths) != 1:
+        raise ValueError(f"stack: grids of one width only, got {sorted(map(str, widths))}")
+    return Grid(torch.cat([g.images for g in grids]), widths.pop())
+
+
+def samples(
+    run: Run, n: int = 64, *, sampler: str = "prior", temperature: float = 1.0,
+    group_temperature: Sequence[float] | None = None, label: int | str | None = None,
+    components: int = 10, seed: int = 0,
+) -> Grid:  # fmt: skip
+    """``vaelab sample``: ``n`` decoded means of p(x|z) of ``run``'s model, z from
+    ``sampler`` (the prior, or a Gaussian mixture fitted to the latent means of the run's
+    training images and cached in its folder) scaled by ``temperature``; or ``label``
+    (cvae/m2; 'all': one row per class) or ``group_temperature`` (deep) instead."""
+    model, nrow = run.model, None
+    if group_temperature is not None:
+        if sampler != "prior" or label is not None:
+            raise VaelabError("--group-temperature: draws every group from the prior; drop "
+                              "--sampler and --label")  # fmt: skip
+        images = draw(model, n, tuple(group_temperature), seed=seed)
+    elif label is not None:
+        if sampler != "prior":
+            raise VaelabError("--label: draws z from the prior; drop --sampler")
+        images, nrow = label_samples(model, n, label, temperature, seed)
+    else:
+        # samplers.sample_with's checks and steps, with the run's config and folder passed in
+        if n < 1:
+            raise VaelabError(f"-n: must be at least 1, got {n}")
+        if temperature <= 0:
+            raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+        options = prepare_sampler(sampler, model, _training_images(run.config), components,
+                                  run.folder)  # fmt: skip
+        torch.manual_seed(seed)
+        images = sample_images(model, n, sampler, temperature, **options)
+    return Grid(images.cpu(), nrow)
+
+
+def _training_images(config: Config) -> Callable[[], torch.Tensor]:
+    """The run's training images as trained on, read only if a sampler must be fitted."""
+
+    def read() -> torch.Tensor:
+        data = dataset_for(config)
+        return train_images(data.train_x, config.data.binarize, config.train.seed,
+                            GMM_TRAINING_IMAGES)  # fmt: skip
+
+    return read
+
+
+def reconstructions(model: torch.nn.Module, x: torch.Tensor, row: int = 16) -> Grid:
+    """``vaelab reconstruct``: rows of up to ``row`` images ``x`` (uint8 ``(N, C, H, W)``)
+    above their reconstructions, the decoded means at z = E_q[z|x]."""
+    inputs, recon = to_unit(x).cpu(), decode_means(model, x).cpu()
+    row = min(len(x), row)
+    chunks = [t for i in range(0, len(x), row) for t in (inputs[i : i + row], recon[i : i + row])]
+    return Grid(torch.cat(chunks), row, {"inputs": inputs, "reconstructions": recon})
+
+
+def similar(
+    model: torch.nn.Module, x: torch.Tensor, n: int = 15, spread: float = 1.0, *, seed: int = 0,
+    nrow: int | None = None,
+) -> Grid:  # fmt: skip
+    """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
+    z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed``."""
+    if n < 1:
+        raise VaelabError(f"-n: must be at least 1, got {n}")
+    near = around(model, x, n, spread, seed=seed).cpu()
+    return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
+
+
+def interpolation(
+    model: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10,
+    method: str = "both",
+) -> Grid:  # fmt: skip
+    """``vaelab interpolate``: per method (``linear``, ``spherical`` or ``both``) a row of
+    uint8 image ``x0``, ``steps`` decodings along the latent path, then ``x1``; ``parts``
+    holds each method's row ``(steps + 2, C, H, W)``."""
+    methods = list(INTERPOLATIONS) if method == "both" else [method]
+    ends = to_unit(x0.unsqueeze(0)).cpu(), to_unit(x1.unsqueeze(0)).cpu()
+    rows = {m: torch.cat([ends[0], latent_path(model, x0, x1, steps, m), ends[1]])
+            for m in methods}  # fmt: skip
+    return Grid(torch.cat(list(rows.values())), steps + 2, rows)
+
+
+def traversal(
+    model: torch.nn.Module, x: torch.Tensor, index: int, dims: int = 8, steps: int = 9,
+    span: float = 3.0, *, scores: tuple[torch.Tensor, str] | None = None,
+) -> tuple[Figure, dict[str, Any]]:  # fmt: skip
+    """``vaelab traverse``: around test image ``x[index]``'s posterior mean, one row per
+    latent dimension (the ``dims`` most used over all of ``x``: KL, or variance for an AE;
+    ``scores`` reuses :func:`vaelab.explore.dim_scores` of ``x``), offsets
+    linspace(-span, span, steps) prior stds. Returns the figure and ``{grid, dims, names,
+    offsets, kind}``."""
+    if dims < 1:
+        raise VaelabError(f"--dims: must be at least 1, got {dims}")
+    if not 0 <= index < len(x):
+        raise VaelabError(f"--index: must be in [0, {len(x) - 1}], got {index}")
+    values, kind = scores if scores is not None else dim_scores(model, x)
+    chosen = top_dims(values, dims)
+    names = [f"z{d} ({kind} {values[d]:.2f})" for d in chosen]
+    offsets = torch.linspace(-span, span, max(steps, 2)).tolist()
+    grid = vary(model, x[index], chosen, steps, span)
+    fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}")
+    return fig, {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind}
+
+
+def latent_plot(
+    run: Run, data: ImageData, method: str = "pca", limit: int | None = None, seed: int = 0
+) -> tuple[Figure, np.ndarray, np.ndarray | None]:
+    """``vaelab latent-plot``: the latent means of the first ``limit`` test images of
+    ``data`` (default all; prepared as ``run`` was trained), one point each coloured by
+    label, projected by ``method`` above 2-D. Returns the figure, the plotted coordinates
+    ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
+    cfg = run.config
+    x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
+                    cfg.train.seed)  # fmt: skip
+    z = latent_means(run.model, x)
+    coords, prefix = embed(z, method, seed)
+    labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
+    how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
+    title = f"{data.name}: latent means of {len(x)} test images{how}"
+    return latent_figure(coords, labels, data.class_names, prefix, title), coords, labels
+
+
+def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
+    """``vaelab latent-plot``'s manifold.png (a 2-D latent with a prior): decodings over an
+    ``n x n`` grid of the prior's quantiles, on labelled z axes."""
+    if n < 1:
+        raise VaelabError(f"--grid: must be at least 1, got {n}")
+    tiles, q = prior_quantile_grid(model, n)
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    # Each tile spans half the gap to its neighbours (one tile: a unit square).
+    dx, dy = ((a[1] - a[0]) / 2 if n > 1 else 0.5 for a in q)
+    extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
+    title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
+    image_panel(fig.add_subplot(), tiles, n, extent, title)
+    return fig
+
+
+def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
+    """What training leaves in run folder ``out``: reconstructions.png (the first 32 test
+    images, as ``vaelab reconstruct RUN -n 32`` draws them) and, for a model with a prior,
+    samples.png (as ``vaelab sample RUN -n 64 --seed <the run's seed>``)."""
+    test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
+    reconstructions(model, test).save(out / "reconstructions.png")
+    if model.has_prior:
+        samples(Run(model, config, {}, out), 64, seed=config.train.seed).save(out / "samples.png")
