@@ -6,7 +6,9 @@
 1. when resuming, the run folder's checkpoint is read and checked against this config (a
    finished run is reported and nothing else happens);
 2. :func:`build_session`: data, model (seeded: the same initial weights on every rank),
-   labels, optimizer, the checkpoint's weights, optimizer state and RNG, the images on the
+   labels, the objective (its estimator; M2's class loss, fed from the labelled images by
+   the :class:`LossModule`), optimizer (the model's and the objective's parameters), the
+   checkpoint's weights, objective state, optimizer state and RNG, the images on the
    device, the step machinery (:class:`Stepper`) and the weight average;
 3. the run folder: created (or emptied with ``overwrite``), metrics rows past the checkpoint
    dropped, config.yaml and run.json written (rank 0).
