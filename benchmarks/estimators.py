@@ -34,7 +34,8 @@ from vaelab.data.prepare import epoch_permutation, prepare, to_unit
 from vaelab.evaluate.nll import test_bound
 from vaelab.gradvar import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
-from vaelab.train.step import Stepper, make_optimizer
+from vaelab.objectives import build_objective
+from vaelab.train.step import LossModule, Stepper, make_optimizer
 
 PARTS = {
     "gaussian": {
@@ -66,8 +67,11 @@ def train_for(
     curve rows, info)."""
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.image_shape).to(device)
-    optimizer = make_optimizer(model, config)
-    stepper = Stepper(model, optimizer, config, device)
+    # The objective (with the estimator and a learned baseline's network) before the
+    # optimizer, which steps both, as fit() does.
+    unit = LossModule(model, build_objective(config, model).to(device), config.train.samples)
+    optimizer = make_optimizer(unit, config)
+    stepper = Stepper(unit, optimizer, config, device)
     train_x, bs = data.train_x.to(device), config.train.batch_size
     curve = [{"step": 0, "seconds": 0.0, "test_elbo": test_bound(model, test_sub)["elbo"]}]
     step, wall, epoch, skipped = 0, 0.0, 0, 0

@@ -1,7 +1,7 @@
 """M2's classifier during training: test accuracy vs step, and what drives it.
 
 Trains M2 (the model and objective of ``vaelab train --model m2 --objective m2``, with
-the same labelled stream from :func:`vaelab.train.labels.prepare_labels`, Adam, batches of
+the same labelled stream from :func:`vaelab.train.labels.labelled_stream`, Adam, batches of
 128) and every ``--every`` steps records, on the first ``--test`` test images:
 
 - ``test_acc``: accuracy of argmax q(y|x) (what ``vaelab classify`` reports);
@@ -33,8 +33,9 @@ from vaelab.data import load_dataset
 from vaelab.data.prepare import prepare, to_unit
 from vaelab.models.cvae import CVAE
 from vaelab.models.m2 import M2
+from vaelab.objectives import build_objective
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.labels import prepare_labels
+from vaelab.train.labels import labelled_stream, prepare_labels
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -68,6 +69,8 @@ def main() -> None:
     cfg = with_overrides(Config(), options, "m2_curves")
     model = M2.from_config(cfg.model, data.image_shape)
     data = prepare_labels(model, cfg, data)
+    (class_loss,) = build_objective(cfg, model, n).terms  # alpha / N x CE (the m2 objective's)
+    stream = labelled_stream(model, cfg, data, torch.device("cpu"))
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     tx, ty = to_unit(data.test_x[: a.test]), data.test_y[: a.test]
     cls_params = list(model.classifier.parameters())
@@ -93,15 +96,16 @@ def main() -> None:
             model.train()
             terms = model(prepare(data.train_x[idx], False), 1, y=data.train_y[idx])
             loss, _ = m2_objective(terms)
-            ce = terms.extras["class_loss"]
+            weighted_ce, stats = class_loss(model, None, None, stream())
+            loss, ce = loss + weighted_ce, stats["class_loss"]
             if a.labelled_bound:  # a labelled batch's L(x, y), weighted like the batch's
-                xs, ys = model._labelled_batch()
+                xs, ys = stream()
                 t = CVAE.forward(model, xs, 1, y=ys)
                 loss = loss - a.labelled_bound * (t.log_px_z.mean(0) - t.kl_per_image()).mean()
             if step % a.every == 0:
                 neg_bound = -(terms.log_px_z.mean(0) - terms.kl_per_image()).mean()
                 row = {"step": step, **accuracies(), "g_U": grad_norm(neg_bound),
-                       "g_CE": grad_norm(model.ce_weight * ce), "ce": ce.item(),
+                       "g_CE": grad_norm(weighted_ce), "ce": ce.item(),
                        "seconds": time.perf_counter() - t0}  # fmt: skip
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -55,12 +55,14 @@ def test_m2_with_ten_labels_per_class_classifies_far_above_chance(m2_run):
 
 
 def test_training_hid_the_labels(tmp_path, monkeypatch):
-    """What M2 is shown while training with --labels-per-class 3 is recorded at its forward:
-    every label it sees (in the batches and in its labelled stream) belongs to one of 30
-    images, 3 per class, each with its true label; every other image arrives as -1. The
-    images are told apart by their pixels, so this checks the data, not the config."""
+    """What M2 is shown while training with --labels-per-class 3 is recorded at its forward
+    (the batches) and at the objective's class loss (the labelled batches the loop feeds it):
+    every label it sees belongs to one of 30 images, 3 per class, each with its true label;
+    every other image arrives as -1. The images are told apart by their pixels, so this
+    checks the data, not the config."""
     from vaelab.data import load_dataset
     from vaelab.models import M2
+    from vaelab.objectives import ClassLoss
 
     truth = load_dataset("digits")
     by_pixels = {
@@ -68,28 +70,37 @@ def test_training_hid_the_labels(tmp_path, monkeypatch):
     }
     seen: dict[bytes, int] = {}
     hidden = [0]
-    real = M2.forward
+    fed = [0]
+
+    def record(xb, yb):
+        for img, lab in zip((xb * 255).round().to(torch.uint8).cpu(), yb.cpu(), strict=True):
+            if lab >= 0:
+                seen[bytes(img.numpy())] = int(lab)
+            else:
+                hidden[0] += 1
+
+    real, real_loss = M2.forward, ClassLoss.__call__
 
     def spy(self, x, samples=1, y=None):
         if self.training and y is not None:
-            batches = [(x, y), (self.labelled_x.float() / 255, self.labelled_y)]
-            for xb, yb in batches:
-                for img, lab in zip(
-                    (xb * 255).round().to(torch.uint8).cpu(), yb.cpu(), strict=True
-                ):
-                    if lab >= 0:
-                        seen[bytes(img.numpy())] = int(lab)
-                    else:
-                        hidden[0] += 1
+            record(x, y)
         return real(self, x, samples, y)
 
+    def spy_loss(self, model, x, y, labelled):
+        if labelled is not None:
+            fed[0] += 1
+            record(*labelled)
+        return real_loss(self, model, x, y, labelled)
+
     monkeypatch.setattr(M2, "forward", spy)
+    monkeypatch.setattr(ClassLoss, "__call__", spy_loss)
     cfg = small_config(model="m2", objective="m2", labels_per_class=3, epochs=1)
     with one_thread():
         fit(cfg, tmp_path / "m2")
     assert len(seen) == 30 and all(by_pixels[img] == lab for img, lab in seen.items())
     assert sorted(seen.values()) == sorted(list(range(10)) * 3)
     assert hidden[0] >= len(truth.train_x) - 30  # one epoch: every other image, unlabelled
+    assert fed[0] == 26  # a labelled batch every step (1,617 images in batches of 64)
 
 
 def test_cli_classify_and_label_samples(m2_run, tmp_path):

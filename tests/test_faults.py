@@ -21,7 +21,6 @@ from conftest import small_config
 from vaelab.cli import main
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.objectives import get_objective
 from vaelab.train import step
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.train.loop import fit
@@ -127,19 +126,16 @@ def poisoned(monkeypatch, bad: set[int], where: str) -> dict:
         def backward(ctx, g):
             return g * float("nan")
 
-    def wrap(name):
-        objective = get_objective(name)
+    real = step.LossModule.forward
 
-        def patched(terms, beta):
-            calls["n"] += 1
-            loss, stats = objective(terms, beta)
-            if calls["n"] in bad:
-                loss = loss * float("inf") if where == "loss" else NaNGrad.apply(loss)
-            return loss, stats
+    def patched(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, stats = real(self, *args, **kwargs)
+        if calls["n"] in bad:
+            loss = loss * float("inf") if where == "loss" else NaNGrad.apply(loss)
+        return loss, stats
 
-        return patched
-
-    monkeypatch.setattr(step, "get_objective", wrap)
+    monkeypatch.setattr(step.LossModule, "forward", patched)
     return calls
 
 

@@ -15,10 +15,12 @@ import vaelab
 from vaelab.data import dataset_for
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
+from vaelab.estimators import ScoreBaseline, build_estimator
 from vaelab.evaluate import nll
 from vaelab.gradvar import gradient_stats
 from vaelab.models import build_model
-from vaelab.objectives import elbo, iwae
+from vaelab.objectives import Objective, build_objective, elbo
+from vaelab.train.load import read_estimator
 from vaelab.train.loop import fit
 from vaelab.train.run import read_metrics
 
@@ -45,23 +47,31 @@ def test_training_with_each_estimator_and_family_improves_the_bound(tmp_path, po
     assert rows[-1]["test_kl"] > 0.2, rows[-1]
     model = vaelab.load(run)
     assert posterior in type(model.prior).__name__.lower()
-    if estimator == "score-baseline":  # the running mean is a checkpointed buffer
-        assert model.estimator.mean_f < -1.0 and model.estimator.count == rows[-1]["step"]
+    if estimator == "score-baseline":  # the objective's running mean is checkpointed
+        est = read_estimator(run, cfg, data.image_shape)
+        assert isinstance(est, ScoreBaseline) and est.net is not None
+        assert est.mean_f < -1.0 and est.count == rows[-1]["step"]
 
 
 def test_surrogate_leaves_reported_elbo_unchanged():
+    """The score-baseline objective's loss and bound equal the plain ELBO of the same draws
+    (the surrogate and the baseline's fit are zero-valued), and it leaves the model alone."""
     cfg = small_config(estimator="score-baseline", learned_baseline=True)
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 8, 8)).train()
-    terms = model(torch.rand(7, 1, 8, 8), 3)
-    assert set(terms.extras) == {"score", "baseline"}
-    loss, stats = elbo(terms)
-    terms.extras.clear()
+    objective = build_objective(cfg, model)
+    assert [type(m).__name__ for m in model.modules()].count("ScoreBaseline") == 0
+    x = torch.rand(7, 1, 8, 8)
+    rng = torch.get_rng_state()
+    loss, stats = objective(model, x, samples=3)
+    torch.set_rng_state(rng)
+    terms, score = objective.draw(model, x, 3)
+    assert score is not None and score.shape == (3, 7) and not score.abs().any()
     plain_loss, plain_stats = elbo(terms)
     torch.testing.assert_close(loss, plain_loss)
     torch.testing.assert_close(stats["bound"], plain_stats["bound"])
     with torch.no_grad():  # evaluation draws no surrogate, so iwae/test bounds still work
-        assert model(torch.rand(2, 1, 8, 8), 2).extras == {}
+        assert objective.draw(model, torch.rand(2, 1, 8, 8), 2)[1] is None
 
 
 @pytest.mark.parametrize(
@@ -73,17 +83,23 @@ def test_surrogate_leaves_reported_elbo_unchanged():
         ({"posterior": "poisson"}, "--posterior"),
         ({"estimator": "vimco"}, "--estimator"),
         ({"posterior": "gamma", "prior_a": -1.0}, "--prior-a"),
+        ({"model": "hvae", "estimator": "score"}, "--estimator score: --model hvae"),
+        ({"model": "ae", "estimator": "score-baseline"}, "--estimator score-baseline"),
+        ({"estimator": "score", "objective": "iwae"}, "--objective iwae"),
     ],
 )
 def test_bad_combinations_are_one_line_errors(overrides, flag):
-    with pytest.raises(VaelabError, match=flag):
-        build_model(small_config(**overrides).model, (1, 8, 8))
+    """Model parts are checked when the model is built, the estimator when its objective is."""
+    cfg = small_config(**overrides)
+    with pytest.raises(VaelabError, match=flag) as err:
+        build_objective(cfg, build_model(cfg.model, (1, 8, 8)))
+    assert "\n" not in str(err.value)
 
 
-def test_iwae_refuses_score_estimators():
-    model = build_model(small_config(estimator="score").model, (1, 8, 8))
-    with pytest.raises(VaelabError, match="--objective iwae"):
-        iwae(model(torch.rand(3, 1, 8, 8), 2))
+def test_fit_refuses_an_estimator_the_model_cannot_take_before_creating_the_run(tmp_path):
+    with pytest.raises(VaelabError, match="--estimator score: --model hvae"):
+        fit(small_config(model="hvae", estimator="score"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_gradient_stats_separate_estimators_on_the_encoder_only(digits_run):
@@ -100,7 +116,9 @@ def test_gradient_stats_separate_estimators_on_the_encoder_only(digits_run):
     assert enc["reparam"]["snr"] > enc["score"]["snr"]
     # The decoder's gradient is pathwise for every estimator, and one seed draws the same z.
     assert dec["score"]["mean_norm"] == pytest.approx(dec["reparam"]["mean_norm"], rel=1e-4)
-    assert model.estimator.__class__.__name__ == "Reparam" and not model.training
+    after = vaelab.load(digits_run).state_dict()  # the model is measured, never changed
+    assert all(torch.equal(v, after[k]) for k, v in model.state_dict().items())
+    assert not model.training and all(p.grad is None for p in model.parameters())
 
 
 def _cli(*args):
@@ -136,13 +154,13 @@ def test_cli_gradvar_during_training(digits_run, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["test_elbo"] > rows[0]["test_elbo"]
 
 
-def _encoder_gradients(model, x, groups=40, k=2000):
+def _encoder_gradients(model, objective, x, groups=40, k=2000):
     """``groups`` independent estimates of the encoder's gradient of -ELBO, each averaged
     over k draws per image, one row per estimate."""
     rows = []
     for _ in range(groups):
         model.zero_grad(set_to_none=True)
-        elbo(model(x, k))[0].backward()
+        objective(model, x, samples=k)[0].backward()
         rows.append(torch.cat([p.grad.flatten() for p in model.encoder.parameters()]))
     return torch.stack(rows)
 
@@ -156,7 +174,6 @@ def test_estimators_inside_a_training_vae_are_unbiased(posterior, estimator):
     degree per coordinate (measured 108 on 109 and 105 on 130; SEs estimated from 40 rows
     add ~5%); the bound 1.2 n + 6 sqrt(2n) is far below what a sign error gives (~1e5, ~640)."""
     from vaelab.config import ModelConfig
-    from vaelab.estimators import build_estimator
     from vaelab.models import VAE
 
     torch.manual_seed(0)
@@ -165,11 +182,11 @@ def test_estimators_inside_a_training_vae_are_unbiased(posterior, estimator):
                       learned_baseline=True)  # fmt: skip
     model = VAE.from_config(cfg, (1, 4, 4)).double().train()
     x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    ours_est = build_estimator(estimator, posterior, learned=True, in_features=16)
     with one_thread():
         torch.manual_seed(1)
-        ours = _encoder_gradients(model, x)
-        model.estimator = build_estimator("reparam", posterior)
-        ref = _encoder_gradients(model, x)
+        ours = _encoder_gradients(model, Objective("elbo", ours_est).double(), x)
+        ref = _encoder_gradients(model, Objective("elbo", build_estimator("reparam", posterior)), x)
     se2 = ours.var(0) / len(ours) + ref.var(0) / len(ref)
     live = se2 > 0  # dead ReLU units get no gradient from either
     chi2 = ((ours.mean(0) - ref.mean(0))[live].square() / se2[live]).sum().item()

@@ -18,9 +18,11 @@ from vaelab.labels import class_grid, resolve_label
 from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import CVAE, M2
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
+from vaelab.objectives import ClassLoss, Objective, build_objective
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.labels import hide_labels, prepare_labels
+from vaelab.train.labels import hide_labels, labelled_stream, prepare_labels
 from vaelab.train.loop import fit
+from vaelab.train.step import LossModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -128,16 +130,28 @@ def test_cvae_label_free_bound_is_not_above_log_px_on_an_exact_toy():
 
 
 def test_m2_objective_adds_weighted_class_loss(digits):
+    """The m2 Objective = -(bound) + weight x mean -log q(y|x): over the batch's own known
+    labels without a labelled batch, over the labelled batch the loop feeds otherwise; each
+    against log q(y|x) read off the model's classifier and the bound of the same draws."""
     model = _tiny(M2, digits)
     x = digits.train_x[:32].float() / 255
     y = digits.train_y[:32].clone()
     y[16:] = -1
+    objective = Objective("m2", terms=(ClassLoss(0.7),))
+    torch.manual_seed(4)
+    loss, stats = objective(model, x, 1.0, y=y)
+    torch.manual_seed(4)
     terms = model(x, 1, y=y)
-    loss, stats = m2_objective(terms, 1.0)
     log_q = model.class_log_probs(x)
-    ce = -log_q[torch.arange(16), y[:16]].mean()  # batch labels: no labelled stream attached
+    ce = -log_q[torch.arange(16), y[:16]].mean()  # batch labels: no labelled batch given
     bound = terms.log_px_z.mean(0) - terms.kl
-    torch.testing.assert_close(loss, -bound.mean() + model.ce_weight * ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, -bound.mean() + 0.7 * ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats["class_loss"], ce.detach(), rtol=1e-5, atol=1e-5)
+    xl, yl = digits.train_x[100:110].float() / 255, digits.train_y[100:110]
+    torch.manual_seed(4)
+    loss, stats = objective(model, x, 1.0, y=y, labelled=(xl, yl))
+    ce = -model.class_log_probs(xl)[torch.arange(10), yl].mean()
+    torch.testing.assert_close(loss, -bound.mean() + 0.7 * ce, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stats["class_loss"], ce.detach(), rtol=1e-5, atol=1e-5)
 
 
@@ -342,19 +356,23 @@ def test_prepare_labels_sets_alpha_over_n_and_a_uniform_labelled_stream(digits):
     model = M2.from_config(cfg.model, digits.image_shape)
     data = prepare_labels(model, cfg, digits)
     n = len(digits.train_x)
-    assert model.ce_weight == DEFAULT_ALPHA_PER_IMAGE == 10.0
+    objective = build_objective(cfg, model, n)
+    (class_loss,) = objective.terms
+    assert class_loss.weight == DEFAULT_ALPHA_PER_IMAGE == 10.0
     kept = torch.nonzero(data.train_y >= 0).flatten()
-    assert len(kept) == 50 and torch.equal(model.labelled_y.cpu(), data.train_y[kept])
+    stream = labelled_stream(model, cfg, data, torch.device("cpu"))
+    assert len(kept) == 50 and torch.equal(stream.y, data.train_y[kept])
     per_image = F.cross_entropy(model.class_logits(digits.train_x[kept].float() / 255),
                                 data.train_y[kept], reduction="none")  # fmt: skip
-    model.train()
+    unit = LossModule(model.train(), objective, 1, stream)  # the loop's unit feeds the stream
     x = digits.train_x[:8].float() / 255
     with torch.no_grad():
-        draws = torch.stack([model(x, 1).extras["class_loss"] for _ in range(400)])
+        draws = torch.stack([unit(x, torch.tensor(1.0))[1]["class_loss"] for _ in range(400)])
     se = per_image.std() / math.sqrt(50 * 400)
     assert abs(draws.mean() - per_image.mean()) < 5 * se, (draws.mean(), per_image.mean(), se)
     for alpha, weight in ((0.0, 0.0), (0.1 * n, 0.1)):
-        prepare_labels(model, small_config(model="m2", objective="m2", alpha=alpha), digits)
-        assert model.ce_weight == pytest.approx(weight)
+        cfg_a = small_config(model="m2", objective="m2", alpha=alpha)
+        prepare_labels(model, cfg_a, digits)
+        assert build_objective(cfg_a, model, n).terms[0].weight == pytest.approx(weight)
     with pytest.raises(VaelabError, match="--alpha"):
         prepare_labels(model, small_config(model="m2", objective="m2", alpha=-1.0), digits)

@@ -93,23 +93,33 @@ def test_model_iwae_rises_with_k(digits_run):
 def test_closed_form_gaussian_path_matches_torch_distributions(digits_run):
     """VAE.forward's closed-form path (Normal q + plain reparameterization: z = mu + sigma
     eps, log q = log N(eps; 0, I) - sum log sigma, lazily computed log p(z)) against the
-    generic path through torch.distributions (rsample, Independent(Normal).log_prob): the
-    same draws (same seed), log-densities and KL to float32 rounding, and the same IWAE
-    gradient for every parameter."""
+    generic path through torch.distributions (q = model.encode(x), q.rsample, scored by
+    model.terms_at with Independent(Normal).log_prob): the same draws (same seed),
+    log-densities and KL to float32 rounding, and the same IWAE gradient for every
+    parameter. The reparam Objective takes the closed-form path."""
     from vaelab.api import load_test_images
-    from vaelab.estimators import Reparam
-
-    class ViaDistributions(Reparam):  # not `Reparam` itself: takes the generic path
-        pass
+    from vaelab.objectives import Objective
 
     model = vaelab.load(digits_run)
     x = to_unit(load_test_images(digits_run).test_x[:16])
+
+    def generic(x, k):
+        q = model.encode(x)
+        return model.terms_at(x, q.rsample((k,)), q)
+
+    def no_distributions(params):  # the closed-form path builds no Distribution
+        raise AssertionError("the reparam objective left the closed-form path")
+
     results = []
-    for estimator in (Reparam(), ViaDistributions()):
-        model.estimator = estimator
+    for draw in (Objective("iwae").draw, None):
         model.zero_grad()
         torch.manual_seed(3)
-        terms = model(x, 5)
+        if draw is not None:
+            model.family.dist = no_distributions
+            terms = draw(model, x, 5)[0]
+            del model.family.dist
+        else:
+            terms = generic(x, 5)
         loss, _ = iwae(terms)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -120,3 +130,20 @@ def test_closed_form_gaussian_path_matches_torch_distributions(digits_run):
     assert g_fast.keys() == g_slow.keys() and len(g_fast) > 0
     for name in g_fast:
         torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_objective_stats_hold_no_autograd_graph():
+    """The loop adds each step's stats into one running sum per epoch: stats that required
+    grad made that sum part of every step's graph, kept alive until the epoch ended. The
+    Objective's stats are detached, for every reduction; its loss still carries the graph."""
+    from vaelab.config import ModelConfig
+    from vaelab.models import VAE
+    from vaelab.objectives import Objective
+
+    model = VAE.from_config(ModelConfig(hidden=(8,), latent_dim=2), (1, 4, 4))
+    for name in ("elbo", "iwae"):
+        loss, stats = Objective(name)(model, torch.rand(3, 1, 4, 4), samples=2)
+        assert loss.requires_grad and stats.keys() == {"bound", "recon", "kl"}
+        running = torch.zeros(3)
+        running += torch.stack([stats["bound"], stats["recon"], stats["kl"]])
+        assert not running.requires_grad, name

@@ -146,7 +146,7 @@ def evaluate(
     model, config = run.model, run.config
     if seed is not None:
         torch.manual_seed(seed)
-    if config.model.model == "ae":
+    if not (model.has_posterior and model.has_prior):  # a plain autoencoder
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not getattr(model, "on_images", True):
         raise VaelabError(

@@ -161,7 +161,7 @@ def latent_plot(
     run = as_run(run, device)
     fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None
-    if run.model.latent_dim == 2 and run.config.model.model != "ae":  # an AE has no p(z)
+    if run.model.latent_dim == 2 and run.model.has_prior:  # an AE has no p(z)
         manifold = pictures.manifold(run.model, grid)
     if out is not None:
         save_figure(fig, target(out, overwrite))

@@ -22,7 +22,7 @@ from vaelab.gradvar import during_training as over_training
 from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
 from vaelab.plots import save_figure
 from vaelab.runs import Run, target
-from vaelab.train.load import build_run_model
+from vaelab.train.load import build_run_model, read_estimator
 from vaelab.train.run import prepare_run_dir
 
 
@@ -51,14 +51,16 @@ def gradvar(
             plot_over_training(rows, path)
         result: dict[str, Any] = {"mode": "during-training", "rows": rows}
     else:
-        model = run.model
+        model, trained = run.model, None
         if init:
             torch.manual_seed(seed)
             model = build_run_model(run.config.model, run.image_shape).to(run.device)
+        elif run.folder is not None:  # the run's own estimator, as trained (its baseline)
+            trained = read_estimator(run.folder, run.config, run.image_shape).to(run.device)
         x = eval_images(data.test_x[:batch_size], run.config.data.binarize,
                         run.config.train.seed)  # fmt: skip
         x = to_unit(x).to(run.device)
-        stats = gradient_stats(model, x, names, draws, samples, seed=seed)
+        stats = gradient_stats(model, x, names, draws, samples, seed=seed, trained=trained)
         if path is not None:
             state = "at initialisation" if init else "trained"
             plot_stats(stats, path, f"{draws} gradient estimates on {len(x)} images ({state})")
@@ -89,7 +91,7 @@ def ae_vs_vae(
                    seed=seed, device=device)  # fmt: skip
         ae, vae = folder / "ae", folder / "vae"
     ae_run, vae_run = as_run(ae, device), as_run(vae, device)
-    if ae_run.config.model.model != "ae" or vae_run.config.model.model == "ae":
+    if ae_run.model.has_posterior or not vae_run.model.has_posterior:
         raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
     data = load_test_images(vae_run)
     fig, result = compare_latents(ae_run, vae_run, data, points, grid, seed, judge)

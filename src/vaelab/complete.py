@@ -159,7 +159,7 @@ def complete(
         raise unknown_name("--fill", fill, FILLS)
     if n < 1 or steps < 0:
         raise VaelabError(f"-n must be >= 1 and --steps >= 0, got {n} and {steps}")
-    if getattr(getattr(model, "features", None), "m1", None) is not None:
+    if not model.on_images:
         raise VaelabError("complete: an M1+M2 run models M1's latents; complete with the M1 run")
     if (missing is None) == (downscale_factor is None):
         raise VaelabError("complete: give a mask or a --downscale factor (one of them)")

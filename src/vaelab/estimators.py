@@ -18,20 +18,23 @@ analytic (its own exact gradient is added by autograd) and f(z) = log p(x|z) + b
                     objective adds f(z) * grad log pi(eps; alpha, beta) (g_corr), where
                     pi(eps) = q(T(eps)) |dT/deps| is the (parameter-dependent) law of eps.
 
-A draw returns ``score`` ``(K, B)``: a tensor of value 0 whose gradient is the term that
-multiplies f (grad log q for score, grad log pi for grep); the model passes it, with the
-baseline (a function of f, bound to the batch x), to the objective through
-``Terms.extras``, and :func:`surrogate_loss` turns it into a zero-valued loss term, so the
-reported ELBO is unchanged. The baseline is fitted to the f the objective builds, with its
-own beta (KL warm-up): a baseline of f at beta = 1 would centre the wrong signal. Decoder
-and prior gradients are pathwise in every case (their parameters do not affect how z is
-drawn).
+The objective (:class:`vaelab.objectives.Objective`) owns the estimator and chooses how z
+is drawn when it is called: a pathwise estimator (``reparam``) leaves the draw to the model's
+own ``forward`` (its closed-form Normal path), any other draws z from the model's posterior
+q(z|x) (``model.encode``) and scores the model there (``model.terms_at``). A draw returns
+``score`` ``(K, B)``: a tensor of value 0 whose gradient is the term that multiplies f (grad
+log q for score, grad log pi for grep); :meth:`Estimator.surrogate` turns it, with the
+baseline fitted to the f the objective builds (with its own beta: KL warm-up), into a
+zero-valued loss term, so the reported ELBO is unchanged. A baseline of f at beta = 1 would
+centre the wrong signal. Decoder and prior gradients are pathwise in every case (their
+parameters do not affect how z is drawn). An estimator is an ``nn.Module`` inside the
+objective, so a baseline's running mean and network are saved in the checkpoint
+(``objective/estimator.*``) and trained by the same optimizer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
@@ -51,19 +54,53 @@ def _zero_valued(t: torch.Tensor) -> torch.Tensor:
     return t - t.detach()
 
 
-class Reparam(nn.Module):
-    """z = q.rsample(): explicit for Normal, implicit for Gamma/Beta."""
+class Estimator(nn.Module):
+    """How z ~ q is drawn and which zero-valued surrogate adds the rest of the gradient.
 
-    families: tuple[str, ...] | None = None  # None: every family
+    ``pathwise``: z = q.rsample() carries the whole gradient, so the objective lets the model
+    draw z itself (its own forward); otherwise the objective draws z with :meth:`draw` from
+    the model's q(z|x) and adds :meth:`surrogate`. ``families``: the posterior families it
+    applies to (None: every family).
+    """
+
+    pathwise = False
+    families: tuple[str, ...] | None = None
 
     def draw(self, q: Distribution, samples: int) -> Draw:
+        """``samples`` draws z ``(K, B, D)`` from q and their score term (or None)."""
         return Draw(q.rsample((samples,)))
 
-    def extras(self, x: torch.Tensor, score: torch.Tensor | None) -> dict:
-        return {}
+    def baseline(self, x: torch.Tensor | None, f: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The control variate b, broadcastable to ``(K, B)``, and extra loss terms."""
+        return torch.zeros((), device=f.device, dtype=f.dtype), {}
+
+    def surrogate(
+        self, x: torch.Tensor | None, score: torch.Tensor | None, f: torch.Tensor
+    ) -> torch.Tensor | float:
+        """Zero-valued loss term adding the score-function part of the gradient.
+
+        ``f`` ``(K, B)``: the per-sample learning signal of the objective being minimised as
+        -mean_{k,b} f (with the objective's beta); ``x`` the batch (for a learned b(x)).
+        Returns -mean_{k,b} (f - b) * score, b the baseline fitted to this same f (+ its
+        zero-valued fitting term); 0 when the draw has no score term.
+        """
+        if score is None:
+            return 0.0
+        f = f.detach()
+        b, more = self.baseline(x, f)
+        loss = -((f - b.detach()) * score).mean()
+        for term in more.values():  # e.g. the learned baseline's least-squares fit
+            loss = loss + term
+        return loss
 
 
-class Score(Reparam):
+class Reparam(Estimator):
+    """z = q.rsample(): explicit for Normal, implicit for Gamma/Beta."""
+
+    pathwise = True
+
+
+class Score(Estimator):
     """REINFORCE: z detached; the gradient of E_q[f] is E[f(z) grad log q(z|x)]."""
 
     def draw(self, q: Distribution, samples: int) -> Draw:
@@ -71,17 +108,6 @@ class Score(Reparam):
             return Draw(q.sample((samples,)))
         z = q.sample((samples,))
         return Draw(z, _zero_valued(q.log_prob(z)))
-
-    def baseline(self, x: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The control variate b, broadcastable to ``(K, B)``, and extra loss terms."""
-        return torch.zeros((), device=f.device, dtype=f.dtype), {}
-
-    def extras(self, x: torch.Tensor, score: torch.Tensor | None) -> dict:
-        """``score`` and ``baseline``: f ``(K, B)`` -> (b, extra loss terms) for the batch x,
-        called by :func:`surrogate_loss` with the objective's own learning signal."""
-        if score is None:
-            return {}
-        return {"score": score, "baseline": partial(self.baseline, x)}
 
 
 class ScoreBaseline(Score):
@@ -107,7 +133,7 @@ class ScoreBaseline(Score):
                 nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1)
             )
 
-    def baseline(self, x: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def baseline(self, x: torch.Tensor | None, f: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b = self.mean_f.to(f.dtype).clone()
         more = {}
         if self.net is not None:
@@ -165,7 +191,7 @@ class GRep(Score):
         return Draw(z, _zero_valued(log_pi.sum(-1)))
 
 
-ESTIMATORS: dict[str, type[Reparam]] = {
+ESTIMATORS: dict[str, type[Estimator]] = {
     "reparam": Reparam,
     "score": Score,
     "score-baseline": ScoreBaseline,
@@ -175,7 +201,8 @@ ESTIMATORS: dict[str, type[Reparam]] = {
 
 def build_estimator(
     name: str, posterior: str, decay: float = 0.9, learned: bool = False, in_features: int = 0
-) -> Reparam:
+) -> Estimator:
+    """The estimator ``--estimator name`` for posterior family ``posterior`` (checked)."""
     if name not in ESTIMATORS:
         raise unknown_name("--estimator", name, ESTIMATORS)
     cls = ESTIMATORS[name]
@@ -186,21 +213,3 @@ def build_estimator(
     if cls is ScoreBaseline:
         return ScoreBaseline(decay, learned, in_features)
     return cls()
-
-
-def surrogate_loss(extras: dict[str, torch.Tensor], f: torch.Tensor) -> torch.Tensor | float:
-    """Zero-valued loss term adding the score-function part of the gradient.
-
-    ``f`` ``(K, B)``: the per-sample learning signal of the objective being minimised as
-    -mean_{k,b} f (with the objective's beta). Returns -mean_{k,b} (f - b) * score, b the
-    estimator's baseline fitted to this same f (+ its zero-valued fitting term); 0 when the
-    estimator is purely pathwise.
-    """
-    if "score" not in extras:
-        return 0.0
-    f = f.detach()
-    b, more = extras["baseline"](f)
-    loss = -((f - b.detach()) * extras["score"]).mean()
-    for term in more.values():  # e.g. the learned baseline's least-squares fit
-        loss = loss + term
-    return loss

@@ -17,7 +17,6 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.models import Autoencoder
 from vaelab.priors import StandardNormalPrior
 
 
@@ -157,7 +156,7 @@ def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, s
     try:
         return kl_per_dim(model, x), "KL"
     except VaelabError:
-        if isinstance(model, Autoencoder):  # no posterior spread: not even an activity
+        if not model.has_posterior:  # a point code: not even an activity
             raise
         return latent_means(model, x).var(0), "activity"
 

@@ -15,6 +15,9 @@ children with parameters), with m = mean of g and v_i the per-coordinate sample 
 
 Decoder gradients are pathwise for every estimator, so only the encoder (and a learned
 baseline) separate them. Sums use float64 running moments, so memory is O(parameters).
+Each estimator is measured through its own ELBO :class:`~vaelab.objectives.Objective`
+(with a copy of the run's trained estimator where it is the one asked for): the model is
+never changed.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from matplotlib.figure import Figure
 
 from vaelab.data.prepare import epoch_permutation, to_unit
 from vaelab.errors import VaelabError
-from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
+from vaelab.estimators import ESTIMATORS, Estimator, ScoreBaseline, build_estimator
 from vaelab.latents import FAMILIES
-from vaelab.objectives import elbo
+from vaelab.objectives import Objective
 from vaelab.plots import save_figure
 from vaelab.train.bound import test_bound
 from vaelab.train.distributed import World
@@ -47,9 +50,11 @@ def posterior_name(model: torch.nn.Module) -> str:
 
 
 def valid_estimators(model: torch.nn.Module) -> list[str]:
-    """The estimators that apply to the model's posterior family, in registry order."""
+    """The estimators that apply to the model (its posterior family; only the pathwise one
+    where the model draws its latents itself), in registry order."""
     post = posterior_name(model)
-    return [n for n, c in ESTIMATORS.items() if c.families is None or post in c.families]
+    fits = {n: c.families is None or post in c.families for n, c in ESTIMATORS.items()}
+    return [n for n, c in ESTIMATORS.items() if fits[n] and (c.pathwise or model.any_estimator)]
 
 
 def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
@@ -62,20 +67,21 @@ def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Paramete
 
 
 def _estimator_for(
-    model: torch.nn.Module, trained: torch.nn.Module, name: str, x: torch.Tensor, samples: int
-):
-    """The trained estimator when it is the one asked for, else a fresh one; a score-baseline
-    that has no running mean yet starts at this batch's mean learning signal (a constant
-    with respect to the later draws, so they stay unbiased)."""
-    est = trained
-    if type(trained) is not ESTIMATORS[name]:
+    model: torch.nn.Module, trained: Estimator | None, name: str, x: torch.Tensor, samples: int
+) -> Estimator:
+    """A copy of the trained estimator when it is the one asked for (measuring must not
+    change the run's state), else a fresh one, in eval mode (no running-mean updates); a
+    score-baseline that has no running mean yet starts at this batch's mean learning signal
+    (a constant with respect to the later draws, so they stay unbiased)."""
+    if trained is not None and type(trained) is ESTIMATORS[name]:
+        est = copy.deepcopy(trained)
+    else:
         est = build_estimator(name, posterior_name(model)).to(x.device)
     if isinstance(est, ScoreBaseline) and int(est.count) == 0:  # never updated: no mean yet
-        est = copy.deepcopy(est)  # measuring must not change the model's own state
         with torch.no_grad():
             terms = model(x, samples)
         est.warm_up(terms.log_px_z if terms.kl is not None else terms.log_w())
-    return est
+    return est.eval()
 
 
 def gradient_stats(
@@ -85,39 +91,45 @@ def gradient_stats(
     draws: int = 100,
     samples: int = 1,
     seed: int = 0,
+    trained: Estimator | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{estimator: {"seconds": s, "groups": {group: {mean_norm, variance, snr, snr_coord}}}}``
     from ``draws`` independent estimates of grad(-ELBO) on the float batch ``x`` (B, C, H, W).
-    The model is left as it was (estimator, mode, gradients)."""
+    ``trained``: the run's own estimator (its baseline state), used for its name. The model
+    is left as it was (mode, gradients); a learned baseline's parameters are the group
+    ``estimator``."""
     estimators = estimators or valid_estimators(model)
     allowed = valid_estimators(model)
     for name in estimators:
         if name not in allowed:
             raise VaelabError(
-                f"--estimators: {name!r} does not apply to --posterior {posterior_name(model)}; "
-                f"valid: {', '.join(allowed)}"
+                f"--estimators: {name!r} does not apply to this model (--posterior "
+                f"{posterior_name(model)}); valid: {', '.join(allowed)}"
             )
     if draws < 2:
         raise VaelabError(f"--draws: need at least 2 to measure a variance, got {draws}")
-    original, was_training = model.estimator, model.training
-    groups = parameter_groups(model)
+    was_training = model.training
     results: dict[str, dict[str, Any]] = {}
     try:
         for name in estimators:
             torch.manual_seed(seed)
-            model.eval()  # no running-mean updates while measuring
-            model.estimator = _estimator_for(model, original, name, x, samples)
+            model.eval()
+            objective = Objective("elbo", _estimator_for(model, trained, name, x, samples))
             groups = parameter_groups(model)
+            baseline = [p for p in objective.parameters() if p.requires_grad]
+            if baseline:  # a learned baseline b(x): its own group
+                groups["estimator"] = baseline
             s1 = {g: 0.0 for g in groups}
             s2 = {g: 0.0 for g in groups}
             elapsed = 0.0
-            elbo(model(x, samples))[0].backward()  # untimed: first-call allocations
+            objective(model, x, samples=samples)[0].backward()  # untimed: first-call allocations
             for _ in range(draws):
                 model.zero_grad(set_to_none=True)
+                objective.zero_grad(set_to_none=True)
                 if x.is_cuda:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                loss, _ = elbo(model(x, samples))
+                loss, _ = objective(model, x, samples=samples)
                 loss.backward()
                 if x.is_cuda:
                     torch.cuda.synchronize()
@@ -147,7 +159,6 @@ def gradient_stats(
                     "snr_coord": float(coord),
                 }
     finally:
-        model.estimator = original
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return results
@@ -225,9 +236,10 @@ def during_training(
     batch_size: int = 128,
     samples: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train a fresh model of ``config`` (its own estimator) for ``epochs`` epochs on ``data``
-    and measure :func:`gradient_stats` on the first ``batch_size`` test images at
-    initialisation and after each epoch; rows ``{"epoch", "test_elbo", "stats"}``.
+    """Train a fresh model of ``config`` (with its objective and estimator) for ``epochs``
+    epochs on ``data`` and measure :func:`gradient_stats` (with the estimator as trained so
+    far) on the first ``batch_size`` test images at initialisation and after each epoch;
+    rows ``{"epoch", "test_elbo", "stats"}``.
 
     The training is ``fit``'s own (:func:`vaelab.train.loop.train_step` on the batches
     ``fit`` takes, its schedules spanning ``epochs``), in memory: no run folder."""
@@ -237,7 +249,8 @@ def during_training(
     x = to_unit(s.test_x[:batch_size])
 
     def row(epoch: int) -> dict[str, Any]:
-        stats = gradient_stats(s.model, x, estimators, draws, samples, seed=t.seed + epoch)
+        stats = gradient_stats(s.model, x, estimators, draws, samples, seed=t.seed + epoch,
+                               trained=s.objective.estimator)  # fmt: skip
         return {"epoch": epoch, "test_elbo": test_bound(s.eval_model, s.test_x)["elbo"],
                 "stats": stats}  # fmt: skip
 

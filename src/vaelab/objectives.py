@@ -1,4 +1,5 @@
-"""Objectives: pure functions of a model's :class:`~vaelab.models.terms.Terms`.
+"""Objectives: reductions of a model's :class:`~vaelab.models.terms.Terms`, and the
+:class:`Objective` that owns the gradient estimator and the extra loss terms.
 
 Every model returns, for K samples z_k ~ q(z|x) per image, the three log-densities
 ``log_px_z``, ``log_pz`` and ``log_qz_x``, each ``(K, B)``, and the analytic
@@ -8,20 +9,34 @@ log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x):
     ELBO  = mean_k [log p(x|z_k)] - KL                      (beta-weighted KL in training)
     IWAE  = log mean_k exp(log w_k)    (>= ELBO; equals it for K = 1; rises with K)
 
-Each returns ``(loss, stats)``: ``loss`` is the scalar to minimise (the negative bound
-averaged over images), ``stats`` per-image averages as 0-d tensors (no host sync): ``bound`` (the
-objective's bound with beta = 1), ``recon`` (E_q log p(x|z)) and ``kl``.
+Each reduction (:data:`OBJECTIVES`) is a pure function ``(terms, beta) -> (loss, stats)``:
+``loss`` is the scalar to minimise (the negative bound averaged over images), ``stats``
+per-image averages as 0-d tensors (no host sync): ``bound`` (the objective's bound with
+beta = 1), ``recon`` (E_q log p(x|z)) and ``kl``.
+
+:class:`Objective` is what training calls (as Pyro's ``Trace_ELBO`` is separate from the
+model and guide): ``objective(model, x, beta, y=, samples=, labelled=)``. It chooses at call
+time how z is drawn (its :mod:`~vaelab.estimators` estimator: the model's own
+reparameterized ``forward``, or ``model.encode`` + ``estimator.draw`` + ``model.terms_at``
+and the estimator's zero-valued surrogate), reduces the Terms, and adds its extra terms
+(M2's alpha/N x class loss, :class:`ClassLoss`). It is an ``nn.Module`` so the estimator's
+state (a baseline's running mean and network) is saved with the checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from vaelab.config import Config, resolve
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.estimators import surrogate_loss
+from vaelab.estimators import Estimator, Reparam, build_estimator
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.models.terms import Terms  # what models return: the objectives' input
 
 
@@ -49,21 +64,21 @@ def elbo(
         loss = -recon.mean() + beta * free_bits_kl(terms, free_bits)
     else:
         loss = -(recon - beta * kl).mean()
-    if "score" in terms.extras:  # score-function estimators: zero-valued, adds f * grad log q
-        f = (
-            terms.log_px_z
-            if terms.kl is not None
-            else terms.log_px_z - beta * (terms.log_qz_x - terms.log_pz)
-        )
-        loss = loss + surrogate_loss(terms.extras, f)
     bound = recon - kl
     return loss, {"bound": bound.mean(), "recon": recon.mean(), "kl": kl.mean()}
 
 
+def elbo_signal(terms: Terms, beta: float = 1.0) -> torch.Tensor:
+    """The ELBO's per-sample learning signal f ``(K, B)`` for a score-type estimator
+    (-mean f has the ELBO loss's gradient through z): log p(x|z) when the KL is analytic
+    (its own gradient is exact), else log p(x|z) - beta (log q(z|x) - log p(z))."""
+    if terms.kl is not None:
+        return terms.log_px_z
+    return terms.log_px_z - beta * (terms.log_qz_x - terms.log_pz)
+
+
 def iwae(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative IWAE bound with K importance samples (``beta`` is ignored: it has no KL)."""
-    if "score" in terms.extras:
-        raise VaelabError("--objective iwae: needs --estimator reparam (or elbo for the others)")
     bound = logmeanexp(terms.log_w(), 0)
     recon = terms.log_px_z.mean(0)
     stats = {"bound": bound.mean(), "recon": recon.mean(), "kl": terms.kl_per_image().mean()}
@@ -71,27 +86,133 @@ def iwae(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch
 
 
 def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """M2's J^alpha / N (Kingma et al. 2014): the negative beta-bound (labelled images: L(x, y),
-    unlabelled: U(x); see vaelab.models.m2) plus ``ce_weight`` (alpha / N) times the mean
-    classification loss -log q(y|x) over the labelled images, both from ``extras``.
+    """M2's negative beta-bound (Kingma et al. 2014; labelled images: L(x, y), unlabelled:
+    U(x); see vaelab.models.m2). The ``m2`` :class:`Objective` adds the class loss
+    (:class:`ClassLoss`) to it.
 
     beta weighs only KL(q(z|x,y) || p(z)) (``extras["kl_z"]``): the label's part of the
     bound, log p(y) and H(q(y|x)), is not a KL to the latent prior and keeps weight 1."""
     recon = terms.log_px_z.mean(0)
     kl = terms.kl_per_image()
-    class_loss = terms.extras["class_loss"]
     kl_beta = kl + (beta - 1.0) * terms.extras["kl_z"]  # y part + beta * z part
-    loss = -(recon - kl_beta).mean() + terms.extras["ce_weight"] * class_loss
-    stats = {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
-    return loss, {**stats, "class_loss": class_loss.detach()}
+    loss = -(recon - kl_beta).mean()
+    return loss, {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
 
 
-Objective = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+Reduction = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
-OBJECTIVES: dict[str, Objective] = {"elbo": elbo, "iwae": iwae, "m2": m2}
+OBJECTIVES: dict[str, Reduction] = {"elbo": elbo, "iwae": iwae, "m2": m2}
+# The reductions a score-type estimator can drive: name -> learning signal f (K, B).
+SIGNALS: dict[str, Callable[[Terms, float], torch.Tensor]] = {"elbo": elbo_signal}
 
 
-def get_objective(name: str) -> Objective:
+def get_objective(name: str) -> Reduction:
     if name not in OBJECTIVES:
         raise unknown_name("--objective", name, OBJECTIVES)
     return OBJECTIVES[name]
+
+
+class ClassLoss:
+    """M2's classification term, ``weight`` x mean_labelled -log q(y|x) (weight = alpha / N:
+    the paper's J^alpha divided by N). ``labelled`` ``(x, y)``: the loop's batch of labelled
+    images; without one (evaluation, direct calls) the batch's own known labels (y >= 0)."""
+
+    def __init__(self, weight: float = DEFAULT_ALPHA_PER_IMAGE) -> None:
+        self.weight = weight
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+        labelled: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        if labelled is not None:
+            ce = F.cross_entropy(model.class_logits(labelled[0]), labelled[1])
+        elif y is not None and bool((y >= 0).any()):
+            known = y >= 0
+            ce = F.cross_entropy(model.class_logits(x)[known], y[known])
+        else:  # no label in sight: nothing to classify
+            ce = x.new_zeros(())
+        return self.weight * ce, {"class_loss": ce.detach()}
+
+
+class Objective(nn.Module):
+    """The loss of one batch: ``(model, x, beta, y, samples, labelled) -> (loss, stats)``.
+
+    ``name``: the reduction (:data:`OBJECTIVES`); ``estimator``: how z is drawn (default
+    reparameterization); ``free_bits``: the ELBO's per-group KL floor; ``terms``: extra loss
+    terms ``(model, x, y, labelled) -> (value, stats)`` added to the reduction's loss.
+    """
+
+    def __init__(
+        self, name: str = "elbo", estimator: Estimator | None = None, free_bits: float = 0.0,
+        terms: tuple[Callable[..., tuple[torch.Tensor, dict]], ...] = (),
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.name, self.reduce = name, get_objective(name)
+        self.estimator = estimator if estimator is not None else Reparam()
+        if not self.estimator.pathwise and name not in SIGNALS:
+            raise VaelabError(
+                f"--objective {name}: needs --estimator reparam (or elbo for the others)"
+            )
+        self.free_bits, self.terms = free_bits, terms
+
+    def draw(
+        self, model: nn.Module, x: torch.Tensor, samples: int, y: torch.Tensor | None = None
+    ) -> tuple[Terms, torch.Tensor | None]:
+        """The model's Terms at K draws of z and the draws' score term (None: pathwise)."""
+        if self.estimator.pathwise:  # the model's own draw (its closed-form Normal path)
+            return (model(x, samples) if y is None else model(x, samples, y=y)), None
+        q = model.encode(x)
+        d = self.estimator.draw(q, samples)
+        return model.terms_at(x, d.z, q), d.score
+
+    def forward(
+        self, model: nn.Module, x: torch.Tensor, beta: float | torch.Tensor = 1.0,
+        y: torch.Tensor | None = None, samples: int = 1,
+        labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        terms, score = self.draw(model, x, samples, y)
+        extra = {"free_bits": self.free_bits} if self.free_bits > 0 else {}
+        loss, stats = self.reduce(terms, beta, **extra)
+        if score is not None:  # zero-valued: the reported bound is unchanged
+            loss = loss + self.estimator.surrogate(x, score, SIGNALS[self.name](terms, beta))
+        for term in self.terms:
+            value, more = term(model, x, y, labelled)
+            loss = loss + value
+            stats.update(more)
+        # Detached: the loop sums them over an epoch, which must not keep each step's graph.
+        return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def build_objective(config: Config, model: Any, n_train: int | None = None) -> Objective:
+    """The objective a run of ``config`` trains ``model`` with (``config`` resolved): its
+    reduction, ``--estimator`` (checked against the posterior family and the model's
+    ``any_estimator``), ``--free-bits`` and, for ``--objective m2``, the class loss weighted
+    alpha / N (``--alpha``; N = ``n_train`` training images)."""
+    config = resolve(config)  # the model's default objective (m2)
+    m, t = config.model, config.train
+    estimator = build_estimator(
+        m.estimator, m.posterior, m.baseline_decay, m.learned_baseline,
+        in_features=math.prod(model.image_shape),
+    )  # fmt: skip
+    if not estimator.pathwise and not model.any_estimator:
+        raise VaelabError(
+            f"--estimator {m.estimator}: --model {m.model} draws its latents by "
+            "reparameterization inside the model; use --estimator reparam"
+        )
+    terms = EXTRA_TERMS[t.objective](config, n_train) if t.objective in EXTRA_TERMS else ()
+    return Objective(t.objective, estimator, t.free_bits, terms)
+
+
+def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
+    """The ``m2`` objective's class loss, weighted alpha / N (``--alpha``; the default
+    :data:`~vaelab.models.m2.DEFAULT_ALPHA_PER_IMAGE` per image needs no N)."""
+    alpha = config.train.alpha
+    if alpha is None:
+        return (ClassLoss(DEFAULT_ALPHA_PER_IMAGE),)
+    if not n_train:  # a caller's mistake: alpha / N needs N
+        raise TypeError("build_objective: --alpha is per data set; pass n_train (N)")
+    return (ClassLoss(alpha / n_train),)
+
+
+# Objectives with loss terms beyond their reduction: name -> (config, N) -> terms.
+EXTRA_TERMS: dict[str, Callable[[Config, int | None], tuple]] = {"m2": m2_terms}

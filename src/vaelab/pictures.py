@@ -231,5 +231,5 @@ def write_run_pictures(model: torch.nn.Module, data: ImageData, out: Path, confi
     samples.png (as ``vaelab sample RUN -n 64 --seed <the run's seed>``)."""
     test = eval_images(data.test_x[:32], config.data.binarize, config.train.seed)
     reconstructions(model, test).save(out / "reconstructions.png")
-    if config.model.model != "ae":
+    if model.has_prior:
         samples(Run(model, config, {}, out), 64, seed=config.train.seed).save(out / "samples.png")

@@ -158,7 +158,7 @@ def build_sections(
     """The HTML body of each section of :data:`SECTIONS`, keyed by its id. Every picture is
     the one its command draws (vaelab.pictures) for test images picked with ``seed``."""
     model, config = run.model, run.config
-    is_vae = config.model.model != "ae"
+    is_vae = model.has_posterior and model.has_prior  # an AE has neither
     test = eval_images(data.test_x, config.data.binarize, config.train.seed)
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(test), generator=gen)[:16].tolist()

@@ -22,6 +22,10 @@ from vaelab.priors import build_prior
 class Autoencoder(VAE):
     """x -> z = encoder(x) -> p(x|z); ``forward`` returns K = 1 and zero KL."""
 
+    has_posterior = False  # a point code, no q(z|x)
+    has_prior = False  # nothing to sample from; its latent space has holes
+    any_estimator = False
+
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> Autoencoder:
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)

@@ -40,6 +40,7 @@ class CVAE(VAE):
     """A VAE whose encoder and decoder are conditioned on a one-hot label."""
 
     uses_labels = True
+    any_estimator = False  # one reparameterized draw per class inside forward
 
     def __init__(
         self,
@@ -70,10 +71,9 @@ class CVAE(VAE):
         """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""
         if cfg.num_classes < 2:
             raise VaelabError(f"--num-classes: must be at least 2, got {cfg.num_classes}")
-        if cfg.prior != "normal" or cfg.posterior != "normal" or cfg.estimator != "reparam":
+        if cfg.prior != "normal" or cfg.posterior != "normal":
             raise VaelabError(
-                f"--model {cfg.model}: supports --prior normal, --posterior normal and "
-                "--estimator reparam only"
+                f"--model {cfg.model}: supports --prior normal and --posterior normal only"
             )
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         family = FAMILIES["normal"]()

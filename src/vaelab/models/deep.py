@@ -110,6 +110,9 @@ class GroupBlock(nn.Module):
 class DeepVAE(VAE):
     """See the module docstring. ``widths``/``groups``: per resolution level, finest first."""
 
+    any_estimator = False  # one reparameterized draw per latent group inside forward
+    default_ema = 0.999  # VDVAE/NVAE evaluate and sample with a weight average
+
     def __init__(
         self,
         image_shape: tuple[int, int, int],
@@ -145,10 +148,10 @@ class DeepVAE(VAE):
     @staticmethod
     def check_config(cfg: ModelConfig) -> None:
         """The ``--deep-*`` options and the parts the model supports (no image needed)."""
-        if (cfg.posterior, cfg.estimator, cfg.prior) != ("normal", "reparam", "normal"):
+        if (cfg.posterior, cfg.prior) != ("normal", "normal"):
             raise VaelabError(
-                "--model deep: needs --posterior normal, --estimator reparam and --prior normal "
-                f"(got {cfg.posterior}, {cfg.estimator}, {cfg.prior})"
+                "--model deep: needs --posterior normal and --prior normal "
+                f"(got {cfg.posterior}, {cfg.prior})"
             )
         widths, groups = cfg.deep_widths, cfg.deep_groups
         if len(widths) != len(groups):

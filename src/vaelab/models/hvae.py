@@ -51,6 +51,8 @@ def _gaussian_log_prob(z: torch.Tensor, params: torch.Tensor, family: NormalFami
 class HVAE(VAE):
     """Two stochastic layers; see the module docstring. Gaussian q with reparameterization."""
 
+    any_estimator = False  # two sample sites, both reparameterized inside forward
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -68,11 +70,8 @@ class HVAE(VAE):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> HVAE:
-        if cfg.posterior != "normal" or cfg.estimator != "reparam":
-            raise VaelabError(
-                "--model hvae: needs --posterior normal and --estimator reparam "
-                f"(got {cfg.posterior}, {cfg.estimator})"
-            )
+        if cfg.posterior != "normal":
+            raise VaelabError(f"--model hvae: needs --posterior normal (got {cfg.posterior})")
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         d1, d2, widths = cfg.z1_dim, cfg.latent_dim, list(cfg.z1_hidden)
         encoder, decoder = build_bodies(

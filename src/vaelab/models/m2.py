@@ -15,11 +15,12 @@ Training minimises -(sum_labelled L + sum_unlabelled U) + alpha * E_labelled[-lo
 bound plus alpha / N times the labelled batch's mean class loss, the expectation of the
 paper's per-step cost (its minibatches also mix labelled and unlabelled images in
 proportion). ``forward(x, K, y)`` takes labels with -1 where hidden (``y=None``: all
-hidden) and returns Terms whose recon - kl is L or U per image; the classification loss
-is in ``extras`` for the ``m2`` objective. While training through
-:func:`vaelab.train.labels.prepare_labels` the model also draws a batch from the labelled images
-every step for the class loss (Kingma's code puts labelled images in every minibatch):
-with 100 labels in 60,000 images a uniform batch would hold a label once in five steps.
+hidden) and returns Terms whose recon - kl is L or U per image. The classification loss
+is not the model's: it is a term of the ``m2`` objective (:class:`vaelab.objectives.ClassLoss`,
+alpha / N x the cross-entropy of ``class_logits``), fed every training step by the loop
+with a batch of the labelled images (:class:`vaelab.train.labels.LabelledStream`; Kingma's
+code puts labelled images in every minibatch): with 100 labels in 60,000 images a uniform
+batch would hold a label once in five steps.
 
 M1+M2 (``m1_run``): ``features`` is the frozen encoder of a trained VAE (M1), x -> E_q[z1|x]
 shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood. The M1
@@ -71,11 +72,6 @@ class M2(CVAE):
     def __init__(self, classifier: nn.Module, **parts) -> None:
         super().__init__(**parts)
         self.classifier = classifier
-        self.ce_weight = DEFAULT_ALPHA_PER_IMAGE  # alpha / N; prepare_labels sets it
-        self.labelled_x: torch.Tensor | None = None  # uint8 labelled stream (not saved)
-        self.labelled_y: torch.Tensor | None = None
-        self.labelled_batch = 100
-        self.dynamic = False
 
     @classmethod
     def from_config(
@@ -105,19 +101,6 @@ class M2(CVAE):
     def class_log_probs(self, x: torch.Tensor, samples: int = 1) -> torch.Tensor:
         return torch.log_softmax(self.class_logits(x), -1)
 
-    def attach_labelled(self, x: torch.Tensor, y: torch.Tensor, dynamic: bool) -> None:
-        """The labelled images (uint8, on the model's device) drawn from every training step."""
-        self.labelled_x, self.labelled_y, self.dynamic = x, y, dynamic
-
-    def _labelled_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not self.training or self.labelled_x is None or len(self.labelled_x) == 0:
-            return None
-        # Indices from the CPU generator: checkpointed, so resume stays exact on CUDA too.
-        idx = torch.randint(len(self.labelled_x), (self.labelled_batch,))
-        idx = idx.to(self.labelled_x.device)
-        x = self.labelled_x[idx].float().div_(255.0)
-        return (torch.bernoulli(x) if self.dynamic else x), self.labelled_y[idx]
-
     def forward(self, x: torch.Tensor, samples: int = 1, y: torch.Tensor | None = None) -> Terms:
         log_q = self.class_log_probs(x)  # (B, C)
         if y is None:
@@ -128,15 +111,7 @@ class M2(CVAE):
         w = torch.where(known, onehot, q)
         log_w = torch.where(known, torch.zeros_like(log_q), log_q)
         entropy = torch.where(known[:, 0], 0.0, -(q * log_q).sum(-1))
-        terms = self.marginal_terms(self.class_terms(x, samples), w, log_w, entropy)
-        stream = self._labelled_batch()
-        if stream is not None:
-            ce = F.cross_entropy(self.class_logits(stream[0]), stream[1])
-        else:  # no labelled stream (evaluation, direct calls): the batch's own labels
-            ce_each = -(onehot * log_q).sum(-1) * known[:, 0]
-            ce = ce_each.sum() / known.sum().clamp(min=1)
-        terms.extras.update(class_loss=ce, ce_weight=torch.tensor(self.ce_weight))
-        return terms
+        return self.marginal_terms(self.class_terms(x, samples), w, log_w, entropy)
 
     @torch.no_grad()
     def sample(

@@ -1,21 +1,31 @@
 """The VAE: encoder -> q(z|x), prior p(z), decoder -> p(x|z); no loss inside.
 
-``forward(x, K)`` draws K samples z ~ q(z|x) per image through the model's gradient
-estimator (:mod:`vaelab.estimators`) and returns the log-densities the objectives need
-(:class:`vaelab.models.terms.Terms`; score-function estimators add ``extras``). Images
-``x`` are floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
+The model declares its distributions and nothing else: the posterior ``encode(x)`` =
+q(z|x), the prior ``prior`` = p(z) and the likelihood p(x|z) (``likelihood`` with the
+parameters ``decode(z)``). ``terms_at(x, z, q)`` scores the model at given latents, and
+``forward(x, K)`` draws K reparameterized samples z ~ q(z|x) per image and scores them: the
+log-densities the objectives reduce (:class:`vaelab.models.terms.Terms`). How z is drawn
+for a gradient estimator other than reparameterization is the objective's business
+(:mod:`vaelab.objectives`): it calls ``encode`` and ``terms_at`` itself. Images ``x`` are
+floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
+
+Capability flags on the class say what a model offers, so that callers never test model
+names: ``has_posterior`` (a distribution q(z|x), not a point code), ``has_prior`` (a p(z)
+to sample from), ``any_estimator`` (one posterior sample site that ``encode``/``terms_at``
+expose, so every gradient estimator applies; False: the model draws its latents by
+reparameterization inside ``forward`` only), ``uses_labels`` (``forward(x, K, y=)``),
+``semi_supervised`` (a classifier q(y|x) trained with a class loss, M2) and ``on_images``
+(False where the model sees features of another model, M1+M2); ``default_ema`` is the
+weight-average decay training uses when ``--ema`` is unset.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
-from vaelab.estimators import Reparam, build_estimator
 from vaelab.latents import FAMILIES, NormalFamily, standard_normal_log_prob
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
@@ -26,6 +36,14 @@ from vaelab.priors import Prior, build_prior, resolve_prior
 class VAE(nn.Module):
     """A latent-variable model p(z) p(x|z) with an amortised posterior q(z|x)."""
 
+    has_posterior = True
+    has_prior = True
+    any_estimator = True
+    uses_labels = False
+    semi_supervised = False
+    on_images = True
+    default_ema = 0.0  # training's weight average when --ema is unset (0: none)
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -34,13 +52,11 @@ class VAE(nn.Module):
         likelihood: Likelihood,
         image_shape: tuple[int, int, int],
         family: NormalFamily | None = None,
-        estimator: Reparam | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.prior, self.likelihood = prior, likelihood
         self.family = family or NormalFamily()
-        self.estimator = estimator or Reparam()
         getattr(prior, "bind", lambda *_: None)(encoder, self.family)  # VampPrior
         self.image_shape = tuple(image_shape)
         self.latent_dim = prior.latent_dim
@@ -50,10 +66,6 @@ class VAE(nn.Module):
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
         family = FAMILIES[cfg.posterior]()
-        estimator = build_estimator(
-            cfg.estimator, cfg.posterior, cfg.baseline_decay, cfg.learned_baseline,
-            in_features=math.prod(image_shape),
-        )  # fmt: skip
         encoder, decoder = build_bodies(
             cfg.arch,
             image_shape,
@@ -67,7 +79,7 @@ class VAE(nn.Module):
             prior_name, cfg.latent_dim, components=cfg.prior_components, image_shape=image_shape,
             a=cfg.prior_a, b=cfg.prior_b,
         )  # fmt: skip
-        return cls(encoder, decoder, prior, likelihood, image_shape, family, estimator)
+        return cls(encoder, decoder, prior, likelihood, image_shape, family)
 
     @property
     def device(self) -> torch.device:
@@ -88,24 +100,23 @@ class VAE(nn.Module):
         return params.reshape(*lead, *params.shape[1:])
 
     def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
+        """Terms at K reparameterized draws z ~ q(z|x): for a Normal q the closed-form path,
+        else ``q.rsample`` (implicit reparameterization for Gamma/Beta)."""
         params = self.encoder(x)
-        # Normal q with the plain reparameterization trick (the estimator may be swapped,
-        # e.g. by vaelab gradvar): the closed-form path.
-        if type(self.estimator) is Reparam and isinstance(self.family, NormalFamily):
+        if isinstance(self.family, NormalFamily):
             return self._forward_normal(x, params, samples)
         q = self.family.dist(params)
-        draw = self.estimator.draw(q, samples)
-        z = draw.z
-        terms = Terms(
+        return self.terms_at(x, q.rsample((samples,)), q)
+
+    def terms_at(self, x: torch.Tensor, z: torch.Tensor, q: Distribution) -> Terms:
+        """The model scored at latents ``z`` ``(K, B, D)`` drawn from ``q`` = q(z|x) (however
+        drawn): log p(x|z), log p(z) and log q(z|x) ``(K, B)``, the analytic KL ``(B,)``."""
+        return Terms(
             log_px_z=self.likelihood.log_prob(x, self.decode(z)),
             log_pz=lambda: self.prior.log_prob(z),
             log_qz_x=lambda: q.log_prob(z),
             kl=self.prior.analytic_kl(q),
         )
-        if draw.score is not None:
-            # The objective builds f with its own beta and fits the baseline to it.
-            terms.extras.update(self.estimator.extras(x, draw.score))
-        return terms
 
     def _forward_normal(self, x: torch.Tensor, params: torch.Tensor, samples: int) -> Terms:
         """The reparameterization trick written out, as in the tutorials:

@@ -1,7 +1,8 @@
 """One checkpoint file per run, written atomically, loaded without unpickling.
 
-``checkpoint.safetensors`` holds every tensor (``model/*``, ``optim/<i>/<key>``,
-``rng/*``) and, in the safetensors header's string metadata, one JSON document with
+``checkpoint.safetensors`` holds every tensor (``model/*``; ``objective/*``, the training
+objective's state, e.g. a gradient estimator's baseline; ``optim/<i>/<key>``; ``rng/*``)
+and, in the safetensors header's string metadata, one JSON document with
 the step, epoch, position in the epoch, config, optimizer hyper-parameters and a
 sha256 of all tensor bytes and of that JSON document (no scheduler state: the learning
 rate is a function of the step, :func:`vaelab.train.schedule.lr_at`). Writing
@@ -32,6 +33,9 @@ from vaelab.errors import VaelabError
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = 2  # 2: the sha256 also covers the JSON metadata
 TEMP_PREFIX = f".{CHECKPOINT}.tmp-"
+# Checkpoints written while the gradient estimator was a submodule of the model hold its
+# state as model/estimator.*; it is the objective's now (objective/estimator.*).
+LEGACY_ESTIMATOR = "estimator."
 
 
 @dataclass
@@ -130,14 +134,17 @@ def save_checkpoint(
     state: TrainState,
     info: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    objective: torch.nn.Module | None = None,
 ) -> None:
-    """Write model, optimizer, RNG and progress to ``path`` atomically.
+    """Write model, objective, optimizer, RNG and progress to ``path`` atomically.
 
     ``info`` carries what loading needs besides weights: the config, image shape,
     class names, dataset name. ``extra_tensors`` are stored as they are (under
     torchrun: the RNG states of ranks 1..N-1, ``rng/torch/<rank>``).
     """
     tensors = {f"model/{k}": v.detach() for k, v in model.state_dict().items()}
+    if objective is not None:
+        tensors.update({f"objective/{k}": v.detach() for k, v in objective.state_dict().items()})
     optim_meta = None
     if optimizer is not None:
         opt_tensors, optim_meta = _optimizer_tensors(optimizer)
@@ -173,7 +180,19 @@ class Checkpoint:
         return self.meta["info"]
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith("model/")}
+        """The model's state dict (an old checkpoint's ``model/estimator.*`` left out)."""
+        return drop_legacy(
+            {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith("model/")}
+        )
+
+    def objective_state(self) -> dict[str, torch.Tensor]:
+        """The training objective's state dict: ``objective/*``, or in a checkpoint written
+        before the estimator moved out of the model, its ``model/estimator.*`` tensors."""
+        state = {k[len("objective/") :]: v for k, v in self.tensors.items()
+                 if k.startswith("objective/")}  # fmt: skip
+        legacy = "model/" + LEGACY_ESTIMATOR
+        old = {k[len("model/") :]: v for k, v in self.tensors.items() if k.startswith(legacy)}
+        return state or old
 
     def restore_training(
         self,
@@ -199,6 +218,11 @@ class Checkpoint:
         torch.set_rng_state(self.tensors[f"rng/torch{suffix}"])
         if f"rng/cuda{suffix}" in self.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(self.tensors[f"rng/cuda{suffix}"], device)
+
+
+def drop_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model state dict without the estimator tensors old checkpoints kept in the model."""
+    return {k: v for k, v in state.items() if not k.startswith(LEGACY_ESTIMATOR)}
 
 
 def apply_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:

@@ -25,16 +25,18 @@ from torch import nn
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
+from vaelab.models import MODELS
+from vaelab.train.checkpoint import drop_legacy
 
 PREFIX = "ema/"
-DEFAULT_DECAY = {"deep": 0.999}  # --ema unset: on for these models, off for the others
 
 
 def ema_decay(config: Config) -> float:
-    """The decay ``--ema`` asks for (None: :data:`DEFAULT_DECAY` of the model, else 0 = off)."""
+    """The decay ``--ema`` asks for (None: the model class's ``default_ema``, 0 = off)."""
     decay = config.train.ema
     if decay is None:
-        return DEFAULT_DECAY.get(config.model.model, 0.0)
+        model = MODELS.get(config.model.model)  # an unknown name is check_names' to report
+        return model.default_ema if model is not None else 0.0
     if not 0.0 <= decay < 1.0:
         raise VaelabError(f"--ema: a decay in [0, 1) (0: off), got {decay}")
     return decay
@@ -92,4 +94,4 @@ def make_average(
 def averaged_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The ``ema/`` weights of a checkpoint's tensors as a state dict, or None."""
     state = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-    return state or None
+    return drop_legacy(state) or None

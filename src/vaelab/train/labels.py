@@ -1,8 +1,9 @@
 """Labels for training the label-using models (CVAE, M2): checking and hiding them.
 
 ``--labels-per-class N`` keeps N labels of each class (a seeded, balanced choice) and marks
-the others -1 (hidden); :func:`prepare_labels` does that inside ``fit()`` and hands M2 its
-labelled stream and its alpha. It is training code (fit calls it), below evaluation.
+the others -1 (hidden); :func:`prepare_labels` does that inside ``fit()``, and
+:func:`labelled_stream` gives the loop M2's labelled images, from which it feeds a batch to
+the objective's class loss every step. It is training code (fit calls it), below evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from vaelab.config import Config
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
-from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE  # M2 starts with it; fit sets alpha
 
 
 def keep_per_class(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -47,10 +47,10 @@ def hide_labels(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
 
 
 def prepare_labels(model: torch.nn.Module, config: Config, data: ImageData) -> ImageData:
-    """Check the labels a model needs, hide them per ``--labels-per-class`` and give M2 its
-    alpha and labelled stream. Returns the data to train on (unchanged for other models)."""
+    """Check the labels a model needs and hide them per ``--labels-per-class``. Returns the
+    data to train on (unchanged for models without ``semi_supervised``)."""
     t = config.train
-    uses, semi = getattr(model, "uses_labels", False), getattr(model, "semi_supervised", False)
+    uses, semi = model.uses_labels, model.semi_supervised
     if t.labels_per_class and not semi:
         raise VaelabError("--labels-per-class: only --model m2 learns from unlabelled images")
     if t.alpha is not None and not semi:
@@ -72,19 +72,43 @@ def prepare_labels(model: torch.nn.Module, config: Config, data: ImageData) -> I
         raise VaelabError("--model m2: train it with --objective m2 (bound + alpha * class loss)")
     if t.labels_per_class < 0:
         raise VaelabError(f"--labels-per-class: must be >= 0, got {t.labels_per_class}")
+    if t.alpha is not None and t.alpha < 0:
+        raise VaelabError(f"--alpha: must be >= 0, got {t.alpha}")
     train_y = hide_labels(data.train_y, t.labels_per_class, t.seed)
-    n = len(train_y)
-    alpha = DEFAULT_ALPHA_PER_IMAGE * n if t.alpha is None else t.alpha
-    if alpha < 0:
-        raise VaelabError(f"--alpha: must be >= 0, got {alpha}")
-    model.ce_weight = alpha / n  # J^alpha / N: the class loss is a mean over labelled images
-    known = torch.nonzero(train_y >= 0).flatten()
-    x = data.train_x
-    if config.data.binarize == "static":  # the same fixed draw fit() trains on
-        x = binarize_fixed(x, t.seed)
-    device = next(model.parameters()).device
-    model.attach_labelled(
-        x[known].to(device), train_y[known].to(device), config.data.binarize == "dynamic"
-    )
-    model.labelled_batch = min(t.batch_size, max(len(known), 1))
     return dataclasses.replace(data, train_y=train_y)
+
+
+class LabelledStream:
+    """Batches of the labelled images (uint8 ``x`` ``(L, C, H, W)``, labels ``y`` ``(L,)``,
+    on the training device), drawn uniformly with replacement: what the loop feeds M2's class
+    loss every step. Scaled to [0, 1] (Bernoulli-binarized again per draw with ``dynamic``)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, dynamic: bool, batch: int) -> None:
+        self.x, self.y, self.dynamic, self.batch = x, y, dynamic, batch
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if len(self.x) == 0:
+            return None
+        # Indices from the CPU generator: checkpointed, so resume stays exact on CUDA too.
+        idx = torch.randint(len(self.x), (self.batch,)).to(self.x.device)
+        x = self.x[idx].float().div_(255.0)
+        return (torch.bernoulli(x) if self.dynamic else x), self.y[idx]
+
+
+def labelled_stream(
+    model: torch.nn.Module, config: Config, data: ImageData, device: torch.device
+) -> LabelledStream | None:
+    """The labelled images of ``data`` (as :func:`prepare_labels` left them) for a
+    ``semi_supervised`` model, else None; with ``--binarize static`` the same fixed draw
+    fit() trains on."""
+    if not model.semi_supervised:
+        return None
+    t = config.train
+    known = torch.nonzero(data.train_y >= 0).flatten()
+    x = data.train_x
+    if config.data.binarize == "static":
+        x = binarize_fixed(x, t.seed)
+    return LabelledStream(
+        x[known].to(device), data.train_y[known].to(device), config.data.binarize == "dynamic",
+        min(t.batch_size, max(len(known), 1)),
+    )  # fmt: skip

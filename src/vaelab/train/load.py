@@ -8,12 +8,14 @@ Nothing is unpickled: the weights come from safetensors and the config from JSON
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from torch import nn
 
-from vaelab.config import ModelConfig, config_from_dict
+from vaelab.config import Config, ModelConfig, config_from_dict
 from vaelab.errors import VaelabError
+from vaelab.estimators import Estimator, build_estimator
 from vaelab.models import VAE, build_model
 from vaelab.runs import Run
 from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
@@ -35,6 +37,22 @@ def read_run(run: str | Path, device: str = "cpu") -> Run:
     model.load_state_dict(averaged_state(ckpt.tensors) or ckpt.model_state())  # --ema: average
     info = {k: v for k, v in ckpt.info.items() if k != "config"}
     return Run(model.to(resolve_device(device)).eval(), config, info, run)
+
+
+def read_estimator(run: str | Path, config: Config, image_shape: tuple[int, int, int]) -> Estimator:
+    """The gradient estimator run folder ``run`` trained with (``config``), with its state
+    from the checkpoint (a baseline's running mean and network; old checkpoints kept it in
+    the model, ``model/estimator.*``, which ``objective_state`` maps)."""
+    m = config.model
+    estimator = build_estimator(
+        m.estimator, m.posterior, m.baseline_decay, m.learned_baseline,
+        in_features=math.prod(image_shape),
+    )  # fmt: skip
+    prefix = "estimator."
+    state = load_checkpoint(Path(run) / CHECKPOINT).objective_state()
+    estimator.load_state_dict({k[len(prefix) :]: v for k, v in state.items()
+                               if k.startswith(prefix)})  # fmt: skip
+    return estimator
 
 
 def load_m1(run: str) -> nn.Module:

@@ -6,7 +6,9 @@
 1. when resuming, the run folder's checkpoint is read and checked against this config (a
    finished run is reported and nothing else happens);
 2. :func:`build_session`: data, model (seeded: the same initial weights on every rank),
-   labels, optimizer, the checkpoint's weights, optimizer state and RNG, the images on the
+   labels, the objective (its estimator; M2's class loss, fed from the labelled images by
+   the :class:`LossModule`), optimizer (the model's and the objective's parameters), the
+   checkpoint's weights, objective state, optimizer state and RNG, the images on the
    device, the step machinery (:class:`Stepper`) and the weight average;
 3. the run folder: created (or emptied with ``overwrite``), metrics rows past the checkpoint
    dropped, config.yaml and run.json written (rank 0).
@@ -28,6 +30,7 @@ from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare
 from vaelab.errors import VaelabError
+from vaelab.objectives import build_objective
 from vaelab.train import run as runfs
 from vaelab.train.checkpoint import (
     CHECKPOINT,
@@ -40,11 +43,11 @@ from vaelab.train.checkpoint import (
 )
 from vaelab.train.distributed import World, check_batch
 from vaelab.train.ema import WeightAverage, make_average
-from vaelab.train.labels import prepare_labels
+from vaelab.train.labels import labelled_stream, prepare_labels
 from vaelab.train.load import build_run_model
 from vaelab.train.options import check_names, check_resume
 from vaelab.train.stabilise import check_stabilisers
-from vaelab.train.step import Stepper, make_optimizer
+from vaelab.train.step import LossModule, Stepper, make_optimizer
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Session:
     steps_per_epoch: int  # global batches per epoch
     info: dict[str, Any]  # dataset, image shape, class names, config: stored in checkpoints
     out: Path | None = None  # the run folder (None: a session in memory only)
+    objective: nn.Module | None = None  # the loss, its estimator's state (checkpointed)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -151,27 +155,31 @@ def build_session(
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_run_model(config.model, data.image_shape).to(world.device)
     data = prepare_labels(model, config, data)  # CVAE/M2 checks; --labels-per-class hides
-    optimizer = make_optimizer(model, config)
+    objective = build_objective(config, model, len(data.train_x)).to(world.device)
+    unit = LossModule(
+        model, objective, t.samples, labelled_stream(model, config, data, world.device)
+    )
+    optimizer = make_optimizer(unit, config)  # the model's parameters, then the objective's
     if world.rank:  # rank 0's noise is one process's noise; the others draw their own
         torch.manual_seed(t.seed + world.rank)
     state = TrainState()
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state())
+        objective.load_state_dict(ckpt.objective_state())  # e.g. a baseline's running mean
         ckpt.restore_training(optimizer, world.device, world.rank)
         state = ckpt.state
         # This command's --lr and --weight-decay apply from here on (and lr_at its schedule).
         apply_hyperparameters(optimizer, t.lr, t.weight_decay)
     train_x, test_x = _device_images(config, data, world)
     # Labelled models (CVAE, M2) get each batch's labels; -1 marks a hidden label.
-    uses_labels = getattr(model, "uses_labels", False)
-    train_y = data.train_y.to(world.device) if uses_labels else None
+    train_y = data.train_y.to(world.device) if model.uses_labels else None
     info = {
         "dataset": data.name,
         "image_shape": list(data.image_shape),
         "class_names": list(data.class_names) if data.class_names else None,
         "config": config.to_dict(),
     }
-    stepper = Stepper(model, optimizer, config, world.device, world)
+    stepper = Stepper(unit, optimizer, config, world.device, world)
     # --ema: evaluation, pictures and vaelab.load use the average of the weights.
     ema = make_average(model, config, ckpt.tensors if ckpt else None, state.extra)
     model.train()
@@ -179,6 +187,7 @@ def build_session(
         config=config, world=world, model=model, optimizer=optimizer, stepper=stepper,
         ema=ema, state=state, data=data, train_x=train_x, train_y=train_y, test_x=test_x,
         steps_per_epoch=world.steps_per_epoch(len(train_x), t.batch_size), info=info,
+        objective=objective,
     )  # fmt: skip
 
 
@@ -206,6 +215,7 @@ def save(session: Session) -> None:
         tensors.update(s.ema.tensors())
         s.state.extra["ema_updates"] = s.ema.updates
     write = partial(
-        save_checkpoint, s.out / CHECKPOINT, s.model, s.optimizer, s.state, s.info, tensors
-    )
+        save_checkpoint, s.out / CHECKPOINT, s.model, s.optimizer, s.state, s.info, tensors,
+        s.objective,
+    )  # fmt: skip
     s.world.on_main(write, "writing the checkpoint")

@@ -7,19 +7,17 @@
   total with non-finite ones in ``skipped_steps``), and ``grad_norm_mean``/``grad_norm_max``
   over the epoch show what a good T is (``--skip-threshold inf`` records them, skips nothing).
 * ``--free-bits F``: the ELBO's KL term becomes sum_g max(F, mean_batch KL_g) over latent
-  groups (:func:`vaelab.objectives.free_bits_kl`), so no group is pushed below F nats.
+  groups (:func:`vaelab.objectives.free_bits_kl`), so no group is pushed below F nats; the
+  training :class:`vaelab.objectives.Objective` holds F.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import torch
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
-from vaelab.objectives import Objective
 from vaelab.train.ema import ema_decay
 
 
@@ -39,13 +37,6 @@ def check_stabilisers(config: Config) -> None:
     check = getattr(MODELS.get(config.model.model), "check_config", None)
     if check is not None:
         check(config.model)
-
-
-def with_free_bits(objective: Objective, config: Config) -> Objective:
-    """``objective`` with ``--free-bits`` bound in when it is set."""
-    if config.train.free_bits > 0:
-        return partial(objective, free_bits=config.train.free_bits)
-    return objective
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:

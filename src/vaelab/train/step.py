@@ -14,11 +14,12 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from vaelab.config import Config, resolve
-from vaelab.objectives import get_objective
+from vaelab.config import Config
+from vaelab.objectives import build_objective
 from vaelab.train.distributed import World
+from vaelab.train.labels import LabelledStream
 from vaelab.train.options import compile_declined
-from vaelab.train.stabilise import grad_norm, with_free_bits
+from vaelab.train.stabilise import grad_norm
 
 
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
@@ -48,25 +49,32 @@ class LossModule(nn.Module):
 
     This is what DDP wraps: its search for unused parameters starts from the forward's
     outputs, and a model's ``Terms`` may compute log p(z) and log q(z|x) only when the
-    objective asks (a learned prior's parameters are reached only through them).
+    objective asks (a learned prior's parameters are reached only through them). Its
+    parameters (the model's, then the objective's: a learned baseline) are what the
+    optimizer steps. ``labelled``: M2's labelled images; in training mode each call feeds
+    a batch of them to the objective's class loss.
     """
 
-    def __init__(self, model: nn.Module, objective, samples: int) -> None:
+    def __init__(
+        self, model: nn.Module, objective: nn.Module, samples: int,
+        labelled: LabelledStream | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.model, self.objective, self.samples = model, objective, samples
+        self.labelled = labelled
 
     def forward(self, x: torch.Tensor, beta: torch.Tensor, y: torch.Tensor | None = None):
-        terms = self.model(x, self.samples) if y is None else self.model(x, self.samples, y=y)
-        return self.objective(terms, beta)
+        batch = self.labelled() if self.labelled is not None and self.training else None
+        return self.objective(self.model, x, beta, y, self.samples, batch)
 
 
 class Stepper:
     """The forward/backward/update of one batch, optionally under autocast/compile.
 
-    ``model`` is the VAE; the step calls it with its objective as one
-    :class:`LossModule`, wrapped in DDP under torchrun (whose forward does the gradient
-    all-reduce bookkeeping). A step is applied only if the loss and every gradient are
-    finite (on every rank); otherwise it is skipped.
+    ``model`` is the :class:`LossModule` (a bare model gets the objective of ``config``),
+    wrapped in DDP under torchrun (whose forward does the gradient all-reduce bookkeeping).
+    A step is applied only if the loss and every gradient are finite (on every rank);
+    otherwise it is skipped.
     """
 
     def __init__(
@@ -75,10 +83,12 @@ class Stepper:
         t = config.train
         self.optimizer, self.config = optimizer, config
         self.world = world or World(device=device)
+        if not isinstance(model, LossModule):
+            model = LossModule(model, build_objective(config, model), t.samples)
+            if any(True for _ in model.objective.parameters()):  # not in the optimizer
+                raise TypeError("Stepper: build the LossModule (and its optimizer) first")
         self.params = [p for p in model.parameters() if p.requires_grad]
-        # The model's default objective resolved (m2), with --free-bits bound in.
-        objective = with_free_bits(get_objective(resolve(config).train.objective), config)
-        self.model = self.world.wrap(LossModule(model, objective, t.samples))
+        self.model = self.world.wrap(model)
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
         amp = device.type == "cuda" and t.precision != "fp32"
@@ -90,7 +100,7 @@ class Stepper:
         # dynamic=False: an epoch's smaller last batch gets its own static graph. With automatic
         # dynamic shapes it would replace the full-batch graph by a dynamic-shape one that
         # ran 2.6x slower than eager on CPU (measured: epoch 2 of the reference VAE).
-        declined = compile_declined(model, device) if t.compile else None
+        declined = compile_declined(model.model, device) if t.compile else None
         if declined:
             warnings.warn(f"--compile: declined, {declined}; training eager", stacklevel=2)
         compiled = t.compile and not declined

@@ -59,7 +59,7 @@ class Explorer:
         self.labels = data.test_y[: len(self.images)] if data.test_y is not None else None
         self.dataset = data.name
         self.class_names = list(data.class_names or [])
-        self.is_ae = cfg.model.model == "ae"  # no posterior spread, no prior to sample from
+        self.is_ae = not (model.has_posterior and model.has_prior)  # no spread, no p(z)
         self.conditional = bool(getattr(model, "uses_labels", False))
         if self.conditional and not self.class_names:
             self.class_names = [str(i) for i in range(model.num_classes)]
