@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,10 @@ def test_the_run_is_opened_once_for_a_repeated_command(digits_run, tmp_path, mon
     opened = []  # reads of a run folder from disk (open_run passes a Run through)
     real = api.read_run
     monkeypatch.setattr(api, "read_run", lambda *a: opened.append(a) or real(*a))
-    assert main(["traverse", str(digits_run), "--index", "0", "1", "--dims", "2"]) == 0
+    run = shutil.copytree(digits_run, tmp_path / "run")  # the shared run's outputs/ stay empty
+    assert main(["traverse", str(run), "--index", "0", "1", "--dims", "2"]) == 0
     assert len(opened) == 1
-    assert (digits_run / "outputs" / "traverse-0.png").is_file()
+    assert (run / "outputs" / "traverse-0.png").is_file()
 
 
 def test_sample_npy_is_not_replaced_without_overwrite(digits_run, tmp_path, capsys):
