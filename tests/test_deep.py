@@ -260,6 +260,8 @@ def test_every_vae_command_works_on_a_deep_run(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--batch-size", "64",
                  "--progress", "false", "--out", str(run), *flags]) == 0  # fmt: skip
     assert (run / "report.html").stat().st_size > 10_000
+    # the heading names the hierarchy, not --arch/--latent-dim, which a deep run ignores
+    assert "deep widths 8,8, latent groups 1,2 of 2 channels" in (run / "report.html").read_text()
     npy = tmp_path / "s.npy"
     assert main(["sample", str(run), "-n", "5", "--group-temperature", "0,0,0",
                  "--out", str(tmp_path / "s.png"), "--npy", str(npy)]) == 0  # fmt: skip
@@ -273,6 +275,8 @@ def test_every_vae_command_works_on_a_deep_run(tmp_path, capsys):
     assert result["images"] == 30 and math.isfinite(result["nll_nats"])
     assert result["health"]["latent_dim"] == 32  # the top group: 2 channels x 4 x 4
     assert len(result["kl_per_group"]) == 3 and min(result["kl_per_group"]) >= 0
+    shown = capsys.readouterr().out.split("KL per group, top first")[1].split("\n")[0].split()
+    assert [float(v) for v in shown] == [round(v, 2) for v in result["kl_per_group"]]
     for argv in (
         ["reconstruct", "-n", "8"],
         ["similar", "--index", "3", "-n", "4"],

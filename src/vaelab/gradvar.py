@@ -119,49 +119,65 @@ def gradient_stats(
             baseline = [p for p in objective.parameters() if p.requires_grad]
             if baseline:  # a learned baseline b(x): its own group
                 groups["estimator"] = baseline
-            s1 = {g: 0.0 for g in groups}
-            s2 = {g: 0.0 for g in groups}
-            elapsed = 0.0
-            objective(model, x, samples=samples)[0].backward()  # untimed: first-call allocations
-            for _ in range(draws):
-                model.zero_grad(set_to_none=True)
-                objective.zero_grad(set_to_none=True)
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                loss, _ = objective(model, x, samples=samples)
-                loss.backward()
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                elapsed += time.perf_counter() - t0
-                for g, params in groups.items():
-                    vec = torch.cat(
-                        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                         for p in params]
-                    ).double()  # fmt: skip
-                    s1[g] = s1[g] + vec
-                    s2[g] = s2[g] + vec * vec
-            results[name] = {"seconds": elapsed / draws, "groups": {}}
-            for g in groups:
-                m = s1[g] / draws
-                var = ((s2[g] / draws - m * m) * draws / (draws - 1)).clamp_min(0.0)
-                total = float(var.sum())
-                # E||m_hat||^2 = ||m||^2 + variance / draws: without the correction a noisy
-                # estimator's |mean| (and SNR) would sit at the noise floor 1/sqrt(draws).
-                norm = math.sqrt(max(float(m.square().sum()) - total / draws, 0.0))
-                m2 = (m.square() - var / draws).clamp_min(0.0)
-                live = var > 0
-                coord = (m2[live] / var[live]).sqrt().mean() if live.any() else torch.nan
-                results[name]["groups"][g] = {
-                    "mean_norm": norm,
-                    "variance": total,
-                    "snr": norm / math.sqrt(total) if total > 0 else math.inf,
-                    "snr_coord": float(coord),
-                }
+            s1, s2, elapsed = _gradient_moments(model, objective, groups, x, draws, samples)
+            results[name] = {
+                "seconds": elapsed / draws,
+                "groups": {g: _group_stats(s1[g], s2[g], draws) for g in groups},
+            }
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return results
+
+
+def _gradient_moments(
+    model: torch.nn.Module, objective: Objective, groups: dict[str, list[torch.Tensor]],
+    x: torch.Tensor, draws: int, samples: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:  # fmt: skip
+    """Sums of ``draws`` gradient estimates and of their squares per parameter group
+    (float64), and the seconds the estimates took (forward + backward only)."""
+    s1: dict[str, Any] = {g: 0.0 for g in groups}
+    s2: dict[str, Any] = {g: 0.0 for g in groups}
+    elapsed = 0.0
+    objective(model, x, samples=samples)[0].backward()  # untimed: first-call allocations
+    for _ in range(draws):
+        model.zero_grad(set_to_none=True)
+        objective.zero_grad(set_to_none=True)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss, _ = objective(model, x, samples=samples)
+        loss.backward()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        elapsed += time.perf_counter() - t0
+        for g, params in groups.items():
+            vec = torch.cat(
+                [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                 for p in params]
+            ).double()  # fmt: skip
+            s1[g] = s1[g] + vec
+            s2[g] = s2[g] + vec * vec
+    return s1, s2, elapsed
+
+
+def _group_stats(s1: torch.Tensor, s2: torch.Tensor, draws: int) -> dict[str, float]:
+    """Mean norm, total variance and SNRs of one group from the sums of ``draws`` estimates."""
+    m = s1 / draws
+    var = ((s2 / draws - m * m) * draws / (draws - 1)).clamp_min(0.0)
+    total = float(var.sum())
+    # E||m_hat||^2 = ||m||^2 + variance / draws: without the correction a noisy
+    # estimator's |mean| (and SNR) would sit at the noise floor 1/sqrt(draws).
+    norm = math.sqrt(max(float(m.square().sum()) - total / draws, 0.0))
+    m2 = (m.square() - var / draws).clamp_min(0.0)
+    live = var > 0
+    coord = (m2[live] / var[live]).sqrt().mean() if live.any() else torch.nan
+    return {
+        "mean_norm": norm,
+        "variance": total,
+        "snr": norm / math.sqrt(total) if total > 0 else math.inf,
+        "snr_coord": float(coord),
+    }
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

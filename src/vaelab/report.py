@@ -27,6 +27,7 @@ from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import dim_scores
+from vaelab.models import MODELS
 from vaelab.plots import png_bytes, save_figure, training_curves
 from vaelab.runs import Run
 from vaelab.train import run as runfs
@@ -254,4 +255,4 @@ def write_report(
 
 def cfg_line(config: Config) -> str:
     m, d = config.model, config.data
-    return f"{m.model} {m.arch} latent {m.latent_dim}, {m.likelihood}, on {d.dataset}"
+    return f"{MODELS[m.model].describe(m)}, {m.likelihood}, on {d.dataset}"

@@ -84,6 +84,9 @@ def evaluate(job: dict[str, Any], result: dict, first: bool) -> None:
 
     for name, key in EVALUATION_ROWS:
         print(f"{name.format(samples=result['samples']):<32}{result[key]:>12.3f}")
+    if "kl_per_group" in result:  # deep: which latent groups carry information
+        groups = "  ".join(f"{v:.2f}" for v in result["kl_per_group"])
+        print(f"{'  KL per group, top first':<32}{groups}")
     print_extras(result)
     print(f"{result['images']} test images, {result['seconds_nll']:.1f} s for the NLL; wrote "
           + ", ".join(result["files"]))  # fmt: skip

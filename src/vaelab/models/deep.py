@@ -113,6 +113,14 @@ class DeepVAE(VAE):
     any_estimator = False  # one reparameterized draw per latent group inside forward
     default_ema = 0.999  # VDVAE/NVAE evaluate and sample with a weight average
 
+    @classmethod
+    def describe(cls, cfg: ModelConfig) -> str:
+        """--arch, --hidden and --latent-dim do not apply: the hierarchy's own options."""
+        widths = ",".join(map(str, cfg.deep_widths))
+        groups = ",".join(map(str, cfg.deep_groups))
+        return (f"deep widths {widths}, latent groups {groups} of {cfg.group_channels} "
+                "channels per resolution")  # fmt: skip
+
     def __init__(
         self,
         image_shape: tuple[int, int, int],

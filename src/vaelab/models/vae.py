@@ -62,6 +62,11 @@ class VAE(nn.Module):
         self.latent_dim = prior.latent_dim
 
     @classmethod
+    def describe(cls, cfg: ModelConfig) -> str:
+        """The model of ``cfg`` in a few words, for titles (the report's heading)."""
+        return f"{cfg.model} {cfg.arch} latent {cfg.latent_dim}"
+
+    @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
         likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior

@@ -170,7 +170,8 @@ class App:
 
 
 def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
-    """A request-handler class answering with its server's ``app``; logs to ``log``."""
+    """A request-handler class answering with its server's ``app``; logs to ``log``. Its
+    length is the class body (nine short methods closing over ``log``), not one procedure."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "vaelab-serve"
