@@ -58,7 +58,7 @@ CASES = {
     },
     # Not run unless named in --cases: vaelab on one thread (OMP_NUM_THREADS=1) against the
     # minimal loop on the default threads. Small convolutions ran several times faster on
-    # one thread than on two in the quality classifier (evaluate/quality.py); whether the
+    # one thread than on two in the quality classifier (evaluation/quality.py); whether the
     # conv VAE does too can only be told on a quiet machine.
     "conv-1thread": {
         "dataset": "mnist-5k", "arch": "conv", "env": {"OMP_NUM_THREADS": "1"},

@@ -31,11 +31,11 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare, to_unit
-from vaelab.evaluate.nll import test_bound
-from vaelab.gradvar import format_table, gradient_stats, plot_stats
+from vaelab.evaluation.nll import test_bound
+from vaelab.gradient_variance import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
 from vaelab.objectives import build_objective
-from vaelab.train.step import LossModule, Stepper, make_optimizer
+from vaelab.training.step import LossModule, Stepper, make_optimizer
 
 PARTS = {
     "gaussian": {

@@ -38,9 +38,9 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.plots import save_grid
 from vaelab.samplers import sample_with
-from vaelab.train.checkpoint import CHECKPOINT
-from vaelab.train.loop import fit
-from vaelab.train.run import read_metrics
+from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.loop import fit
+from vaelab.training.run import read_metrics
 
 BASE = {"dataset": "fashion-mnist", "binarize": "dynamic", "hidden": "300,300", "latent_dim": 40,
         "likelihood": "bernoulli", "progress": False, "report": False}  # fmt: skip

@@ -26,7 +26,7 @@ from vaelab.config import Config, validate, with_overrides
 from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare
 from vaelab.models import build_model
-from vaelab.train.step import Stepper, make_optimizer
+from vaelab.training.step import Stepper, make_optimizer
 
 
 def sync(device: torch.device) -> None:

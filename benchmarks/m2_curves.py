@@ -1,7 +1,7 @@
 """M2's classifier during training: test accuracy vs step, and what drives it.
 
 Trains M2 (the model and objective of ``vaelab train --model m2 --objective m2``, with
-the same labelled stream from :func:`vaelab.train.labels.labelled_stream`, Adam, batches of
+the same labelled stream from :func:`vaelab.training.labels.labelled_stream`, Adam, batches of
 128) and every ``--every`` steps records, on the first ``--test`` test images:
 
 - ``test_acc``: accuracy of argmax q(y|x) (what ``vaelab classify`` reports);
@@ -35,7 +35,7 @@ from vaelab.models.cvae import CVAE
 from vaelab.models.m2 import M2
 from vaelab.objectives import build_objective
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.labels import labelled_stream, prepare_labels
+from vaelab.training.labels import labelled_stream, prepare_labels
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -2,7 +2,7 @@
 
 For each case (the same two as cli_epoch.py: the reference MLP VAE on Fashion-MNIST, the
 conv VAE ``--hidden 32,64 --latent-dim 16`` on mnist-5k) it builds vaelab's own step (the
-model, objective and fused-Adam :class:`~vaelab.train.loop.Stepper` that ``vaelab train``
+model, objective and fused-Adam :class:`~vaelab.training.loop.Stepper` that ``vaelab train``
 builds, fed batches exactly as fit() prepares them) and the hand-written step of
 benchmarks/cli_epoch.py, and reports for each:
 
@@ -65,15 +65,15 @@ STEP = "profile_step.step"
 
 def _training_parts():
     """(Stepper, make_optimizer, beta_at) wherever this version of vaelab keeps them (the
-    step moved from train/loop.py to train/step.py, beta_at to train/schedule.py)."""
+    step moved from training/loop.py to training/step.py, beta_at to training/schedule.py)."""
     try:
-        from vaelab.train.step import Stepper, make_optimizer
+        from vaelab.training.step import Stepper, make_optimizer
     except ImportError:
-        from vaelab.train.loop import Stepper, make_optimizer
+        from vaelab.training.loop import Stepper, make_optimizer
     try:
-        from vaelab.train.schedule import beta_at
+        from vaelab.training.schedule import beta_at
     except ImportError:
-        from vaelab.train.loop import beta_at
+        from vaelab.training.loop import beta_at
     return Stepper, make_optimizer, beta_at
 
 
@@ -85,7 +85,7 @@ def vaelab_step(case: str, dataset: str | None = None):
     from vaelab.config import Config, resolve, validate, with_overrides
     from vaelab.data import dataset_for
     from vaelab.data.prepare import epoch_permutation, prepare
-    from vaelab.train.load import build_run_model
+    from vaelab.training.load import build_run_model
 
     Stepper, make_optimizer, beta_at = _training_parts()
     spec = CASES[case]

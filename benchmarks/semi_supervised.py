@@ -23,11 +23,11 @@ import torch
 
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.api import open_run
-from vaelab.classify import evaluate_classifier
+from vaelab.classifier import evaluate_classifier
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 RESULTS = Path(__file__).parent / "results"
 

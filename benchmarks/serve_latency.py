@@ -35,7 +35,7 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.api import open_run
 from vaelab.config import Config, with_overrides
 from vaelab.explore import decode_mean
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,9 +31,9 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare
-from vaelab.evaluate.nll import log_likelihood
+from vaelab.evaluation.nll import log_likelihood
 from vaelab.models import build_model
-from vaelab.train.step import Stepper, make_optimizer
+from vaelab.training.step import Stepper, make_optimizer
 
 
 class MinimalVAE(nn.Module):

@@ -44,8 +44,8 @@ def small_config(**overrides) -> Config:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A VAE trained for 15 epochs on digits; shared by read-only tests."""
-    from vaelab.report import RUN_DRAWINGS
-    from vaelab.train.loop import fit
+    from vaelab.html_report import RUN_DRAWINGS
+    from vaelab.training.loop import fit
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     torch.manual_seed(0)

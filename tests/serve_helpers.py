@@ -27,7 +27,7 @@ MNIST_RUN = {"dataset": "mnist-5k", "hidden": "256", "latent_dim": 8, "epochs": 
 
 def trained_run(base: Path, name: str, **overrides) -> Path:
     """Train ``name`` under ``base`` once per test session (both test files reuse it)."""
-    from vaelab.train.loop import fit
+    from vaelab.training.loop import fit
 
     out = base / name
     if not (out / "checkpoint.safetensors").is_file():

@@ -16,10 +16,10 @@ from vaelab.runs import Run
 def test_every_command_is_a_function_of_the_package_not_a_module():
     # vaelab.classify/report/gradvar/complete/evaluate/train are also submodules: importing
     # them must not turn vaelab.<command> into the module.
-    import vaelab.classify
-    import vaelab.complete
-    import vaelab.gradvar
-    import vaelab.report
+    import vaelab.classifier
+    import vaelab.completion
+    import vaelab.gradient_variance
+    import vaelab.html_report
 
     for command in COMMANDS:
         name = command.replace("-", "_")

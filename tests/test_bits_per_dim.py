@@ -1,4 +1,4 @@
-"""bits/dim over 8-bit values through the whole evaluation path (vaelab.evaluate.nll).
+"""bits/dim over 8-bit values through the whole evaluation path (vaelab.evaluation.nll).
 
 A uniform model puts 1/256 on every value, so its NLL is exactly 8 bits per sub-pixel:
 the reference is log2(256), not anything the code computes.
@@ -14,9 +14,9 @@ from single_thread import one_thread
 from vaelab.api import evaluate
 from vaelab.cli import main
 from vaelab.config import Config, with_overrides
-from vaelab.evaluate.nll import evaluate_model
+from vaelab.evaluation.nll import evaluate_model
 from vaelab.models import build_model
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 
 def _uniform_dmol_vae(shape: tuple[int, int, int]) -> nn.Module:

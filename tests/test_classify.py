@@ -13,10 +13,10 @@ import vaelab
 from conftest import small_config
 from single_thread import one_thread
 from vaelab.api import load_test_images
-from vaelab.classify import baseline_network, confusion_matrix, evaluate_classifier
+from vaelab.classifier import baseline_network, confusion_matrix, evaluate_classifier
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

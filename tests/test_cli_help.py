@@ -142,7 +142,7 @@ def test_config_fields_are_all_documented():
     assert missing == [] and Config() is not None
 
 
-@pytest.mark.parametrize("registry", [("vaelab.complete", "NOPE")])
+@pytest.mark.parametrize("registry", [("vaelab.completion", "NOPE")])
 def test_registry_names_refuses_what_it_cannot_read(registry):
     with pytest.raises(AssertionError):
         registry_names(*registry)

@@ -10,8 +10,8 @@ import torch
 from vaelab.cli.common import one_line_warnings
 from vaelab.config import Config, with_overrides
 from vaelab.models import build_model
-from vaelab.train.options import compile_declined
-from vaelab.train.step import Stepper, make_optimizer
+from vaelab.training.options import compile_declined
+from vaelab.training.step import Stepper, make_optimizer
 
 
 def test_warnings_become_one_line_each(capsys):

@@ -27,7 +27,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from single_thread import one_thread
-from vaelab.evaluate.nll import log_likelihood
+from vaelab.evaluation.nll import log_likelihood
 from vaelab.likelihoods import GaussianFixed
 from vaelab.models.deep import DeepVAE, GroupBlock
 
@@ -232,8 +232,8 @@ def test_resume_with_ema_is_bit_for_bit(tmp_path):
     """2 epochs == 1 epoch, then --resume for 1 more: weights, Adam state and the weight
     average (default --ema 0.999 for deep, with its step count) all equal."""
     from conftest import small_config
-    from vaelab.train.checkpoint import load_checkpoint
-    from vaelab.train.loop import fit
+    from vaelab.training.checkpoint import load_checkpoint
+    from vaelab.training.loop import fit
 
     full = fit(small_config(epochs=2, **TINY), tmp_path / "full")
     half = fit(small_config(epochs=1, **TINY), tmp_path / "half")

@@ -24,9 +24,9 @@ import torch
 from conftest import small_config
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.train.checkpoint import load_checkpoint
-from vaelab.train.distributed import World, check_batch
-from vaelab.train.loop import fit
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.distributed import World, check_batch
+from vaelab.training.loop import fit
 
 FLAGS = {"dataset": "digits", "hidden": "32", "latent_dim": 4, "batch_size": 64,
          "progress": False, "report": False, "device": "cpu"}  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vaelab.cli import main
-from vaelab.evaluate.quality import FEATURES, MIN_ACCURACY, MIN_IMAGES, quality_caveat
+from vaelab.evaluation.quality import FEATURES, MIN_ACCURACY, MIN_IMAGES, quality_caveat
 
 
 def test_thresholds():

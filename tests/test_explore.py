@@ -10,7 +10,7 @@ from tests.conftest import small_config
 from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
-from vaelab.evaluate import nll
+from vaelab.evaluation import nll
 from vaelab.explore import (
     dim_scores,
     embed,
@@ -29,7 +29,7 @@ from vaelab.pictures import latent_plot
 @pytest.fixture(scope="module")
 def digits_2d(tmp_path_factory):
     """A VAE with a 2-D latent on digits (about 2 s)."""
-    from vaelab.train.loop import fit
+    from vaelab.training.loop import fit
 
     out = tmp_path_factory.mktemp("runs") / "digits2d"
     return fit(small_config(latent_dim=2, epochs=4, hidden="64"), out)
@@ -149,8 +149,8 @@ def test_manifold_grid_decodes_the_prior_quantiles(digits_2d, digits_run):
 def test_other_latents_rank_dims_and_report(tmp_path, options, kind):
     """Gamma-Gamma has a closed-form KL per dimension; a mixture prior does not factorize,
     so dimensions are ranked by their activity Var_x E_q[z_d] instead."""
-    from vaelab.report import write_report
-    from vaelab.train.loop import fit
+    from vaelab.html_report import write_report
+    from vaelab.training.loop import fit
 
     run = fit(small_config(epochs=1, **options), tmp_path / "run")
     model = load(run)

@@ -21,10 +21,10 @@ from conftest import small_config
 from vaelab.cli import main
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.train import step
-from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
-from vaelab.train.loop import fit
-from vaelab.train.run import read_metrics
+from vaelab.training import step
+from vaelab.training.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.training.loop import fit
+from vaelab.training.run import read_metrics
 
 TRAIN = ["--dataset=digits", "--hidden=32", "--latent-dim=4", "--epochs=2", "--batch-size=16",
          "--checkpoint-every=3", "--binarize=dynamic", "--progress=false", "--report=false",

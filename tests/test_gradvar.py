@@ -16,13 +16,13 @@ from vaelab.data import dataset_for
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
 from vaelab.estimators import ScoreBaseline, build_estimator
-from vaelab.evaluate import nll
-from vaelab.gradvar import gradient_stats
+from vaelab.evaluation import nll
+from vaelab.gradient_variance import gradient_stats
 from vaelab.models import build_model
 from vaelab.objectives import Objective, build_objective, elbo
-from vaelab.train.load import read_estimator
-from vaelab.train.loop import fit
-from vaelab.train.run import read_metrics
+from vaelab.training.load import read_estimator
+from vaelab.training.loop import fit
+from vaelab.training.run import read_metrics
 
 
 @pytest.mark.parametrize(

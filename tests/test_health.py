@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from vaelab.data import load_dataset
-from vaelab.evaluate.health import latent_health
+from vaelab.evaluation.health import latent_health
 from vaelab.likelihoods import build_likelihood
 from vaelab.models.vae import VAE
 from vaelab.priors import MixturePrior, StandardNormalPrior

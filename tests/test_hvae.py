@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from vaelab.evaluate.nll import log_likelihood
+from vaelab.evaluation.nll import log_likelihood
 from vaelab.likelihoods import GaussianFixed
 from vaelab.models.hvae import HVAE
 from vaelab.objectives import elbo

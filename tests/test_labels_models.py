@@ -20,9 +20,9 @@ from vaelab.models import CVAE, M2
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.objectives import ClassLoss, Objective, build_objective
 from vaelab.objectives import m2 as m2_objective
-from vaelab.train.labels import hide_labels, labelled_stream, prepare_labels
-from vaelab.train.loop import fit
-from vaelab.train.step import LossModule
+from vaelab.training.labels import hide_labels, labelled_stream, prepare_labels
+from vaelab.training.loop import fit
+from vaelab.training.step import LossModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -248,7 +248,7 @@ def test_cvae_log_likelihood_enumerates_the_classes(cvae_run, digits):
     gap is small here (~0.1 nats: a 4-latent CVAE's class bounds are nearly tight), so the
     bound is averaged over 100 draws too (its noise ~0.015 nats on 200 images)."""
     import vaelab
-    from vaelab.evaluate.nll import test_bound
+    from vaelab.evaluation.nll import test_bound
     from vaelab.objectives import logmeanexp
 
     model = vaelab.load(cvae_run)

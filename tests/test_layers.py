@@ -19,24 +19,24 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("parts", ("vaelab.nn", "vaelab.likelihoods", "vaelab.latents", "vaelab.priors")),
     ("models", ("vaelab.models",)),
     ("objectives", ("vaelab.objectives", "vaelab.estimators")),
-    ("training", ("vaelab.train",)),
+    ("training", ("vaelab.training",)),
     (
         "evaluation",
         (
-            "vaelab.evaluate",
+            "vaelab.evaluation",
             "vaelab.explore",
             "vaelab.generate",
             "vaelab.samplers",
-            "vaelab.complete",
+            "vaelab.completion",
             "vaelab.completion_eval",
             "vaelab.chains",
-            "vaelab.report",
+            "vaelab.html_report",
             "vaelab.plots",
             "vaelab.pictures",
             "vaelab.aevae",
-            "vaelab.classify",
+            "vaelab.classifier",
             "vaelab.labels",
-            "vaelab.gradvar",
+            "vaelab.gradient_variance",
         ),
     ),
     ("api", ("vaelab.api", "vaelab.api_pictures", "vaelab.api_studies", "vaelab.api_tasks")),
@@ -159,9 +159,9 @@ def test_no_new_import_cycle_and_the_known_list_only_shrinks() -> None:
 def test_the_checker_sees_function_level_and_relative_imports() -> None:
     # The checker must not be blind to the imports issue 13 is about.
     sources = package_sources()
-    probe = "def f():\n    from vaelab.api import load\n    from ..train import loop\n"
+    probe = "def f():\n    from vaelab.api import load\n    from ..training import loop\n"
     sources["vaelab.models._probe"] = (probe, False)
-    assert {"vaelab.api", "vaelab.train", "vaelab.train.loop"} <= imports_of(
+    assert {"vaelab.api", "vaelab.training", "vaelab.training.loop"} <= imports_of(
         probe, "vaelab.models._probe", False
     )
     found = upward_imports(sources)
@@ -173,5 +173,5 @@ def test_the_checker_sees_function_level_and_relative_imports() -> None:
     ) == {frozenset({"a", "b"})}
     assert {
         ("vaelab.models._probe", "vaelab.api"),
-        ("vaelab.models._probe", "vaelab.train.loop"),
+        ("vaelab.models._probe", "vaelab.training.loop"),
     } <= found

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from vaelab.evaluate.nll import (
+from vaelab.evaluation.nll import (
     images_fingerprint,
     log_likelihood,
     paired_difference,
@@ -130,7 +130,7 @@ def test_a_dynamically_binarized_run_is_evaluated_on_the_same_images_twice(tmp_p
     values pair), and it is not that of the grey-level test images."""
     import vaelab
     from conftest import small_config
-    from vaelab.train.loop import fit
+    from vaelab.training.loop import fit
 
     run = fit(small_config(binarize="dynamic", epochs=1), tmp_path / "dyn")
     a = vaelab.evaluate(run, samples=2, limit=30, extras=False)

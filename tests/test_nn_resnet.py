@@ -9,11 +9,11 @@ from conftest import small_config
 from single_thread import one_thread
 from vaelab import load
 from vaelab.data import load_dataset
-from vaelab.evaluate import nll
+from vaelab.evaluation import nll
 from vaelab.models import build_model
 from vaelab.nn import build_bodies
 from vaelab.nn.resnet import ResBlock
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 20, 24), (3, 7, 13)])

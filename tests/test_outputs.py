@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from vaelab.html_report import _metrics_table
 from vaelab.plots import grid_array, save_figure, traversal_figure
-from vaelab.report import _metrics_table
 
 
 def vaelab(*args):
@@ -110,7 +110,7 @@ class _Terminal(io.StringIO):
 
 def test_long_steps_show_progress_on_a_terminal_only(digits_run, monkeypatch):
     from vaelab.api import load, load_test_images
-    from vaelab.evaluate.nll import log_likelihood
+    from vaelab.evaluation.nll import log_likelihood
     from vaelab.samplers import fit_gmm
 
     model = load(digits_run)

@@ -134,7 +134,7 @@ def test_report_pictures_are_the_commands_pictures(digits_run, tmp_path):
 def test_report_manifold_is_latent_plots(tmp_path):
     from vaelab.api import load
     from vaelab.pictures import manifold
-    from vaelab.train.loop import fit
+    from vaelab.training.loop import fit
 
     torch.manual_seed(0)
     run = fit(small_config(latent_dim=2, epochs=1), tmp_path / "run")

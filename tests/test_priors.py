@@ -104,7 +104,7 @@ def test_learned_prior_trains_saves_and_reloads(tmp_path, prior, model):
     from tests.conftest import small_config
 
     import vaelab
-    from vaelab.train.loop import fit
+    from vaelab.training.loop import fit
 
     torch.manual_seed(0)
     cfg = small_config(prior=prior, prior_components=6, epochs=1, model=model, z1_dim=4)

@@ -30,7 +30,7 @@ def test_minimal_loop_bodies_have_vaelabs_parameter_count():
     """The hand-written loop profiled against vaelab uses the same layers: the same number
     of parameters as vaelab's own bodies, for both cases."""
     from vaelab.config import Config, resolve, with_overrides
-    from vaelab.train.load import build_run_model
+    from vaelab.training.load import build_run_model
 
     for case, spec in profile_step.CASES.items():
         config = resolve(with_overrides(Config(), spec["overrides"], "t"))

@@ -11,7 +11,7 @@ import torch
 from scipy import linalg
 
 from vaelab.data import load_dataset
-from vaelab.evaluate.quality import (
+from vaelab.evaluation.quality import (
     _logits_and_features,
     frechet_distance,
     load_classifier,

@@ -64,7 +64,7 @@ def _shrink(fit):
 
 @pytest.fixture
 def readme_folder(tmp_path, monkeypatch):
-    loop = importlib.import_module("vaelab.train.loop")
+    loop = importlib.import_module("vaelab.training.loop")
     api = importlib.import_module("vaelab.api")
     small_fit = _shrink(loop.fit)
     monkeypatch.setattr(loop, "fit", small_fit)

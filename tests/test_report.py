@@ -18,7 +18,7 @@ from tests.conftest import small_config
 from vaelab.aevae import box_coverage, judge_by_classifier, judge_by_reconstruction
 from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import to_unit
-from vaelab.report import CURVES_PNG, REPORT, SECTIONS, write_curves
+from vaelab.html_report import CURVES_PNG, REPORT, SECTIONS, write_curves
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -111,7 +111,7 @@ def test_judge_accepts_data_and_rejects_noise(digits_run):
 
 
 def test_classifier_judge_is_per_point_knn_precision(digits_run):
-    from vaelab.evaluate.quality import load_classifier, precision_recall
+    from vaelab.evaluation.quality import load_classifier, precision_recall
 
     run = open_run(digits_run)
     model = run.model
@@ -180,8 +180,8 @@ def test_cli_error_is_one_line_in_a_subprocess(tmp_path):
 
 
 def test_report_of_a_2d_autoencoder_has_notes_and_manifold_only_for_vae(tmp_path):
-    from vaelab.report import write_report
-    from vaelab.train.loop import fit
+    from vaelab.html_report import write_report
+    from vaelab.training.loop import fit
 
     run = fit(small_config(model="ae", latent_dim=2, epochs=1), tmp_path / "ae")
     page = write_report(run).read_text()

@@ -12,9 +12,9 @@ from safetensors.torch import save as st_save
 import vaelab
 from conftest import small_config
 from single_thread import one_thread
-from vaelab.train.checkpoint import CHECKPOINT, checkpoint_digest, load_checkpoint
-from vaelab.train.load import read_estimator
-from vaelab.train.loop import fit
+from vaelab.training.checkpoint import CHECKPOINT, checkpoint_digest, load_checkpoint
+from vaelab.training.load import read_estimator
+from vaelab.training.loop import fit
 
 OPTS = {"estimator": "score-baseline", "learned_baseline": True, "binarize": "dynamic"}
 STEPS_PER_EPOCH = 26  # 1,617 digits training images in batches of 64 (small_config)

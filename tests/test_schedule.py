@@ -1,4 +1,4 @@
-"""Schedules as pure functions of the step (train/schedule.py) and the loop that applies them:
+"""Schedules as pure functions of the step (training/schedule.py) and the loop that applies them:
 the learning rate against torch's own schedulers, step by step; the rate each training step
 of fit() and of gradvar's training really used; and an interrupted, resumed run equal to an
 uninterrupted one in every checkpoint tensor and metrics value."""
@@ -15,13 +15,13 @@ import torch
 from conftest import small_config
 from vaelab.config import _CHOICES, resolve
 from vaelab.data import load_dataset
-from vaelab.gradvar import during_training
-from vaelab.train import loop
-from vaelab.train.checkpoint import load_checkpoint
-from vaelab.train.loop import fit
-from vaelab.train.run import read_metrics
-from vaelab.train.schedule import LR_SCHEDULES, beta_at, lr_at
-from vaelab.train.step import Stepper
+from vaelab.gradient_variance import during_training
+from vaelab.training import loop
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.loop import fit
+from vaelab.training.run import read_metrics
+from vaelab.training.schedule import LR_SCHEDULES, beta_at, lr_at
+from vaelab.training.step import Stepper
 
 DATA = Path(__file__).parent / "data"
 STEPS_PER_EPOCH = 5  # the first 300 digits in batches of 64: 4 full batches and one of 44

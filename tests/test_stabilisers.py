@@ -15,10 +15,10 @@ from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.terms import Terms
 from vaelab.objectives import elbo
-from vaelab.train.checkpoint import load_checkpoint
-from vaelab.train.ema import WeightAverage
-from vaelab.train.loop import fit
-from vaelab.train.step import Stepper
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.ema import WeightAverage
+from vaelab.training.loop import fit
+from vaelab.training.step import Stepper
 
 DEEP = {"model": "deep", "deep_widths": "8,8", "deep_groups": "1,2", "group_channels": 2,
         "binarize": "dynamic"}  # fmt: skip

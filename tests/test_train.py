@@ -9,8 +9,8 @@ import torch
 import vaelab
 from conftest import needs_fashion, small_config
 from vaelab.errors import VaelabError
-from vaelab.train.checkpoint import load_checkpoint
-from vaelab.train.loop import fit
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.loop import fit
 
 
 def weights(run):
@@ -38,7 +38,7 @@ def test_resume_mid_epoch_checkpoint(tmp_path, monkeypatch):
     schedule's state included)."""
     cfg = small_config(epochs=3, checkpoint_every=5, schedule="cosine")
     full = fit(cfg, tmp_path / "full")
-    from vaelab.train import step
+    from vaelab.training import step
 
     real = step.Stepper.__call__
     calls = {"n": 0}
@@ -179,7 +179,7 @@ def test_kl_warm_up_schedule_reaches_the_steps(tmp_path, monkeypatch):
     0.5 * min(1, s / (1.5 * steps per epoch)) at step s = 0, 1, ... (linear from 0, then
     flat), recorded at the step itself; metrics.jsonl's beta is the value after the epoch.
     Digits: 1,617 training images in batches of 64 = 26 steps per epoch."""
-    from vaelab.train import step
+    from vaelab.training import step
 
     betas = []
     real = step.Stepper.__call__

@@ -36,10 +36,9 @@ __all__ = [
 
 def _api_function(name: str, module_name: str = "vaelab.api") -> property:
     """``vaelab.NAME`` is ``vaelab.api.NAME``, imported on first use: the API imports torch
-    (a second or more), which ``vaelab --help`` must not pay for. ``train``, ``evaluate``,
-    ``classify``, ``complete``, ``gradvar`` and ``report`` are also names of submodules,
-    and importing a submodule rebinds the parent's attribute; the setter ignores that, so
-    ``vaelab.NAME`` stays the function (``from vaelab.report import ...`` still works)."""
+    (a second or more), which ``vaelab --help`` must not pay for. No submodule shares an
+    API function's name (tests/test_package.py), so nothing rebinds these; the setter
+    ignores assignment all the same."""
 
     def get(module: types.ModuleType) -> object:
         import importlib  # deferred: the reason this property exists

@@ -6,7 +6,7 @@ its codes often land in holes and come out malformed. The VAE's KL term packs th
 posteriors against N(0, I), so the same experiment on its space mostly decodes to
 plausible images. The comparison is quantified as the share of ``points`` uniform
 draws over each space's box whose decodings are judged well-formed (see
-:data:`JUDGES`): by the dataset's classifier (vaelab.evaluate.quality) where the data
+:data:`JUDGES`): by the dataset's classifier (vaelab.evaluation.quality) where the data
 has labels, else by the decoder's own reconstruction error.
 """
 
@@ -22,12 +22,12 @@ from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.evaluate.quality import load_classifier
+from vaelab.evaluation.quality import load_classifier
 from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
+from vaelab.html_report import RUN_DRAWINGS
 from vaelab.plots import image_panel, latent_scatter
-from vaelab.report import RUN_DRAWINGS
 from vaelab.runs import Run
-from vaelab.train.loop import fit
+from vaelab.training.loop import fit
 
 
 def train_pair(
@@ -77,7 +77,7 @@ def judge_by_classifier(
     run: Run, decodings: torch.Tensor, data: ImageData, reference: int = 5000, k: int = 3
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Well-formed iff the decoding's features in the dataset's classifier
-    (:func:`vaelab.evaluate.quality.load_classifier`, trained once and cached) fall inside
+    (:func:`vaelab.evaluation.quality.load_classifier`, trained once and cached) fall inside
     the real-data manifold: the union of balls around the features of ``reference`` test
     images, each with radius the distance to its k-th nearest real neighbour (k = 3). The
     share is the k-NN *precision* of Kynkaanniemi et al. (2019), per point."""

@@ -19,13 +19,13 @@ from vaelab.config import Config, config_from_dict, load_config, with_overrides
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
-from vaelab.evaluate.extras import extra_metrics
-from vaelab.evaluate.nll import evaluate_model
-from vaelab.report import RUN_DRAWINGS, write_report
+from vaelab.evaluation.extras import extra_metrics
+from vaelab.evaluation.nll import evaluate_model
+from vaelab.html_report import RUN_DRAWINGS, write_report
 from vaelab.runs import Run, numbered, target
-from vaelab.train.load import read_run
-from vaelab.train.loop import fit
-from vaelab.train.run import CONFIG
+from vaelab.training.load import read_run
+from vaelab.training.loop import fit
+from vaelab.training.run import CONFIG
 
 __all__ = [
     "Run",
@@ -130,9 +130,9 @@ def evaluate(
     json_out: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluate.nll);
+    """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluation.nll);
     with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
-    sample metrics per sampler (see vaelab.evaluate.extras). ``seed`` seeds the draws.
+    sample metrics per sampler (see vaelab.evaluation.extras). ``seed`` seeds the draws.
     ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
     refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
     too. The files written are then listed in ``result["files"]``."""

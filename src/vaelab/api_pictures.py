@@ -176,7 +176,7 @@ def report(
 ) -> Path:  # fmt: skip
     """Write the run's self-contained HTML report (default RUN/report.html, replaced as
     training replaces it); returns its path."""
-    from vaelab.report import write_report
+    from vaelab.html_report import write_report
 
     run = as_run(run, device)
     if run.folder is None:

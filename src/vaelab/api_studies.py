@@ -17,13 +17,13 @@ from vaelab.aevae import train_pair
 from vaelab.api import as_run, load_test_images
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
-from vaelab.evaluate.compare import compare as compare_table
-from vaelab.gradvar import during_training as over_training
-from vaelab.gradvar import gradient_stats, plot_over_training, plot_stats
+from vaelab.evaluation.compare import compare as compare_table
+from vaelab.gradient_variance import during_training as over_training
+from vaelab.gradient_variance import gradient_stats, plot_over_training, plot_stats
 from vaelab.plots import save_figure
 from vaelab.runs import Run, target
-from vaelab.train.load import build_run_model, read_estimator
-from vaelab.train.run import prepare_run_dir
+from vaelab.training.load import build_run_model, read_estimator
+from vaelab.training.run import prepare_run_dir
 
 
 def gradvar(

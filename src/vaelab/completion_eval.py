@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vaelab.complete import complete, downscale, make_mask, project_blocks, upsample
+from vaelab.completion import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.runs import Run

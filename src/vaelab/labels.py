@@ -1,5 +1,5 @@
 """Labels of a trained label-using model (CVAE, M2): naming classes, class grids, labelling
-samples. Hiding labels for training (``--labels-per-class``) is :mod:`vaelab.train.labels`.
+samples. Hiding labels for training (``--labels-per-class``) is :mod:`vaelab.training.labels`.
 
 A class is named on the command line by index (``7``) or by name (``sneaker``, matched
 case-insensitively against the run's class names).

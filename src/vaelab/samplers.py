@@ -26,7 +26,7 @@ from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.explore import posterior_stats
 from vaelab.runs import Run
-from vaelab.train.checkpoint import tensor_digest
+from vaelab.training.checkpoint import tensor_digest
 
 
 @dataclass(frozen=True)

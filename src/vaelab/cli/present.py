@@ -44,7 +44,7 @@ def latent_plot(job: dict[str, Any], result: dict, first: bool) -> None:
 
 
 def gradvar(job: dict[str, Any], result: dict, first: bool) -> None:
-    from vaelab.gradvar import format_table
+    from vaelab.gradient_variance import format_table
 
     for r in result.get("rows", []):
         print(f"after epoch {r['epoch']} (test ELBO {r['test_elbo']:.2f}):")
@@ -80,7 +80,7 @@ EVALUATION_ROWS = (
 
 
 def evaluate(job: dict[str, Any], result: dict, first: bool) -> None:
-    from vaelab.evaluate.extras import print_extras
+    from vaelab.evaluation.extras import print_extras
 
     for name, key in EVALUATION_ROWS:
         print(f"{name.format(samples=result['samples']):<32}{result[key]:>12.3f}")

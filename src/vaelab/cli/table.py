@@ -304,11 +304,11 @@ COMMANDS: dict[str, Command] = {
                 help="super-resolution factor"),
             opt("-n", type=int, default=8, help="completions per input"),
             opt("--steps", type=int, default=50, help="iterations of the chain"),
-            opt("--method", choices=tuple(sorted(registry_names("vaelab.complete", "METHODS"))),
+            opt("--method", choices=tuple(sorted(registry_names("vaelab.completion", "METHODS"))),
                 default="pseudo-gibbs",
                 help="the chain: pseudo-Gibbs (decode, re-encode) or Metropolis-within-Gibbs, "
                 "which accepts each move by the model's joint density"),
-            opt("--fill", choices=tuple(sorted(registry_names("vaelab.complete", "FILLS"))),
+            opt("--fill", choices=tuple(sorted(registry_names("vaelab.completion", "FILLS"))),
                 default="mean",
                 help="pseudo-gibbs: put back E[x_mis|z] (mean) or a draw of p(x_mis|z) "
                 "(sample); mwg always draws"),

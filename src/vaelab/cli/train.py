@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """defaults < the run's saved config (on --resume) < --config file < flags."""
-    from vaelab.train.run import CONFIG  # imports torch: only when training, not for --help
+    from vaelab.training.run import CONFIG  # imports torch: only when training, not for --help
 
     if args.resume and args.out and (Path(args.out) / CONFIG).is_file():
         config = load_config(Path(args.out) / CONFIG)

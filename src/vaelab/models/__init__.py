@@ -23,7 +23,7 @@ def build_model(
     cfg: ModelConfig, image_shape: tuple[int, int, int], m1: nn.Module | None = None
 ) -> nn.Module:
     """A fresh model of ``cfg``; ``m1``: M1+M2's trained VAE (``cfg.m1_run``), which models
-    do not load themselves (see :func:`vaelab.train.load.build_run_model`)."""
+    do not load themselves (see :func:`vaelab.training.load.build_run_model`)."""
     if cfg.model not in MODELS:
         raise unknown_name("--model", cfg.model, MODELS)
     deps = {"m1": m1} if m1 is not None else {}  # only M2's from_config takes it

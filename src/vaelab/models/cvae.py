@@ -157,7 +157,7 @@ class CVAE(VAE):
 
         w_{k,y} = p(x|z_k,y) p(z_k) / q(z_k|x,y), z_k ~ q(z|x,y), estimates p(x|y) without
         bias; with p(y) = 1/C, p(x) = (1/C) sum_y p(x|y) is the plain mean of all K * C of
-        them, so the importance-sampled log p(x) of :mod:`vaelab.evaluate.nll` (a log-mean
+        them, so the importance-sampled log p(x) of :mod:`vaelab.evaluation.nll` (a log-mean
         over every weight it is given) needs nothing else. Costs C decodes per sample.
         """
         t = self.class_terms(x, samples)

@@ -18,13 +18,13 @@ proportion). ``forward(x, K, y)`` takes labels with -1 where hidden (``y=None``:
 hidden) and returns Terms whose recon - kl is L or U per image. The classification loss
 is not the model's: it is a term of the ``m2`` objective (:class:`vaelab.objectives.ClassLoss`,
 alpha / N x the cross-entropy of ``class_logits``), fed every training step by the loop
-with a batch of the labelled images (:class:`vaelab.train.labels.LabelledStream`; Kingma's
+with a batch of the labelled images (:class:`vaelab.training.labels.LabelledStream`; Kingma's
 code puts labelled images in every minibatch): with 100 labels in 60,000 images a uniform
 batch would hold a label once in five steps.
 
 M1+M2 (``m1_run``): ``features`` is the frozen encoder of a trained VAE (M1), x -> E_q[z1|x]
 shaped ``(B, 1, 1, D1)``, and M2 models those features with a Gaussian likelihood. The M1
-model is handed in (``from_config(..., m1=)``, by :func:`vaelab.train.load.build_run_model`):
+model is handed in (``from_config(..., m1=)``, by :func:`vaelab.training.load.build_run_model`):
 a model does not read run folders.
 """
 
@@ -86,7 +86,7 @@ class M2(CVAE):
                     f"or gaussian-pixel, not {cfg.likelihood}"
                 )
             if m1 is None:  # a caller's mistake, not a user's: say where M1 comes from
-                raise TypeError("M1+M2: pass m1= (vaelab.train.load.build_run_model loads it)")
+                raise TypeError("M1+M2: pass m1= (vaelab.training.load.build_run_model loads it)")
             features = M1Features(m1)
             image_shape = (1, 1, m1.latent_dim)
             cfg = replace(cfg, arch="mlp")  # features are vectors: only MLP bodies apply

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from vaelab.api import load_test_images, open_run
-from vaelab.complete import METHODS as COMPLETIONS
+from vaelab.completion import METHODS as COMPLETIONS
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
 from vaelab.explore import INTERPOLATIONS

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from vaelab.complete import METHODS as COMPLETIONS
-from vaelab.complete import complete
+from vaelab.completion import METHODS as COMPLETIONS
+from vaelab.completion import complete
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
 from vaelab.errors import VaelabError, unknown_name

@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, sys.argv[1])  # that commit's tests/, for small_config
 from conftest import small_config
-from vaelab.train import loop
+from vaelab.training import loop
 
 torch.set_num_threads(1)
 real, calls = loop.Stepper.__call__, {"n": 0}

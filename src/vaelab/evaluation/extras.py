@@ -12,8 +12,8 @@ import torch
 from vaelab.data import ImageData
 from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.evaluate.health import latent_health
-from vaelab.evaluate.quality import (
+from vaelab.evaluation.health import latent_health
+from vaelab.evaluation.quality import (
     load_classifier,
     quality_caveat,
     reconstruction_quality,

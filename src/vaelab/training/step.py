@@ -3,7 +3,7 @@
 :class:`LossModule` is the model with its objective, ``(x, beta, y) -> (loss, stats)``, the
 unit DDP wraps; :class:`Stepper` holds what every step reuses (the DDP-wrapped and possibly
 compiled loss, autocast, the fp16 gradient scaler, the parameters) and applies one update.
-:func:`vaelab.train.loop.train_step` is its one caller in training.
+:func:`vaelab.training.loop.train_step` is its one caller in training.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from torch import nn
 
 from vaelab.config import Config
 from vaelab.objectives import build_objective
-from vaelab.train.distributed import World
-from vaelab.train.labels import LabelledStream
-from vaelab.train.options import compile_declined
-from vaelab.train.stabilise import grad_norm
+from vaelab.training.distributed import World
+from vaelab.training.labels import LabelledStream
+from vaelab.training.options import compile_declined
+from vaelab.training.stabilise import grad_norm
 
 
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:

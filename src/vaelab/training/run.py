@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from vaelab.errors import Interrupted, VaelabError
-from vaelab.train.checkpoint import CHECKPOINT, TEMP_PREFIX, TrainState
+from vaelab.training.checkpoint import CHECKPOINT, TEMP_PREFIX, TrainState
 
 CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
 

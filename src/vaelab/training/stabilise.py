@@ -18,7 +18,7 @@ import torch
 from vaelab.config import Config
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
-from vaelab.train.ema import ema_decay
+from vaelab.training.ema import ema_decay
 
 
 def check_stabilisers(config: Config) -> None:

@@ -5,7 +5,7 @@ objective's state, e.g. a gradient estimator's baseline; ``optim/<i>/<key>``; ``
 and, in the safetensors header's string metadata, one JSON document with
 the step, epoch, position in the epoch, config, optimizer hyper-parameters and a
 sha256 of all tensor bytes and of that JSON document (no scheduler state: the learning
-rate is a function of the step, :func:`vaelab.train.schedule.lr_at`). Writing
+rate is a function of the step, :func:`vaelab.training.schedule.lr_at`). Writing
 goes to a temporary file in the same folder, is fsync'ed, then renamed over the old
 one: a crash (even ``kill -9``) or a full disk leaves the previous checkpoint intact,
 and a left-over temporary file is never read. Loading parses only the safetensors

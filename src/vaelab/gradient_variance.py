@@ -38,11 +38,11 @@ from vaelab.estimators import ESTIMATORS, Estimator, ScoreBaseline, build_estima
 from vaelab.latents import FAMILIES
 from vaelab.objectives import Objective
 from vaelab.plots import save_figure
-from vaelab.train.bound import test_bound
-from vaelab.train.distributed import World
-from vaelab.train.loop import train_step
-from vaelab.train.run import resolve_device
-from vaelab.train.session import build_session
+from vaelab.training.bound import test_bound
+from vaelab.training.distributed import World
+from vaelab.training.loop import train_step
+from vaelab.training.run import resolve_device
+from vaelab.training.session import build_session
 
 
 def posterior_name(model: torch.nn.Module) -> str:
@@ -257,7 +257,7 @@ def during_training(
     far) on the first ``batch_size`` test images at initialisation and after each epoch;
     rows ``{"epoch", "test_elbo", "stats"}``.
 
-    The training is ``fit``'s own (:func:`vaelab.train.loop.train_step` on the batches
+    The training is ``fit``'s own (:func:`vaelab.training.loop.train_step` on the batches
     ``fit`` takes, its schedules spanning ``epochs``), in memory: no run folder."""
     t = replace(config.train, epochs=epochs)
     config = replace(config, train=t)

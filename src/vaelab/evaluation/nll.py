@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vaelab.data.prepare import to_unit
 from vaelab.objectives import logmeanexp
-from vaelab.train.bound import test_bound  # the ELBO part of evaluate_model
+from vaelab.training.bound import test_bound  # the ELBO part of evaluate_model
 
 
 def _batches(x: torch.Tensor, batch_size: int):

@@ -26,7 +26,7 @@ from torch import nn
 from vaelab.config import Config
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
-from vaelab.train.checkpoint import drop_legacy
+from vaelab.training.checkpoint import drop_legacy
 
 PREFIX = "ema/"
 

@@ -25,12 +25,12 @@ from vaelab.config import Config, ModelConfig
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
-from vaelab.evaluate.quality import load_classifier
+from vaelab.evaluation.quality import load_classifier
 from vaelab.labels import class_names
 from vaelab.models.m2 import classifier_net
 from vaelab.plots import save_figure
 from vaelab.runs import Run
-from vaelab.train.labels import keep_per_class
+from vaelab.training.labels import keep_per_class
 
 
 def _predict(fn, x: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
@@ -129,7 +129,7 @@ def label_control(
 ) -> dict[str, Any]:
     """Does the model draw the class it is asked for? ``per_class`` images of every label y
     (z ~ p(z), the mean of p(x|z, y)) are classified by the dataset's classifier
-    (:func:`vaelab.evaluate.quality.load_classifier`, trained once and cached). ``accuracy``
+    (:func:`vaelab.evaluation.quality.load_classifier`, trained once and cached). ``accuracy``
     is the share seen as the y asked for: chance is 1/C, and the classifier's own test
     accuracy (``classifier_test_accuracy``) is about the best to expect. ``confusion``:
     rows = label asked for, columns = class seen."""

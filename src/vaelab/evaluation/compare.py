@@ -16,7 +16,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from vaelab.errors import VaelabError
-from vaelab.evaluate.nll import paired_difference
+from vaelab.evaluation.nll import paired_difference
 from vaelab.plots import save_figure
 
 # (column title, function of an evaluation dict -> number or None, format)

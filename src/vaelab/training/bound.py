@@ -1,7 +1,7 @@
 """The test-set bound training reports every epoch (and evaluation reuses): ELBO and terms.
 
 It lives in the training layer because the loop (and data parallel training, which
-all-reduces it) calls it; :mod:`vaelab.evaluate.nll` builds the importance-sampled NLL on it.
+all-reduces it) calls it; :mod:`vaelab.evaluation.nll` builds the importance-sampled NLL on it.
 """
 
 from __future__ import annotations

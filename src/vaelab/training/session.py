@@ -31,8 +31,8 @@ from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare
 from vaelab.errors import VaelabError
 from vaelab.objectives import build_objective
-from vaelab.train import run as runfs
-from vaelab.train.checkpoint import (
+from vaelab.training import run as runfs
+from vaelab.training.checkpoint import (
     CHECKPOINT,
     Checkpoint,
     TrainState,
@@ -41,13 +41,13 @@ from vaelab.train.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
-from vaelab.train.distributed import World, check_batch
-from vaelab.train.ema import WeightAverage, make_average
-from vaelab.train.labels import labelled_stream, prepare_labels
-from vaelab.train.load import build_run_model
-from vaelab.train.options import check_names, check_resume
-from vaelab.train.stabilise import check_stabilisers
-from vaelab.train.step import LossModule, Stepper, make_optimizer
+from vaelab.training.distributed import World, check_batch
+from vaelab.training.ema import WeightAverage, make_average
+from vaelab.training.labels import labelled_stream, prepare_labels
+from vaelab.training.load import build_run_model
+from vaelab.training.options import check_names, check_resume
+from vaelab.training.stabilise import check_stabilisers
+from vaelab.training.step import LossModule, Stepper, make_optimizer
 
 
 @dataclass

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from vaelab.data import ImageData, cache_root
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.train.checkpoint import atomic_write_bytes
+from vaelab.training.checkpoint import atomic_write_bytes
 
 CLASSIFIER_VERSION = 2  # bump when the architecture or training recipe changes
 FEATURES = 128

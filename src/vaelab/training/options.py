@@ -3,7 +3,7 @@ registry (with a "did you mean"), and what ``--resume`` may change.
 
 Options that may change on ``--resume`` (``RESUMABLE``) are how long and how fast to train
 and how to watch it: the run continues as if it had been started with the new values
-(see :func:`vaelab.train.checkpoint.apply_hyperparameters`). Every other option defines the
+(see :func:`vaelab.training.checkpoint.apply_hyperparameters`). Every other option defines the
 model, the data or the sequence of batches and noise already drawn (batch size, seed,
 objective, samples, beta and its warm-up): changing one would make the run neither the old
 one nor a new one, so it is refused, naming each such flag. ``--compile`` is declined

@@ -25,14 +25,14 @@ import vaelab.pictures as pictures
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
-from vaelab.evaluate.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
+from vaelab.evaluation.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
 from vaelab.explore import dim_scores
 from vaelab.models import MODELS
 from vaelab.plots import png_bytes, save_figure, training_curves
 from vaelab.runs import Run
-from vaelab.train import run as runfs
-from vaelab.train.load import read_run
-from vaelab.train.loop import Drawings
+from vaelab.training import run as runfs
+from vaelab.training.load import read_run
+from vaelab.training.loop import Drawings
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (

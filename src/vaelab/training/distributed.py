@@ -39,8 +39,8 @@ import torch
 import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
-from vaelab.train.bound import test_bound
-from vaelab.train.run import resolve_device
+from vaelab.training.bound import test_bound
+from vaelab.training.run import resolve_device
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class World:
         return t
 
     def test_bound(self, model, test_x: torch.Tensor, samples: int) -> dict[str, float]:
-        """The test-set bound of :func:`vaelab.train.bound.test_bound` over every rank's
+        """The test-set bound of :func:`vaelab.training.bound.test_bound` over every rank's
         shard ``test_x``: per-image sums and image counts are all-reduced."""
         if not self.distributed:
             return test_bound(model, test_x, samples=samples)

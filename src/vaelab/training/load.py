@@ -18,9 +18,9 @@ from vaelab.errors import VaelabError
 from vaelab.estimators import Estimator, build_estimator
 from vaelab.models import VAE, build_model
 from vaelab.runs import Run
-from vaelab.train.checkpoint import CHECKPOINT, load_checkpoint
-from vaelab.train.ema import averaged_state
-from vaelab.train.run import resolve_device
+from vaelab.training.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.training.ema import averaged_state
+from vaelab.training.run import resolve_device
 
 
 def read_run(run: str | Path, device: str = "cpu") -> Run:

@@ -14,7 +14,7 @@ A step whose loss or gradient is not finite (or whose gradient norm exceeds
 --skip-threshold) is skipped and counted; --max-bad-steps in a row stop the run with the
 last good checkpoint intact. Resume is exact: the epoch order is a function of (seed,
 epoch), the schedules are functions of the step, and the RNG state is checkpointed. Under
-torchrun the same loop runs in every process with DDP (train/distributed.py). What the
+torchrun the same loop runs in every process with DDP (training/distributed.py). What the
 run folder shows (training curves, end-of-run pictures, report.html) is drawn by the
 evaluation layer through :class:`Drawings` the caller passes: training imports none of it.
 """
@@ -37,11 +37,11 @@ from vaelab.config import Config
 from vaelab.data import ImageData
 from vaelab.data.prepare import epoch_permutation
 from vaelab.errors import VaelabError
-from vaelab.train import run as runfs
-from vaelab.train.checkpoint import CHECKPOINT
-from vaelab.train.distributed import joined
-from vaelab.train.schedule import beta_at, lr_at
-from vaelab.train.session import Session, check_config, run_folder, save, setup
+from vaelab.training import run as runfs
+from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.distributed import joined
+from vaelab.training.schedule import beta_at, lr_at
+from vaelab.training.session import Session, check_config, run_folder, save, setup
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 TALLY = "epoch_tally"  # TrainState.extra key: the interrupted epoch's sums (mid-epoch saves)
@@ -50,7 +50,7 @@ TALLY = "epoch_tally"  # TrainState.extra key: the interrupted epoch's sums (mid
 @dataclass(frozen=True)
 class Drawings:
     """What :func:`fit` draws into the run folder with ``--report`` (rank 0 only). The
-    caller hands it in (``vaelab.report.RUN_DRAWINGS`` for ``vaelab train`` and
+    caller hands it in (``vaelab.html_report.RUN_DRAWINGS`` for ``vaelab train`` and
     ``vaelab.train``): drawing is evaluation-layer code, which training does not import."""
 
     curves: Callable[[Path, float], object]  # (run folder, min seconds between redraws)
@@ -70,7 +70,7 @@ def fit(
     ``drawings``: what ``--report`` draws (None: nothing, whatever ``config.train.report``).
 
     Under ``torchrun`` every process calls this; it trains with DistributedDataParallel
-    (see :mod:`vaelab.train.distributed`: global ``--batch-size``, rank 0 writes).
+    (see :mod:`vaelab.training.distributed`: global ``--batch-size``, rank 0 writes).
     """
     config = check_config(config)  # every value and name, before anything is read or created
     t = config.train
