@@ -18,6 +18,7 @@ import vaelab.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
 from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
+from vaelab.html_report import write_report
 from vaelab.pictures import test_image
 from vaelab.plots import save_figure
 from vaelab.runs import Run, target
@@ -176,8 +177,6 @@ def report(
 ) -> Path:  # fmt: skip
     """Write the run's self-contained HTML report (default RUN/report.html, replaced as
     training replaces it); returns its path."""
-    from vaelab.html_report import write_report
-
     run = as_run(run, device)
     if run.folder is None:
         raise VaelabError("report: needs a run folder (a Run from open_run, or its path)")
