@@ -60,7 +60,9 @@ def test_every_option_of_every_command_has_help_and_its_default_once():
             assert action.help, f"vaelab {name} {flag} has no help"
             text = formatter._get_help_string(action)
             assert text.count("(default") <= 1, f"vaelab {name} {flag}: {text!r}"
-            if action.default not in (None, False) and action.option_strings:
+            # `is`, not `in`: 0 == False, and a default of 0 (--seed) must show too
+            shown = action.default is not None and action.default is not False
+            if shown and action.option_strings and action.nargs != 0:
                 assert "(default" in text, f"vaelab {name} {flag} hides its default"
 
 

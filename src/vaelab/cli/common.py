@@ -22,7 +22,10 @@ class HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "(default" in text
-            or default in (None, False, argparse.SUPPRESS)
+            # identity, not ==: a default of 0 (--seed, --start) is shown; 0 == False
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
             or not action.option_strings
             or action.nargs == 0
         ):
