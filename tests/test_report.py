@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from tests.conftest import small_config
 
@@ -198,3 +199,15 @@ def test_box_coverage_counts_points_near_the_codes():
     far = torch.tensor([[20.0, 20.0], [-5.0, 3.0]])
     assert box_coverage(codes, near) == 1.0 and box_coverage(codes, far) == 0.0
     assert box_coverage(codes, torch.cat([near, far])) == pytest.approx(3 / 5)
+
+
+def test_training_curves_tick_whole_epochs():
+    # Two epochs used to be ticked 1.0, 1.2, ..., 2.0: epochs are counted, not measured.
+    from vaelab.plots import CURVES, training_curves
+
+    keys = {k for _, _, train, test in CURVES for k in (train, test)}
+    fig = training_curves([{"epoch": e, **dict.fromkeys(keys, -100.0 * e)} for e in (1, 2)])
+    FigureCanvasAgg(fig).draw()  # tick positions are decided when drawn
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -21,6 +21,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, PngImagePlugin
 
 from vaelab.version import __version__
@@ -153,6 +154,7 @@ def training_curves(rows: Sequence[dict[str, Any]]) -> Figure:
         ax.plot(epochs, [r[train_key] for r in rows], "o-", color="C0", ms=ms, label="train")
         ax.plot(epochs, [r[test_key] for r in rows], "s-", color="C1", ms=ms, label="test")
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2, 1.4, ...
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Training curves (train: mean over the epoch's batches; test: after it)")
