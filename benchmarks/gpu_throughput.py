@@ -9,6 +9,8 @@ with ``torch.cuda.synchronize()`` around the timed region. Reports the median of
 
     python benchmarks/gpu_throughput.py --device cuda --precisions fp32,bf16,fp16
     python benchmarks/gpu_throughput.py --device cuda --arch conv --hidden 32,64 --compile
+    python benchmarks/gpu_throughput.py --device cuda --dataset cifar10 --model deep \
+        --likelihood dmol --set mixtures=10 --batch-size 64     # the deep model on CIFAR-10
 """
 
 from __future__ import annotations
@@ -77,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--arch", default="mlp")
-    ap.add_argument("--hidden", default="400")
+    ap.add_argument("--hidden", default=None, help="default: the arch's own widths")
+    ap.add_argument("--model", default="vae", help="any vaelab --model, e.g. deep")
+    ap.add_argument("--likelihood", default="bernoulli", help="e.g. dmol for 8-bit colour")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other config field, e.g. mixtures=10 (repeatable)",
+    )
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=30)
@@ -98,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for compiled in [False, True] if args.compile else [False]:
         for precision in precisions:
-            config = with_overrides(Config(), {
-                "arch": args.arch, "hidden": args.hidden, "batch_size": args.batch_size,
-                "precision": precision, "compile": compiled, "device": args.device,
-            }, "gpu_throughput")  # fmt: skip
+            overrides = {
+                "model": args.model, "likelihood": args.likelihood, "arch": args.arch,
+                "batch_size": args.batch_size, "precision": precision, "compile": compiled,
+                "device": args.device, "dataset": args.dataset,
+                **({"hidden": args.hidden} if args.hidden else {}),
+                **dict(kv.split("=", 1) for kv in args.set),
+            }  # fmt: skip
+            config = with_overrides(Config(), overrides, "gpu_throughput")
             validate(config)
             row = {"precision": precision, "compile": compiled}
             row.update(measure(config, x, device, args))
