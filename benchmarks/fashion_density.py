@@ -96,13 +96,13 @@ def train(name: str, epochs: int, args: argparse.Namespace) -> Path:
 
 def evaluate(name: str, run: Path, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
+    opened = vaelab.open_run(run, args.device)  # evaluate needs the run, not a bare model
     result = vaelab.evaluate(
-        vaelab.load(run, args.device), samples=args.nll_samples, limit=args.limit or None,
+        opened, samples=args.nll_samples, limit=args.limit or None,
         samplers=("prior", "gmm"), quality_samples=args.quality_samples,
-        components=args.gmm_components,
+        components=args.gmm_components, record=False,
     )  # fmt: skip
     result.pop("log_px_per_image")  # 10,000 numbers per model; the fingerprint stays
-    opened = vaelab.open_run(run, args.device)
     for sampler in ("prior", "gmm"):  # grids to look at, next to the JSON
         images = sample_with(opened, 64, sampler, components=args.gmm_components, seed=0)
         grid = Path(args.json).with_name(f"{Path(args.json).stem}_{name}_{sampler}.png")
