@@ -64,16 +64,10 @@ STEP = "profile_step.step"
 
 
 def _training_parts():
-    """(Stepper, make_optimizer, beta_at) wherever this version of vaelab keeps them (the
-    step moved from training/loop.py to training/step.py, beta_at to training/schedule.py)."""
-    try:
-        from vaelab.training.step import Stepper, make_optimizer
-    except ImportError:
-        from vaelab.training.loop import Stepper, make_optimizer
-    try:
-        from vaelab.training.schedule import beta_at
-    except ImportError:
-        from vaelab.training.loop import beta_at
+    """(Stepper, make_optimizer, beta_at): the objects ``vaelab train`` steps with."""
+    from vaelab.training.schedule import beta_at
+    from vaelab.training.step import Stepper, make_optimizer
+
     return Stepper, make_optimizer, beta_at
 
 
