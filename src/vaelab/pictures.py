@@ -49,7 +49,7 @@ from vaelab.plots import (
     traversal_figure,
 )
 from vaelab.runs import Run
-from vaelab.samplers import prepare_sampler, sample_images
+from vaelab.samplers import check_draw, prepare_sampler, sample_images
 
 GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
 
@@ -111,10 +111,7 @@ def samples(
         images, nrow = label_samples(model, n, label, temperature, seed, names)
     else:
         # samplers.sample_with's checks and steps, with the run's config and folder passed in
-        if n < 1:
-            raise VaelabError(f"-n: must be at least 1, got {n}")
-        if temperature <= 0:
-            raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+        check_draw(n, temperature)
         if not isinstance(run, Run) and sampler != "prior":
             raise VaelabError(f"--sampler {sampler}: fits the run's training latents; pass the "
                               "run folder or vaelab.open_run(folder)")  # fmt: skip

@@ -156,6 +156,14 @@ def training_images(config: Config, limit: int = 20000) -> torch.Tensor:
     return train_images(data.train_x, config.data.binarize, config.train.seed, limit)
 
 
+def check_draw(n: int, temperature: float) -> None:
+    """Refuse ``n`` < 1 images or a temperature <= 0, in the flags' words."""
+    if n < 1:
+        raise VaelabError(f"-n: must be at least 1, got {n}")
+    if temperature <= 0:
+        raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+
+
 def sample_with(
     run: Run,
     n: int,
@@ -166,10 +174,7 @@ def sample_with(
 ) -> torch.Tensor:
     """``n`` images from a run (``vaelab.open_run``) with latents from ``sampler``; the
     ``gmm`` fit (on the run's training images) is cached in the run folder."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
-    if temperature <= 0:
-        raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+    check_draw(n, temperature)
     options = prepare_sampler(
         sampler, run.model, lambda: training_images(run.config), components, run.folder
     )
