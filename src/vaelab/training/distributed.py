@@ -89,12 +89,12 @@ class World:
         return n // batch_size + (1 if n % batch_size >= self.size else 0)
 
     def all_true(self, flag: torch.Tensor) -> torch.Tensor:
-        """Logical AND of a boolean 0-d tensor over ranks."""
+        """Elementwise logical AND of a boolean tensor over ranks (one all-reduce)."""
         if not self.distributed:
             return flag
-        t = flag.to(torch.float32).reshape(1)
+        t = flag.to(torch.float32).reshape(-1)
         tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
-        return t[0] > 0
+        return (t > 0).reshape(flag.shape)
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Elementwise sum over ranks (a new tensor; float64 is kept)."""

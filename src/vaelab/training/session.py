@@ -180,6 +180,8 @@ def build_session(
         "config": config.to_dict(),
     }
     stepper = Stepper(unit, optimizer, config, world.device, world)
+    if ckpt is not None:
+        ckpt.restore_scaler(stepper.scaler)  # fp16: the scale the run had reached
     # --ema: evaluation, pictures and vaelab.load use the average of the weights.
     ema = make_average(model, config, ckpt.tensors if ckpt else None, state.extra)
     model.train()
@@ -216,6 +218,6 @@ def save(session: Session) -> None:
         s.state.extra["ema_updates"] = s.ema.updates
     write = partial(
         save_checkpoint, s.out / CHECKPOINT, s.model, s.optimizer, s.state, s.info, tensors,
-        s.objective,
+        s.objective, device=s.world.device, scaler=s.stepper.scaler,
     )  # fmt: skip
     s.world.on_main(write, "writing the checkpoint")
