@@ -156,6 +156,13 @@ class World:
             raise VaelabError(f"rank 0 failed while {what}; its error is in rank 0's output")
         return result
 
+    def main_first(self, fn: Callable[[], T], what: str) -> T:
+        """``fn`` on rank 0, then on the other ranks once it is done: a download or
+        extraction into a shared cache happens once, and the others find it there (every
+        rank at once would write the same files through the same names)."""
+        result = self.on_main(fn, what)  # its broadcast is the barrier
+        return result if self.is_main else fn()
+
     def close(self, finished: bool = False) -> None:
         """Leave the process group. DDP's reducer holds the group in reference cycles:
         collect it first, or gloo's threads outlive the group and abort the process at
@@ -168,11 +175,27 @@ class World:
             tdist.destroy_process_group()
 
 
+def local_cuda(local: int) -> torch.device:
+    """This process's GPU under torchrun: ``cuda:LOCAL_RANK`` when the process sees every
+    GPU of the node, ``cuda:0`` when it sees exactly one (a launcher or cluster that sets
+    CUDA_VISIBLE_DEVICES per process, where cuda:LOCAL_RANK does not exist)."""
+    count = torch.cuda.device_count()
+    if local < count:
+        return torch.device("cuda", local)
+    if count == 1:
+        return torch.device("cuda", 0)
+    raise VaelabError(
+        f"--device cuda: LOCAL_RANK {local} but this process sees {count} GPUs "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); start "
+        "at most one process per visible GPU"
+    )
+
+
 def setup(device_name: str) -> World:
     """Join the ``torchrun`` process group if the environment names one.
 
-    ``--device auto``/``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process, NCCL);
-    ``cpu`` uses gloo.
+    ``--device auto``/``cuda`` becomes this process's GPU (:func:`local_cuda`: one GPU per
+    process, NCCL); ``cpu`` uses gloo.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
@@ -185,7 +208,7 @@ def setup(device_name: str) -> World:
                 f"--device {device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
                 "pass --device cuda"
             )
-        device = torch.device("cuda", local)
+        device = local_cuda(local)
         torch.cuda.set_device(device)
     owns = not tdist.is_initialized()
     if owns:

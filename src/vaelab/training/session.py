@@ -125,7 +125,9 @@ def setup(
         if runfs.finished(ckpt.state, config.train.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return None
-    session = build_session(config, data or dataset_for(config), world, ckpt)
+    if data is None:  # rank 0 first: a download/extraction into the cache happens once
+        data = world.main_first(partial(dataset_for, config), "loading the dataset")
+    session = build_session(config, data, world, ckpt)
     session.out = out
 
     def prepare_dir() -> None:
