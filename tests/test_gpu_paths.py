@@ -8,15 +8,23 @@ where a test needs a second GPU.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
+from unittest.mock import MagicMock
 
 import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import vaelab
 from conftest import small_config
+from vaelab import api_tasks
+from vaelab.completion import Completion
 from vaelab.data import dataset_for
+from vaelab.errors import VaelabError
+from vaelab.models import build_model
+from vaelab.training import session as session_module
 from vaelab.training import step as step_module
 from vaelab.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint
 from vaelab.training.distributed import World
@@ -35,7 +43,9 @@ def test_mixed_precision_resume_equals_the_uninterrupted_run(tmp_path, monkeypat
     # times 2^16 overflows fp16 gradients) and then grows every 2000 good steps; a resume
     # that restarts it at 2^16 skips its first steps again and drifts from the straight run.
     monkeypatch.setattr(step_module, "CPU_AMP", True)
-    cfg = dict(precision=precision, device="cpu", hidden="32")
+    # sigma 0.01: a sharp Gaussian whose gradients times 2^16 overflow fp16 (backs off).
+    cfg = dict(precision=precision, device="cpu", hidden="32", likelihood="gaussian-fixed",
+               sigma=0.01)  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     fit(check_config(small_config(epochs=2, **cfg)), straight)
     fit(check_config(small_config(epochs=1, **cfg)), resumed)
@@ -163,3 +173,63 @@ def test_loss_readout_shows_a_landed_copy_without_waiting(monkeypatch):
     assert readout(torch.tensor(2.0)) == 1.0
     readout.event = SimpleNamespace(query=lambda: False, record=lambda: None)
     assert readout(torch.tensor(3.0)) == 1.0 and float(readout.host) == 2.0
+
+
+def test_bf16_on_a_gpu_without_it_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-16GB")
+    with pytest.raises(VaelabError, match=r"Tesla V100.* no bfloat16 support.*fp16 or fp32"):
+        step_module.mixed_precision(torch.device("cuda"), "bf16")
+
+
+def test_images_larger_than_the_gpus_free_memory_are_one_line(monkeypatch):
+    # 1,797 digits of 8x8 bytes = 115 kB against a GPU with 100 kB free: refused before
+    # anything is pinned or copied (a raw CUDA out-of-memory error otherwise).
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000, 16 * 2**30))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pytest.fail("pinned"))
+    config = check_config(small_config(device="cpu"))
+    world = World(device=torch.device("cuda", 0))
+    with pytest.raises(VaelabError, match=r"--dataset digits: its \d+ training images take"):
+        session_module._device_images(config, dataset_for(config), world)
+
+
+def test_cpu_runs_never_touch_cuda_generators(tmp_path, monkeypatch):
+    # fork_rng() without devices= saves every visible GPU's generator, creating a CUDA
+    # context on each, in a --device cpu run too: here any such read fails.
+    run = fit(check_config(small_config(epochs=1, device="cpu")), tmp_path / "run")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+    def touched(*args, **kwargs):
+        raise AssertionError("a CPU run read a CUDA generator")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", touched)
+    vaelab.report(run, tmp_path / "report.html")
+
+
+def test_complete_returns_cpu_tensors(monkeypatch):
+    # Like every other API function, whatever device the chains ran on.
+    images, decoded = MagicMock(), MagicMock()
+    on_gpu = Completion(images=images, decoded=decoded, acceptance=None)
+    monkeypatch.setattr(api_tasks, "run_chains", lambda *a, **k: on_gpu)
+    model = build_model(small_config().model, (1, 8, 8))
+    out = vaelab.complete(model, torch.rand(1, 1, 8, 8), mask="left-half", details=True)
+    assert out.images is images.cpu.return_value and out.decoded is decoded.cpu.return_value
+
+
+def test_deterministic_sets_the_flags_while_training_and_restores_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen, build = [], session_module.build_session
+
+    def spy(*args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(),
+                     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG")))  # fmt: skip
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "build_session", spy)
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    fit(check_config(small_config(epochs=1, device="cpu", deterministic=True)), tmp_path / "d")
+    assert seen == [(True, True, False, ":4096:8")]
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == cudnn
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ

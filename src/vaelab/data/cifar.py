@@ -5,8 +5,9 @@ image as 1,024 red, 1,024 green and 1,024 blue bytes, rows top to bottom. The fo
 ``data_batch_1.bin`` .. ``data_batch_5.bin`` (50,000 training images) and
 ``test_batch.bin`` (10,000). ``--dataset cifar10`` looks for that folder in the vaelab
 cache, else for the archive ``cifar-10-binary.tar.gz`` there (copied by hand, offline),
-and otherwise downloads it (sha256-checked); it extracts just those six files; ``--dataset PATH`` reads a folder of that layout, or one ``.bin``
-file (then a seeded ``--test-fraction`` is the test set).
+and otherwise downloads it (sha256-checked); it extracts just those six files;
+``--dataset PATH`` reads a folder of that layout, or one ``.bin`` file (then a seeded
+``--test-fraction`` is the test set).
 """
 
 from __future__ import annotations

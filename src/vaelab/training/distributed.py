@@ -40,7 +40,7 @@ import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
 from vaelab.training.bound import test_bound
-from vaelab.training.run import resolve_device
+from vaelab.training.run import deterministic_kernels, resolve_device
 
 T = TypeVar("T")
 
@@ -230,13 +230,15 @@ def check_batch(world: World, batch_size: int) -> int:
 
 
 @contextmanager
-def joined(device_name: str) -> Iterator[World]:
+def joined(device_name: str, deterministic: bool = False) -> Iterator[World]:
     """:func:`setup`'s world for the duration of a ``with`` block, then :meth:`World.close`:
-    after an error at once (another rank may be gone), else once every rank is done."""
-    world = setup(device_name)
-    try:
-        yield world
-    except BaseException:
-        world.close()
-        raise
-    world.close(finished=True)
+    after an error at once (another rank may be gone), else once every rank is done.
+    ``deterministic``: deterministic kernels inside the block (:func:`deterministic_kernels`)."""
+    with deterministic_kernels(deterministic):
+        world = setup(device_name)
+        try:
+            yield world
+        except BaseException:
+            world.close()
+            raise
+        world.close(finished=True)

@@ -76,7 +76,7 @@ def fit(
     config = check_config(config)  # every value and name, before anything is read or created
     t = config.train
     report = t.report and drawings is not None
-    with joined(t.device) as world:
+    with joined(t.device, t.deterministic) as world:
         out = run_folder(config, out, world)
         s = setup(config, out, world, resume=resume, overwrite=overwrite, data=data)
         if s is None:  # finished already (setup said so)

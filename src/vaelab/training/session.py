@@ -204,10 +204,32 @@ def _device_images(
     train_x = data.train_x
     if config.data.binarize == "static":
         train_x = binarize_fixed(train_x, seed)
-    pin = device.type == "cuda"
-    train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
     test_x = eval_images(data.test_x, config.data.binarize, seed)[world.rank :: world.size]
+    pin = device.type == "cuda"
+    if pin:
+        check_fits(data.name, train_x, test_x, device)
+    train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
     return train_x, test_x.to(device)
+
+
+# Share of the GPU's free memory the images may take: the rest is for the model, its
+# optimizer state and the activations of a step.
+IMAGES_SHARE = 0.5
+
+
+def check_fits(name: str, train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device):
+    """A one-line error instead of CUDA's out-of-memory when the uint8 images (kept on the
+    GPU whole, see DESIGN) would take more than IMAGES_SHARE of its free memory."""
+    free, total = torch.cuda.mem_get_info(device)
+    need = train_x.numel() * train_x.element_size() + test_x.numel() * test_x.element_size()
+    if need > IMAGES_SHARE * free:
+        gib = 2.0**30
+        raise VaelabError(
+            f"--dataset {name}: its {len(train_x)} training images take {need / gib:.1f} GiB "
+            f"on {device}, which has {free / gib:.1f} of {total / gib:.1f} GiB free (at most "
+            f"half is for images); use --resize or --center-crop, a smaller dataset, "
+            "or --device cpu"
+        )
 
 
 def save(session: Session) -> None:
