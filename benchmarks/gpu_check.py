@@ -113,7 +113,9 @@ def throughput(device: torch.device, dry: bool) -> list[dict]:
         torch.manual_seed(0)
         x = torch.randint(0, 256, (batch * 4, *shape), dtype=torch.uint8, device=device)
         for precision in PRECISIONS:
-            no_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+            no_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported(
+                including_emulation=False
+            )
             if precision == "bf16" and no_bf16:
                 rows.append({"model": name, "precision": precision, "skipped": "no bf16"})
                 continue
@@ -173,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {result['cuda_tests']}"[:300], flush=True)
         if "resume" not in skip:
             print("2. resume equality", flush=True)
-            kinds = [p for p in ("fp16", "bf16")
-                     if dry or p != "bf16" or torch.cuda.is_bf16_supported()]  # fmt: skip
+            bf16 = dry or torch.cuda.is_bf16_supported(including_emulation=False)
+            kinds = ["fp16", "bf16"] if bf16 else ["fp16"]
             result["resume"] = [resume_equality(str(device), p, dry, Path(tmp)) for p in kinds]
             print(f"   {result['resume']}", flush=True)
         if "throughput" not in skip:

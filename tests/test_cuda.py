@@ -29,7 +29,7 @@ def weights(run):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_mixed_precision_resume_is_exact(tmp_path, precision):
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("no bf16 on this GPU")
     cfg = dict(precision=precision, device="cuda", hidden="64", likelihood="gaussian-fixed",
                sigma=0.01, deterministic=True)  # fmt: skip
@@ -74,7 +74,7 @@ def test_cuda_step_synchronises_once(options):
 
 @pytest.mark.parametrize("case", ["mlp-bernoulli-K5", "mlp-vamp", "conv-dmol"])
 def test_cuda_bf16_densities_are_float32_sums(case):
-    if not torch.cuda.is_bf16_supported():
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("no bf16 on this GPU")
     model, x = model_and_images(CASES[case])
     model, x = model.cuda(), x.cuda()

@@ -167,7 +167,9 @@ def mixed_precision(device: torch.device, precision: str):
         warnings.warn(f"--precision {precision} needs CUDA; training in fp32", stacklevel=3)
     if not amp:
         return nullcontext(), None
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    # including_emulation=False: before Ampere torch emulates bf16 (slowly); not "support".
+    cuda_bf16 = precision == "bf16" and device.type == "cuda"
+    if cuda_bf16 and not torch.cuda.is_bf16_supported(including_emulation=False):
         name = torch.cuda.get_device_name(device)
         raise VaelabError(
             f"--precision bf16: {name} has no bfloat16 support (it needs compute capability"
