@@ -39,6 +39,9 @@ def sync(device: torch.device) -> None:
 def measure(config: Config, x: torch.Tensor, device: torch.device, args) -> dict:
     """Median images/s over rounds of ``args.steps`` training steps."""
     torch.manual_seed(0)
+    if device.type == "cuda":  # this precision's own peak, not the largest so far
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     model = build_model(config.model, tuple(x.shape[1:])).to(device)
     optimizer = make_optimizer(model, config)
     stepper = Stepper(model, optimizer, config, device)

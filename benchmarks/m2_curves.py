@@ -77,7 +77,8 @@ def main() -> None:
 
     def accuracies() -> dict[str, float]:
         model.eval()
-        with torch.no_grad(), torch.random.fork_rng():
+        gpus = [tx.device] if tx.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=gpus):
             q = model.class_logits(tx).argmax(-1)
             gen = CVAE.class_log_probs(model, tx).argmax(-1)  # softmax_y L(x, y)
         model.train()

@@ -23,6 +23,17 @@ def pytest_configure(config):
     os.environ["VAELAB_CACHE"] = tempfile.mkdtemp(prefix="vaelab-test-cache-")
 
 
+def pytest_collection_modifyitems(config, items):
+    # Tests marked ``cuda`` need a GPU: skipped here without one (benchmarks/gpu_check.py
+    # runs them on a lent GPU).
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (benchmarks/gpu_check.py runs these on a GPU)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """One torch thread for a whole test module (a module opts in with

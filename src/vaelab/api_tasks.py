@@ -4,6 +4,7 @@ drift apart; with ``out`` (and ``json_out``) they write what the command writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -130,4 +131,6 @@ def complete(
             seen = upsample(downscale(first, downscale_factor), downscale_factor)
         save_grid(torch.cat([first, seen, result.images[0]]).cpu(), paths["out"],
                   nrow=n + 2)  # fmt: skip
+    # Like every other API function: CPU tensors, whatever device the chain ran on.
+    result = dataclasses.replace(result, images=result.images.cpu(), decoded=result.decoded.cpu())
     return result if details else result.images

@@ -88,6 +88,7 @@ class TrainConfig:
     ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
     skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
+    deterministic: bool = False  # deterministic CUDA kernels: bit-exact GPU reruns, slower
 
 
 @dataclass(frozen=True)

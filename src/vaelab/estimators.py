@@ -145,11 +145,10 @@ class ScoreBaseline(Score):
         if self.training:
             with torch.no_grad():
                 batch = f.mean()
-                new = (
-                    batch
-                    if self.count == 0
-                    else self.decay * self.mean_f + (1 - self.decay) * batch
-                )
+                # Branchless first update (no host read of count: a sync per step on
+                # CUDA, and a graph break under --compile).
+                ema = self.decay * self.mean_f + (1 - self.decay) * batch
+                new = torch.where(self.count == 0, batch, ema)
                 self.mean_f.copy_(new)
                 self.count += 1
         return b, more

@@ -242,7 +242,10 @@ def write_report(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng():  # seeded draws; caller's RNG untouched
+        # Fork only the model's own generators (fork_rng() alone would touch every GPU).
+        where = next(model.parameters()).device
+        gpus = [where] if where.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=gpus):  # caller's RNG untouched
             sections = build_sections(run, data, runfs.read_metrics(folder), seed)
         sections["evaluation"] = _evaluation_section(folder)
     finally:

@@ -14,6 +14,13 @@ import torch
 from torch.distributions import Beta, Distribution, Gamma, Independent, Normal
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or float64 if it is: a network's output under fp16/bf16 autocast
+    becomes a distribution's parameters here, so the draw's noise, z and every log-density
+    are float32 whatever the autocast dtype (the rounding stays inside the networks)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class NormalFamily:
     """Diagonal Gaussian q(z|x) = N(mu, diag(exp(logvar))), parameterised by (mu, logvar).
 
@@ -28,7 +35,7 @@ class NormalFamily:
 
     def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each ``(..., D)``, the log-variance clamped."""
-        mu, logvar = params.chunk(2, dim=-1)
+        mu, logvar = full_precision(params).chunk(2, dim=-1)
         return mu, logvar.clamp(-30.0, 20.0)
 
     def dist(self, params: torch.Tensor) -> Distribution:
@@ -37,13 +44,13 @@ class NormalFamily:
         return Independent(Normal(mu, std, validate_args=False), 1, validate_args=False)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return params.chunk(2, dim=-1)[0]
+        return full_precision(params).chunk(2, dim=-1)[0]
 
 
 def _positive(raw: torch.Tensor) -> torch.Tensor:
     # exp of a clamped log: a zero encoder output gives 1, and the floor 0.05 keeps Gamma and
     # Beta draws away from float32 underflow (z ~ U^(1/alpha) for small alpha).
-    return torch.exp(raw.clamp(-3.0, 7.0))
+    return torch.exp(full_precision(raw).clamp(-3.0, 7.0))
 
 
 class GammaFamily:

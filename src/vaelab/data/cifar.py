@@ -4,13 +4,15 @@ Each ``.bin`` file is a run of 3,073-byte records: one label byte (0..9), then t
 image as 1,024 red, 1,024 green and 1,024 blue bytes, rows top to bottom. The folder holds
 ``data_batch_1.bin`` .. ``data_batch_5.bin`` (50,000 training images) and
 ``test_batch.bin`` (10,000). ``--dataset cifar10`` looks for that folder in the vaelab
-cache and otherwise downloads ``cifar-10-binary.tar.gz`` (sha256-checked) and extracts
-just those six files; ``--dataset PATH`` reads a folder of that layout, or one ``.bin``
-file (then a seeded ``--test-fraction`` is the test set).
+cache, else for the archive ``cifar-10-binary.tar.gz`` there (copied by hand, offline),
+and otherwise downloads it (sha256-checked); it extracts just those six files;
+``--dataset PATH`` reads a folder of that layout, or one ``.bin`` file (then a seeded
+``--test-fraction`` is the test set).
 """
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
@@ -27,6 +29,7 @@ TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
 FOLDER = "cifar-10-batches-bin"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+OFFICIAL_ARCHIVE = "cifar-10-binary.tar.gz"  # the file's name as published
 # sha256 of the archive as published (170,052,171 bytes; md5 c32a1d4ab5d03f1284b67883e8d87530).
 CIFAR10_SHA256 = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
 CIFAR10_CLASSES = (
@@ -93,14 +96,18 @@ def fetch_cifar10(cache: Path, download: bool) -> Path:
     folder = cache / FOLDER
     if all((folder / f).is_file() for f in (*TRAIN_FILES, TEST_FILE)):
         return folder
-    # Not ".tar.gz": download() would then hash the gunzipped stream, and the published
-    # sha256 is the archive's own.
-    archive = cache / "cifar-10-binary.tgz"
-    if not archive.is_file():
+    # A copy placed by hand under its official name is used as it is; a download is saved
+    # as ".tgz": under ".tar.gz" download() would hash the gunzipped stream, and the
+    # published sha256 is the archive's own.
+    official, archive = cache / OFFICIAL_ARCHIVE, cache / "cifar-10-binary.tgz"
+    if official.is_file():
+        archive = official
+    elif not archive.is_file():
         if not download:
             raise VaelabError(
                 f"cifar10: {folder} not found; copy the extracted cifar-10-batches-bin"
-                " folder there, pass --dataset PATH to it, or allow downloading"
+                f" folder there or {OFFICIAL_ARCHIVE} into {cache}, pass --dataset PATH to"
+                " the folder, or allow downloading"
             )
         download_file(CIFAR10_URL, archive, CIFAR10_SHA256)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,7 +116,9 @@ def fetch_cifar10(cache: Path, download: bool) -> Path:
             for member in tar.getmembers():
                 if member.isfile() and Path(member.name).name in (*TRAIN_FILES, TEST_FILE):
                     data = tar.extractfile(member)
-                    tmp = folder / f".{Path(member.name).name}.tmp"
+                    # A name of this process's own: another process extracting into the
+                    # same cache at once never writes into this file.
+                    tmp = folder / f".{Path(member.name).name}.tmp-{os.getpid()}"
                     tmp.write_bytes(data.read())
                     tmp.replace(folder / Path(member.name).name)
     except (OSError, tarfile.TarError, EOFError) as err:

@@ -155,7 +155,9 @@ def load_classifier(
     # (measured: digits 0.6 s vs 3.5 s), and far faster on a busy machine.
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng():  # do not disturb the caller's random stream
+        # devices=[]: the classifier trains on the CPU; without it fork_rng saves every
+        # GPU's generator, creating a CUDA context on each, even in a CPU-only run.
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's random stream
             net, steps = _train_classifier(data, epochs, seed)
     finally:
         torch.set_num_threads(threads)

@@ -38,6 +38,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
+from vaelab.latents import full_precision
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
@@ -49,6 +50,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 def _split(params: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar) from the first 2c channels; the clamp keeps exp() finite after a bad step."""
+    params = full_precision(params)  # float32 under autocast: noise, z, densities
     return params[:, :c], params[:, c : 2 * c].clamp(-30.0, 20.0)
 
 

@@ -31,6 +31,8 @@ class NarrowConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if x.device.type != "cpu" or output_size is not None or x.dim() != 4:
             return super().forward(x, output_size)
+        if torch.is_autocast_enabled("cpu"):  # the native kernel takes no mixed dtypes
+            return super().forward(x, output_size)
         return torch.ops.aten.slow_conv_transpose2d(
             x, self.weight, self.kernel_size, self.bias, self.stride, self.padding,
             self.output_padding, self.dilation,

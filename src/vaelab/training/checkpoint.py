@@ -135,12 +135,18 @@ def save_checkpoint(
     info: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
     objective: torch.nn.Module | None = None,
+    *,
+    device: torch.device | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write model, objective, optimizer, RNG and progress to ``path`` atomically.
 
     ``info`` carries what loading needs besides weights: the config, image shape,
     class names, dataset name. ``extra_tensors`` are stored as they are (under
-    torchrun: the RNG states of ranks 1..N-1, ``rng/torch/<rank>``).
+    torchrun: the RNG states of ranks 1..N-1, ``rng/torch/<rank>``). ``device``: the
+    training device, whose CUDA generator state is saved (``rng/cuda``); ``scaler``: the
+    fp16 loss scaler, whose scale and growth counter go into the JSON (``scaler``), so a
+    resumed fp16 run takes the steps the uninterrupted one would.
     """
     tensors = {f"model/{k}": v.detach() for k, v in model.state_dict().items()}
     if objective is not None:
@@ -150,8 +156,10 @@ def save_checkpoint(
         opt_tensors, optim_meta = _optimizer_tensors(optimizer)
         tensors.update(opt_tensors)
     tensors["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    if device is not None and device.type == "cuda":
+        # The training device's generator: without a device, get_rng_state reads the
+        # current device, which is cuda:0 for --device cuda:1 outside torchrun.
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
     tensors.update(extra_tensors or {})
     tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
     meta = {
@@ -160,6 +168,7 @@ def save_checkpoint(
         "info": info,
         "optimizer": optim_meta,
         "scheduler": None,  # read by vaelab before lr_at; checkpoints it wrote still load
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     meta["sha256"] = checkpoint_digest(tensors, meta)
     data = st_save(tensors, metadata={"vaelab": json.dumps(meta)})
@@ -218,6 +227,12 @@ class Checkpoint:
         torch.set_rng_state(self.tensors[f"rng/torch{suffix}"])
         if f"rng/cuda{suffix}" in self.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(self.tensors[f"rng/cuda{suffix}"], device)
+
+    def restore_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        """The fp16 loss scaler as saved (its scale and growth counter); a checkpoint
+        written without one (fp32/bf16, or an older vaelab) leaves ``scaler`` at its start."""
+        if scaler is not None and self.meta.get("scaler"):
+            scaler.load_state_dict(self.meta["scaler"])
 
 
 def drop_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
 from vaelab.training.bound import test_bound
-from vaelab.training.run import resolve_device
+from vaelab.training.run import deterministic_kernels, resolve_device
 
 T = TypeVar("T")
 
@@ -89,12 +89,12 @@ class World:
         return n // batch_size + (1 if n % batch_size >= self.size else 0)
 
     def all_true(self, flag: torch.Tensor) -> torch.Tensor:
-        """Logical AND of a boolean 0-d tensor over ranks."""
+        """Elementwise logical AND of a boolean tensor over ranks (one all-reduce)."""
         if not self.distributed:
             return flag
-        t = flag.to(torch.float32).reshape(1)
+        t = flag.to(torch.float32).reshape(-1)
         tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
-        return t[0] > 0
+        return (t > 0).reshape(flag.shape)
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Elementwise sum over ranks (a new tensor; float64 is kept)."""
@@ -156,6 +156,13 @@ class World:
             raise VaelabError(f"rank 0 failed while {what}; its error is in rank 0's output")
         return result
 
+    def main_first(self, fn: Callable[[], T], what: str) -> T:
+        """``fn`` on rank 0, then on the other ranks once it is done: a download or
+        extraction into a shared cache happens once, and the others find it there (every
+        rank at once would write the same files through the same names)."""
+        result = self.on_main(fn, what)  # its broadcast is the barrier
+        return result if self.is_main else fn()
+
     def close(self, finished: bool = False) -> None:
         """Leave the process group. DDP's reducer holds the group in reference cycles:
         collect it first, or gloo's threads outlive the group and abort the process at
@@ -168,11 +175,27 @@ class World:
             tdist.destroy_process_group()
 
 
+def local_cuda(local: int) -> torch.device:
+    """This process's GPU under torchrun: ``cuda:LOCAL_RANK`` when the process sees every
+    GPU of the node, ``cuda:0`` when it sees exactly one (a launcher or cluster that sets
+    CUDA_VISIBLE_DEVICES per process, where cuda:LOCAL_RANK does not exist)."""
+    count = torch.cuda.device_count()
+    if local < count:
+        return torch.device("cuda", local)
+    if count == 1:
+        return torch.device("cuda", 0)
+    raise VaelabError(
+        f"--device cuda: LOCAL_RANK {local} but this process sees {count} GPUs "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); start "
+        "at most one process per visible GPU"
+    )
+
+
 def setup(device_name: str) -> World:
     """Join the ``torchrun`` process group if the environment names one.
 
-    ``--device auto``/``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process, NCCL);
-    ``cpu`` uses gloo.
+    ``--device auto``/``cuda`` becomes this process's GPU (:func:`local_cuda`: one GPU per
+    process, NCCL); ``cpu`` uses gloo.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
@@ -185,7 +208,7 @@ def setup(device_name: str) -> World:
                 f"--device {device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
                 "pass --device cuda"
             )
-        device = torch.device("cuda", local)
+        device = local_cuda(local)
         torch.cuda.set_device(device)
     owns = not tdist.is_initialized()
     if owns:
@@ -207,13 +230,15 @@ def check_batch(world: World, batch_size: int) -> int:
 
 
 @contextmanager
-def joined(device_name: str) -> Iterator[World]:
+def joined(device_name: str, deterministic: bool = False) -> Iterator[World]:
     """:func:`setup`'s world for the duration of a ``with`` block, then :meth:`World.close`:
-    after an error at once (another rank may be gone), else once every rank is done."""
-    world = setup(device_name)
-    try:
-        yield world
-    except BaseException:
-        world.close()
-        raise
-    world.close(finished=True)
+    after an error at once (another rank may be gone), else once every rank is done.
+    ``deterministic``: deterministic kernels inside the block (:func:`deterministic_kernels`)."""
+    with deterministic_kernels(deterministic):
+        world = setup(device_name)
+        try:
+            yield world
+        except BaseException:
+            world.close()
+            raise
+        world.close(finished=True)

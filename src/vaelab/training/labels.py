@@ -90,7 +90,10 @@ class LabelledStream:
         if len(self.x) == 0:
             return None
         # Indices from the CPU generator: checkpointed, so resume stays exact on CUDA too.
-        idx = torch.randint(len(self.x), (self.batch,)).to(self.x.device)
+        # (randint's own draw, into pinned memory on CUDA: the copy does not block the host.)
+        cuda = self.x.device.type == "cuda"
+        idx = torch.empty(self.batch, dtype=torch.long, pin_memory=cuda).random_(len(self.x))
+        idx = idx.to(self.x.device, non_blocking=cuda)
         x = self.x[idx].float().div_(255.0)
         return (torch.bernoulli(x) if self.dynamic else x), self.y[idx]
 

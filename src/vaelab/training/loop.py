@@ -42,6 +42,7 @@ from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training.distributed import joined
 from vaelab.training.schedule import beta_at, lr_at
 from vaelab.training.session import Session, check_config, run_folder, save, setup
+from vaelab.training.step import LossReadout
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 TALLY = "epoch_tally"  # TrainState.extra key: the interrupted epoch's sums (mid-epoch saves)
@@ -75,7 +76,7 @@ def fit(
     config = check_config(config)  # every value and name, before anything is read or created
     t = config.train
     report = t.report and drawings is not None
-    with joined(t.device) as world:
+    with joined(t.device, t.deterministic) as world:
         out = run_folder(config, out, world)
         s = setup(config, out, world, resume=resume, overwrite=overwrite, data=data)
         if s is None:  # finished already (setup said so)
@@ -85,12 +86,16 @@ def fit(
             for epoch in range(s.state.epoch, t.epochs):
                 perm = epoch_permutation(len(s.train_x), t.seed, epoch, world.device)
                 tally = Tally.start(s)
-                bar = progress_bar(s, epoch)
+                bar, readout = progress_bar(s, epoch), LossReadout(world.device)
                 for b in bar:
                     step = train_step(s, *s.batch(perm, b))
                     tally.add(step)
-                    if not bar.disable and b % 20 == 0:
-                        bar.set_postfix(loss=f"{step.loss.item():.2f}")
+                    if (
+                        not bar.disable
+                        and b % 20 == 0
+                        and (shown := readout(step.loss)) is not None
+                    ):
+                        bar.set_postfix(loss=f"{shown:.2f}")  # no host sync (LossReadout)
                     due = bool(t.checkpoint_every) and s.state.step % t.checkpoint_every == 0
                     if (due or stop.requested) and b + 1 < s.steps_per_epoch:  # else: epoch's end
                         save_mid_epoch(s, epoch, b, tally)  # once, when a Ctrl-C lands on one too

@@ -39,6 +39,7 @@ REGISTRIES: dict[str, Mapping[str, Any]] = {
 RESUMABLE: frozenset[str] = frozenset({
     "epochs", "lr", "schedule", "weight_decay", "clip_grad", "max_bad_steps",
     "checkpoint_every", "eval_samples", "device", "precision", "compile", "progress", "report",
+    "deterministic",
 })  # fmt: skip
 
 

@@ -18,6 +18,7 @@ Ctrl-C during training stops at the next step boundary with a checkpoint there
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -177,6 +178,40 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise VaelabError(f"--device: unsupported {name!r}; valid: auto, cpu, cuda, cuda:N")
     return device
+
+
+# cuBLAS needs a fixed workspace for reproducible matmuls; read when its handle is created.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_kernels(on: bool) -> Iterator[None]:
+    """``--deterministic``: inside the block, torch.use_deterministic_algorithms(True) (an op
+    without a deterministic kernel raises instead of running), cuDNN deterministic with its
+    autotuner off, and CUBLAS_WORKSPACE_CONFIG set (unless the user set it); all restored
+    after. Costs speed on CUDA (no cuDNN autotuning, deterministic scatter/index kernels);
+    a CPU run is deterministic already."""
+    if not on:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+        if before[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def write_info(out: Path, info: dict[str, Any]) -> None:

@@ -125,7 +125,9 @@ def setup(
         if runfs.finished(ckpt.state, config.train.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return None
-    session = build_session(config, data or dataset_for(config), world, ckpt)
+    if data is None:  # rank 0 first: a download/extraction into the cache happens once
+        data = world.main_first(partial(dataset_for, config), "loading the dataset")
+    session = build_session(config, data, world, ckpt)
     session.out = out
 
     def prepare_dir() -> None:
@@ -180,6 +182,8 @@ def build_session(
         "config": config.to_dict(),
     }
     stepper = Stepper(unit, optimizer, config, world.device, world)
+    if ckpt is not None:
+        ckpt.restore_scaler(stepper.scaler)  # fp16: the scale the run had reached
     # --ema: evaluation, pictures and vaelab.load use the average of the weights.
     ema = make_average(model, config, ckpt.tensors if ckpt else None, state.extra)
     model.train()
@@ -200,10 +204,32 @@ def _device_images(
     train_x = data.train_x
     if config.data.binarize == "static":
         train_x = binarize_fixed(train_x, seed)
-    pin = device.type == "cuda"
-    train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
     test_x = eval_images(data.test_x, config.data.binarize, seed)[world.rank :: world.size]
+    pin = device.type == "cuda"
+    if pin:
+        check_fits(data.name, train_x, test_x, device)
+    train_x = (train_x.pin_memory() if pin else train_x).to(device, non_blocking=pin)
     return train_x, test_x.to(device)
+
+
+# Share of the GPU's free memory the images may take: the rest is for the model, its
+# optimizer state and the activations of a step.
+IMAGES_SHARE = 0.5
+
+
+def check_fits(name: str, train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device):
+    """A one-line error instead of CUDA's out-of-memory when the uint8 images (kept on the
+    GPU whole, see DESIGN) would take more than IMAGES_SHARE of its free memory."""
+    free, total = torch.cuda.mem_get_info(device)
+    need = train_x.numel() * train_x.element_size() + test_x.numel() * test_x.element_size()
+    if need > IMAGES_SHARE * free:
+        gib = 2.0**30
+        raise VaelabError(
+            f"--dataset {name}: its {len(train_x)} training images take {need / gib:.1f} GiB "
+            f"on {device}, which has {free / gib:.1f} of {total / gib:.1f} GiB free (at most "
+            f"half is for images); use --resize or --center-crop, a smaller dataset, "
+            "or --device cpu"
+        )
 
 
 def save(session: Session) -> None:
@@ -216,6 +242,6 @@ def save(session: Session) -> None:
         s.state.extra["ema_updates"] = s.ema.updates
     write = partial(
         save_checkpoint, s.out / CHECKPOINT, s.model, s.optimizer, s.state, s.info, tensors,
-        s.objective,
+        s.objective, device=s.world.device, scaler=s.stepper.scaler,
     )  # fmt: skip
     s.world.on_main(write, "writing the checkpoint")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vaelab.config import Config
+from vaelab.errors import VaelabError
 from vaelab.objectives import build_objective
 from vaelab.training.distributed import World
 from vaelab.training.labels import LabelledStream
@@ -91,12 +92,11 @@ class Stepper:
         self.model = self.world.wrap(model)
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
-        amp = device.type == "cuda" and t.precision != "fp32"
-        if t.precision != "fp32" and device.type != "cuda":
-            warnings.warn(f"--precision {t.precision} needs CUDA; training in fp32", stacklevel=2)
-        dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
-        self.autocast = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
-        self.scaler = torch.amp.GradScaler("cuda") if amp and t.precision == "fp16" else None
+        # beta as a device tensor filled in place: torch.tensor(beta, device=...) each step
+        # was a blocking host-to-device copy; a Python float would recompile --compile's
+        # graph at every new value of a warm-up.
+        self.beta = torch.zeros((), device=device)
+        self.autocast, self.scaler = mixed_precision(device, t.precision)
         # dynamic=False: an epoch's smaller last batch gets its own static graph. With automatic
         # dynamic shapes it would replace the full-batch graph by a dynamic-shape one that
         # ran 2.6x slower than eager on CPU (measured: epoch 2 of the reference VAE).
@@ -111,8 +111,9 @@ class Stepper:
     ) -> tuple[bool, torch.Tensor, dict]:
         """One update; ``y`` (labels, -1 where hidden) goes to models with ``uses_labels``;
         ``scale`` multiplies the loss that is differentiated (an uneven DDP shard's weight)."""
+        self.beta.fill_(beta)  # a scalar kernel argument: no host sync
         with self.autocast:
-            loss, stats = self.loss_fn(x, torch.tensor(beta, device=x.device), y)
+            loss, stats = self.loss_fn(x, self.beta, y)
         # Backward even a non-finite loss: under DDP every rank must join the all-reduce.
         scaled = loss * scale if scale != 1.0 else loss
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
@@ -125,18 +126,20 @@ class Stepper:
             finite = torch.isfinite(loss) & torch.isfinite(norm)
         else:
             finite = torch.isfinite(loss) & grads_finite(self.params)
-        # One host sync decides: a NaN/inf loss or gradient anywhere skips the step; with
-        # --skip-threshold a second one (the norm is the same on every rank after DDP's
-        # all-reduce) skips a finite step whose gradient norm is too large.
-        self.skip_reason = "non-finite"
-        keep = self.world.all_true(finite)
-        if keep and norm is not None:
+        # One host sync decides, for every rank at once: a NaN/inf loss or gradient anywhere
+        # skips the step, and with --skip-threshold (the norm is the same on every rank after
+        # DDP's all-reduce) so does a finite step whose gradient norm is too large. Both
+        # flags travel in one all-reduce and come back to the host in one read.
+        within = finite if skip is None else finite & (norm <= skip)
+        flags = self.world.all_true(torch.stack([finite, within])).to(torch.uint8)
+        code = int((flags[0] * 2 + flags[1]).item())  # the step's one host sync
+        all_finite, keep = code >= 2, code % 2 == 1
+        if all_finite and norm is not None:
             self.norms[0] += norm
             self.norms[1] = torch.maximum(self.norms[1], norm)
             self.norms[2] += 1
-            if skip is not None and not norm <= skip:
-                keep, self.skip_reason = False, "grad-norm"
         if not keep:
+            self.skip_reason = "grad-norm" if all_finite else "non-finite"
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.update()
@@ -149,3 +152,55 @@ class Stepper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True, loss, stats
+
+
+# Autocast on CPU too (bf16; fp16 with torch.amp.GradScaler("cpu")): off for users, whose
+# CPU runs train in fp32 (--precision is a CUDA option); tests switch it on to exercise the
+# CUDA code paths (autocast, the loss scaler and its checkpoint) on a machine without a GPU.
+CPU_AMP = False
+
+
+def mixed_precision(device: torch.device, precision: str):
+    """(autocast context, fp16 gradient scaler or None) for ``--precision`` on ``device``."""
+    amp = precision != "fp32" and (device.type == "cuda" or CPU_AMP)
+    if precision != "fp32" and not amp:
+        warnings.warn(f"--precision {precision} needs CUDA; training in fp32", stacklevel=3)
+    if not amp:
+        return nullcontext(), None
+    # including_emulation=False: before Ampere torch emulates bf16 (slowly); not "support".
+    cuda_bf16 = precision == "bf16" and device.type == "cuda"
+    if cuda_bf16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(device)
+        raise VaelabError(
+            f"--precision bf16: {name} has no bfloat16 support (it needs compute capability"
+            " 8.0, Ampere, or newer); use --precision fp16 or fp32"
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+class LossReadout:
+    """The progress bar's loss without a host sync: a step's loss is copied to pinned host
+    memory without blocking (``non_blocking``; a CUDA event marks its arrival), and the bar
+    shows the latest copy that has landed, a few steps old. ``.item()`` would wait for
+    the GPU to finish every queued step (the loop's only other sync is the step's own)."""
+
+    def __init__(self, device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self.host = torch.zeros((), pin_memory=cuda)
+        self.event = torch.cuda.Event() if cuda else None
+        self.pending, self.value = False, None
+
+    def __call__(self, loss: torch.Tensor) -> float | None:
+        """Start copying ``loss`` (0-d, on the device) unless a copy is in flight; return
+        the last loss that has arrived (None before the first)."""
+        if self.event is not None and not self.event.query():
+            return self.value  # the previous copy has not landed: keep showing the last
+        if self.pending:
+            self.value = float(self.host)  # host memory: no device sync
+        self.host.copy_(loss.detach(), non_blocking=self.event is not None)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+        return self.value
