@@ -37,11 +37,11 @@ import torch
 import vaelab
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
+from vaelab.evaluation.plots import save_grid
 from vaelab.models import MODELS as VAELAB_MODELS
-from vaelab.plots import save_grid
 from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.folder import read_metrics
 from vaelab.training.loop import fit
-from vaelab.training.run import read_metrics
 
 BASE = {"dataset": "emoji", "latent_dim": 32, "batch_size": 128, "lr": 1e-3,
         "progress": False, "report": False}  # fmt: skip

@@ -20,11 +20,11 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from semi_supervised import subset
 from vaelab.api import load_test_images, open_run
-from vaelab.completion import complete, downscale, make_mask, upsample
-from vaelab.completion_eval import evaluate_completion
 from vaelab.config import Config, with_overrides
 from vaelab.data.prepare import eval_images, to_unit
-from vaelab.plots import save_grid
+from vaelab.evaluation.completion import complete, downscale, make_mask, upsample
+from vaelab.evaluation.completion_eval import evaluate_completion
+from vaelab.evaluation.plots import save_grid
 from vaelab.training.loop import fit
 
 ROOT = Path(__file__).resolve().parent.parent

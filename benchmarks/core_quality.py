@@ -22,7 +22,7 @@ from pathlib import Path
 import vaelab
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import load_config, with_overrides
-from vaelab.training.run import read_metrics
+from vaelab.training.folder import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 

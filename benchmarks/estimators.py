@@ -31,8 +31,8 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
 from vaelab.data.prepare import epoch_permutation, prepare, to_unit
+from vaelab.evaluation.gradient_variance import format_table, gradient_stats, plot_stats
 from vaelab.evaluation.nll import test_bound
-from vaelab.gradient_variance import format_table, gradient_stats, plot_stats
 from vaelab.models import build_model
 from vaelab.objectives import build_objective
 from vaelab.training.step import LossModule, Stepper, make_optimizer

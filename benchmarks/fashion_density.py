@@ -36,11 +36,11 @@ import torch
 import vaelab
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
-from vaelab.plots import save_grid
-from vaelab.samplers import sample_with
+from vaelab.evaluation.plots import save_grid
+from vaelab.evaluation.samplers import sample_with
 from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.folder import read_metrics
 from vaelab.training.loop import fit
-from vaelab.training.run import read_metrics
 
 BASE = {"dataset": "fashion-mnist", "binarize": "dynamic", "hidden": "300,300", "latent_dim": 40,
         "likelihood": "bernoulli", "progress": False, "report": False}  # fmt: skip

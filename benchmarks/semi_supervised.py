@@ -23,9 +23,9 @@ import torch
 
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.api import open_run
-from vaelab.classifier import evaluate_classifier
 from vaelab.config import Config, with_overrides
 from vaelab.data import load_dataset
+from vaelab.evaluation.classifier import evaluate_classifier
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.training.loop import fit
 

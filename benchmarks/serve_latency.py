@@ -34,7 +34,7 @@ import torch
 from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.api import open_run
 from vaelab.config import Config, with_overrides
-from vaelab.explore import decode_mean
+from vaelab.evaluation.explore import decode_mean
 from vaelab.training.loop import fit
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ def small_config(**overrides) -> Config:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A VAE trained for 15 epochs on digits; shared by read-only tests."""
-    from vaelab.html_report import RUN_DRAWINGS
+    from vaelab.evaluation.html_report import RUN_DRAWINGS
     from vaelab.training.loop import fit
 
     out = tmp_path_factory.mktemp("runs") / "digits"

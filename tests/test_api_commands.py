@@ -1,5 +1,5 @@
 """Every CLI command is a Python function ``vaelab.<command>`` returning what it draws;
-the run travels as a :class:`vaelab.runs.Run`, opened once."""
+the run travels as a :class:`vaelab.training.record.Run`, opened once."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import vaelab
 from vaelab.api import open_run, prepared_test_images
 from vaelab.cli import COMMANDS, main
 from vaelab.errors import VaelabError
-from vaelab.runs import Run
+from vaelab.training.record import Run
 
 
 def test_every_command_is_a_function_of_the_package_not_a_module():
     # vaelab.classify/report/gradvar/complete/evaluate/train are also submodules: importing
     # them must not turn vaelab.<command> into the module.
-    import vaelab.classifier
-    import vaelab.completion
-    import vaelab.gradient_variance
-    import vaelab.html_report
+    import vaelab.evaluation.classifier
+    import vaelab.evaluation.completion
+    import vaelab.evaluation.gradient_variance
+    import vaelab.evaluation.html_report
 
     for command in COMMANDS:
         name = command.replace("-", "_")

@@ -13,9 +13,9 @@ import vaelab
 from conftest import small_config
 from single_thread import one_thread
 from vaelab.api import load_test_images
-from vaelab.classifier import baseline_network, confusion_matrix, evaluate_classifier
 from vaelab.cli import main
 from vaelab.errors import VaelabError
+from vaelab.evaluation.classifier import baseline_network, confusion_matrix, evaluate_classifier
 from vaelab.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -73,9 +73,9 @@ def test_train_help_shows_each_fields_comment_choices_and_default(monkeypatch):
     # The registries imported for real: the names --help reads from the source must be
     # exactly what the code accepts.
     from vaelab.latents import FAMILIES
+    from vaelab.latents.priors import PRIORS
     from vaelab.likelihoods import LIKELIHOODS
     from vaelab.models import MODELS
-    from vaelab.priors import PRIORS
 
     for field, registry in (
         ("model", MODELS), ("likelihood", LIKELIHOODS), ("prior", PRIORS),
@@ -144,7 +144,7 @@ def test_config_fields_are_all_documented():
     assert missing == [] and Config() is not None
 
 
-@pytest.mark.parametrize("registry", [("vaelab.completion", "NOPE")])
+@pytest.mark.parametrize("registry", [("vaelab.evaluation.completion", "NOPE")])
 def test_registry_names_refuses_what_it_cannot_read(registry):
     with pytest.raises(AssertionError):
         registry_names(*registry)

@@ -15,9 +15,9 @@ from conftest import small_config
 from single_thread import one_thread
 from vaelab.api import load_test_images
 from vaelab.cli import main
-from vaelab.completion import complete, downscale, load_mask, make_mask, project_blocks
-from vaelab.completion_eval import evaluate_completion, nearest_neighbour
 from vaelab.errors import VaelabError
+from vaelab.evaluation.completion import complete, downscale, load_mask, make_mask, project_blocks
+from vaelab.evaluation.completion_eval import evaluate_completion, nearest_neighbour
 from vaelab.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -403,7 +403,7 @@ def test_static_binarization_baselines_and_gmm_use_the_images_trained_on(tmp_pat
     itself, and the mean-image baseline's MSE is recomputed from it (float32 sums: 1e-6)."""
     session = importlib.import_module("vaelab.training.session")
     from vaelab.data.prepare import eval_images, to_unit
-    from vaelab.samplers import training_images
+    from vaelab.evaluation.samplers import training_images
 
     captured = []
     real = session.binarize_fixed

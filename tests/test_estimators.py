@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch.distributions import Beta, Gamma, Independent, Normal
 
-from vaelab.estimators import ESTIMATORS, ScoreBaseline, build_estimator
 from vaelab.latents import BetaFamily, GammaFamily
-from vaelab.priors import BetaPrior, GammaPrior
+from vaelab.latents.priors import BetaPrior, GammaPrior
+from vaelab.objectives.estimators import ESTIMATORS, ScoreBaseline, build_estimator
 
 N = 100_000
 

@@ -1,4 +1,4 @@
-"""Interpolation, traversal, latent embeddings and the manifold grid (vaelab.explore)."""
+"""Interpolation, traversal, latent embeddings and the manifold grid (vaelab.evaluation.explore)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.evaluation import nll
-from vaelab.explore import (
+from vaelab.evaluation.explore import (
     dim_scores,
     embed,
     interpolate,
@@ -23,7 +23,7 @@ from vaelab.explore import (
     top_dims,
     traverse,
 )
-from vaelab.pictures import latent_plot
+from vaelab.evaluation.pictures import latent_plot
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_manifold_grid_decodes_the_prior_quantiles(digits_2d, digits_run):
 def test_other_latents_rank_dims_and_report(tmp_path, options, kind):
     """Gamma-Gamma has a closed-form KL per dimension; a mixture prior does not factorize,
     so dimensions are ranked by their activity Var_x E_q[z_d] instead."""
-    from vaelab.html_report import write_report
+    from vaelab.evaluation.html_report import write_report
     from vaelab.training.loop import fit
 
     run = fit(small_config(epochs=1, **options), tmp_path / "run")

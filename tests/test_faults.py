@@ -23,8 +23,8 @@ from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
 from vaelab.training import step
 from vaelab.training.checkpoint import CHECKPOINT, load_checkpoint
+from vaelab.training.folder import read_metrics
 from vaelab.training.loop import fit
-from vaelab.training.run import read_metrics
 
 TRAIN = ["--dataset=digits", "--hidden=32", "--latent-dim=4", "--epochs=2", "--batch-size=16",
          "--checkpoint-every=3", "--binarize=dynamic", "--progress=false", "--report=false",

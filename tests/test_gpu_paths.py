@@ -19,10 +19,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import vaelab
 from conftest import small_config
-from vaelab import api_tasks
-from vaelab.completion import Completion
+from vaelab.api import tasks as api_tasks
 from vaelab.data import dataset_for
 from vaelab.errors import VaelabError
+from vaelab.evaluation.completion import Completion
 from vaelab.models import build_model
 from vaelab.training import session as session_module
 from vaelab.training import step as step_module

@@ -15,14 +15,14 @@ import vaelab
 from vaelab.data import dataset_for
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.estimators import ScoreBaseline, build_estimator
 from vaelab.evaluation import nll
-from vaelab.gradient_variance import gradient_stats
+from vaelab.evaluation.gradient_variance import gradient_stats
 from vaelab.models import build_model
 from vaelab.objectives import Objective, build_objective, elbo
+from vaelab.objectives.estimators import ScoreBaseline, build_estimator
+from vaelab.training.folder import read_metrics
 from vaelab.training.load import read_estimator
 from vaelab.training.loop import fit
-from vaelab.training.run import read_metrics
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from torch import nn
 
 from vaelab.data import load_dataset
 from vaelab.evaluation.health import latent_health
+from vaelab.latents.priors import MixturePrior, StandardNormalPrior
 from vaelab.likelihoods import build_likelihood
 from vaelab.models.vae import VAE
-from vaelab.priors import MixturePrior, StandardNormalPrior
 
 D = 6
 

@@ -19,10 +19,10 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 from vaelab.evaluation.nll import log_likelihood
+from vaelab.latents.priors import StandardNormalPrior
 from vaelab.likelihoods import GaussianFixed
 from vaelab.models.hvae import HVAE
 from vaelab.objectives import elbo
-from vaelab.priors import StandardNormalPrior
 
 C, H, W = 1, 3, 3
 D, D1, D2, S, S1 = C * H * W, 3, 2, 0.1, 0.5

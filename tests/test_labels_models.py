@@ -14,7 +14,7 @@ from single_thread import one_thread
 from vaelab.config import ModelConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.labels import class_grid, resolve_label
+from vaelab.evaluation.sample_labels import class_grid, resolve_label
 from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import CVAE, M2
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
@@ -87,8 +87,8 @@ def _linear_gaussian_cvae(a: float = 2.0, s: float = 0.5, b: tuple = (-1.0, 1.0)
     from torch import nn
 
     from vaelab.latents import NormalFamily
+    from vaelab.latents.priors import build_prior
     from vaelab.likelihoods import GaussianFixed
-    from vaelab.priors import build_prior
 
     v = a * a + s * s
     head, dec = nn.Linear(3, 2), nn.Linear(3, 1)

@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
 from vaelab.latents import NormalFamily
-from vaelab.priors import StandardNormalPrior
+from vaelab.latents.priors import StandardNormalPrior
 
 
 def test_normal_family_is_diagonal_gaussian_with_logvar():

@@ -18,9 +18,9 @@ from vaelab.evaluation.nll import (
     paired_difference,
     summarize_nll,
 )
+from vaelab.latents.priors import StandardNormalPrior
 from vaelab.likelihoods import GaussianFixed
 from vaelab.models.vae import VAE
-from vaelab.priors import StandardNormalPrior
 
 C, H, W = 1, 4, 4
 D, d, S = C * H * W, 3, 0.1

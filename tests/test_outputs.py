@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from vaelab.html_report import _metrics_table
-from vaelab.plots import grid_array, save_figure, traversal_figure
+from vaelab.evaluation.html_report import _metrics_table
+from vaelab.evaluation.plots import grid_array, save_figure, traversal_figure
 
 
 def vaelab(*args):
@@ -111,7 +111,7 @@ class _Terminal(io.StringIO):
 def test_long_steps_show_progress_on_a_terminal_only(digits_run, monkeypatch):
     from vaelab.api import load, load_test_images
     from vaelab.evaluation.nll import log_likelihood
-    from vaelab.samplers import fit_gmm
+    from vaelab.evaluation.samplers import fit_gmm
 
     model = load(digits_run)
     x = load_test_images(digits_run).test_x[:40]
@@ -130,7 +130,7 @@ def test_gmm_fit_step_by_step_equals_one_scikit_learn_fit():
     # the stepwise fit runs the same EM iterations, so only float rounding may differ.
     from sklearn.mixture import GaussianMixture as SkGMM
 
-    from vaelab.samplers import fit_gmm
+    from vaelab.evaluation.samplers import fit_gmm
 
     gen = np.random.default_rng(3)
     data = np.concatenate([gen.normal(-3, 1, (400, 3)), gen.normal(2, 0.5, (300, 3)),

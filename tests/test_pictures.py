@@ -1,4 +1,4 @@
-"""One function per picture (vaelab.pictures): the report, the end of training and the
+"""One function per picture (vaelab.evaluation.pictures): the report, the end of training and the
 commands draw the same pictures.
 
 Each test decodes the PNGs a user gets (report.html's embedded images, the run folder's,
@@ -23,7 +23,7 @@ from tests.conftest import small_config
 
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.pictures import Grid, stack
+from vaelab.evaluation.pictures import Grid, stack
 
 SEED = 5  # not the run's training seed (0), so the report's --seed must reach every draw
 
@@ -133,7 +133,7 @@ def test_report_pictures_are_the_commands_pictures(digits_run, tmp_path):
 
 def test_report_manifold_is_latent_plots(tmp_path):
     from vaelab.api import load
-    from vaelab.pictures import manifold
+    from vaelab.evaluation.pictures import manifold
     from vaelab.training.loop import fit
 
     torch.manual_seed(0)
@@ -171,7 +171,7 @@ def test_stack_puts_grids_of_one_width_above_each_other():
 
 def test_pictures_refuse_bad_sizes_in_the_commands_words(digits_run):
     from vaelab.api import load
-    from vaelab.pictures import manifold, similar, traversal
+    from vaelab.evaluation.pictures import manifold, similar, traversal
 
     model = load(digits_run)
     with pytest.raises(VaelabError, match="2-D latent"):

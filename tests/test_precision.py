@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import small_config
+from vaelab.latents.priors import build_prior
 from vaelab.likelihoods import build_likelihood
 from vaelab.models import build_model
 from vaelab.models.deep import _split
-from vaelab.priors import build_prior
 
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 CASES = {

@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from vaelab.latents import NormalFamily
-from vaelab.priors import (
+from vaelab.latents.priors import (
     MixturePrior,
     StandardNormalPrior,
     VampPrior,
@@ -179,7 +179,7 @@ def test_mixture_log_prob_stays_float32_under_bf16_autocast():
 def test_mixture_log_prob_in_blocks_equals_one_block(monkeypatch):
     """Rows of z are processed in blocks to bound memory; the blocking must not change the
     result (a block of 7 rows against the whole), nor fail on an empty batch."""
-    import vaelab.priors as priors
+    import vaelab.latents.priors as priors
 
     args, _ = _narrow_mixture(-4.0, seed=7)
     whole = diag_normal_mixture_log_prob(*args)

@@ -69,7 +69,9 @@ def readme_folder(tmp_path, monkeypatch):
     small_fit = _shrink(loop.fit)
     monkeypatch.setattr(loop, "fit", small_fit)
     monkeypatch.setattr(api, "fit", small_fit)
-    monkeypatch.setattr(importlib.import_module("vaelab.aevae"), "fit", small_fit)  # train_pair
+    monkeypatch.setattr(
+        importlib.import_module("vaelab.evaluation.aevae"), "fit", small_fit
+    )  # train_pair
     monkeypatch.chdir(tmp_path)
     import vaelab
 

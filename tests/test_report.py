@@ -16,10 +16,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from tests.conftest import small_config
 
-from vaelab.aevae import box_coverage, judge_by_classifier, judge_by_reconstruction
 from vaelab.api import load, load_test_images, open_run
 from vaelab.data.prepare import to_unit
-from vaelab.html_report import CURVES_PNG, REPORT, SECTIONS, write_curves
+from vaelab.evaluation.aevae import box_coverage, judge_by_classifier, judge_by_reconstruction
+from vaelab.evaluation.html_report import CURVES_PNG, REPORT, SECTIONS, write_curves
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -181,7 +181,7 @@ def test_cli_error_is_one_line_in_a_subprocess(tmp_path):
 
 
 def test_report_of_a_2d_autoencoder_has_notes_and_manifold_only_for_vae(tmp_path):
-    from vaelab.html_report import write_report
+    from vaelab.evaluation.html_report import write_report
     from vaelab.training.loop import fit
 
     run = fit(small_config(model="ae", latent_dim=2, epochs=1), tmp_path / "ae")
@@ -203,7 +203,7 @@ def test_box_coverage_counts_points_near_the_codes():
 
 def test_training_curves_tick_whole_epochs():
     # Two epochs used to be ticked 1.0, 1.2, ..., 2.0: epochs are counted, not measured.
-    from vaelab.plots import CURVES, training_curves
+    from vaelab.evaluation.plots import CURVES, training_curves
 
     keys = {k for _, _, train, test in CURVES for k in (train, test)}
     fig = training_curves([{"epoch": e, **dict.fromkeys(keys, -100.0 * e)} for e in (1, 2)])

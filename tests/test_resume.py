@@ -14,7 +14,7 @@ import yaml
 import vaelab
 from vaelab.cli import main
 from vaelab.training.checkpoint import load_checkpoint
-from vaelab.training.run import read_metrics
+from vaelab.training.folder import read_metrics
 
 BASE = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "2",
         "--batch-size", "64", "--progress", "false", "--report", "false"]  # fmt: skip

@@ -6,7 +6,7 @@ import torch
 
 import vaelab
 from vaelab.errors import VaelabError
-from vaelab.samplers import GaussianMixture, fit_gmm, sample_images, sample_with
+from vaelab.evaluation.samplers import GaussianMixture, fit_gmm, sample_images, sample_with
 
 
 def mixture_moments(gmm: GaussianMixture):

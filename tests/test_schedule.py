@@ -15,11 +15,11 @@ import torch
 from conftest import small_config
 from vaelab.config import _CHOICES, resolve
 from vaelab.data import load_dataset
-from vaelab.gradient_variance import during_training
+from vaelab.evaluation.gradient_variance import during_training
 from vaelab.training import loop
 from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.folder import read_metrics
 from vaelab.training.loop import fit
-from vaelab.training.run import read_metrics
 from vaelab.training.schedule import LR_SCHEDULES, beta_at, lr_at
 from vaelab.training.step import Stepper
 

@@ -31,7 +31,7 @@ from vaelab.api import load
 from vaelab.cli import main
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.explore import decode_mean
+from vaelab.evaluation.explore import decode_mean
 from vaelab.web.app import MAX_BODY
 from vaelab.web.latentmap import LatentMap, kernel_bandwidth
 

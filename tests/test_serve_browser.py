@@ -20,7 +20,7 @@ from PIL import Image
 from tests.serve_helpers import MNIST_RUN, png_array, served, session_base, trained_run
 
 from vaelab.api import load
-from vaelab.explore import decode_mean
+from vaelab.evaluation.explore import decode_mean
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

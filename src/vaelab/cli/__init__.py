@@ -21,7 +21,7 @@ from vaelab import __version__
 from vaelab.cli.common import HelpFormatter, new_file, one_line_warnings
 from vaelab.cli.table import COMMANDS, COMMON, Command, Option
 from vaelab.errors import Interrupted, VaelabError
-from vaelab.runs import OUTPUTS, numbered
+from vaelab.training.record import OUTPUTS, numbered
 
 __all__ = ["COMMANDS", "build_parser", "call", "main"]
 

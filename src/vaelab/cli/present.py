@@ -44,7 +44,7 @@ def latent_plot(job: dict[str, Any], result: dict, first: bool) -> None:
 
 
 def gradvar(job: dict[str, Any], result: dict, first: bool) -> None:
-    from vaelab.gradient_variance import format_table
+    from vaelab.evaluation.gradient_variance import format_table
 
     for r in result.get("rows", []):
         print(f"after epoch {r['epoch']} (test ELBO {r['test_elbo']:.2f}):")

@@ -102,8 +102,8 @@ def _names(text: str | None) -> list[str] | None:
     return [n for n in text.split(",") if n] if text else None
 
 
-PICTURES, STUDIES, API = "vaelab.api_pictures", "vaelab.api_studies", "vaelab.api"
-SAMPLERS = tuple(sorted(registry_names("vaelab.samplers", "SAMPLERS")))
+PICTURES, STUDIES, API = "vaelab.api.drawing", "vaelab.api.studies", "vaelab.api"
+SAMPLERS = tuple(sorted(registry_names("vaelab.evaluation.samplers", "SAMPLERS")))
 
 COMMANDS: dict[str, Command] = {
     "train": Command(
@@ -201,7 +201,7 @@ COMMANDS: dict[str, Command] = {
                 help="a test-set index or an image file"),
             opt("--steps", type=int, default=10, help="decodings along the path"),
             opt("--method", default="both",
-                choices=(*registry_names("vaelab.explore", "INTERPOLATIONS"), "both"),
+                choices=(*registry_names("vaelab.evaluation.explore", "INTERPOLATIONS"), "both"),
                 help="linear, spherical (norm goes linearly, direction along the great "
                 "circle) or both"),
         ),
@@ -225,7 +225,7 @@ COMMANDS: dict[str, Command] = {
         (PICTURES, "latent_plot"), out="latent.png", beside={"manifold_out": "manifold.png"},
         present="latent_plot",
         options=(
-            opt("--method", default="pca", choices=registry_names("vaelab.explore", "EMBEDDINGS"),
+            opt("--method", default="pca", choices=registry_names("vaelab.evaluation.explore", "EMBEDDINGS"),
                 help="projection for latents of more than 2 dimensions"),
             opt("--limit", type=int, positive=True,
                 help="use the first N test images (t-SNE is slow on 10,000)"),
@@ -250,7 +250,7 @@ COMMANDS: dict[str, Command] = {
             opt("--points", type=int, default=1000,
                 help="uniform points per bounding box to judge"),
             opt("--grid", type=int, default=15, help="decoded tiles per side"),
-            opt("--judge", choices=registry_names("vaelab.aevae", "JUDGES"),
+            opt("--judge", choices=registry_names("vaelab.evaluation.aevae", "JUDGES"),
                 help="what decides that a decoding is well-formed (default: classifier for "
                 "labelled data, else reconstruction)"),
         ),
@@ -304,11 +304,11 @@ COMMANDS: dict[str, Command] = {
                 help="super-resolution factor"),
             opt("-n", type=int, default=8, help="completions per input"),
             opt("--steps", type=int, default=50, help="iterations of the chain"),
-            opt("--method", choices=tuple(sorted(registry_names("vaelab.completion", "METHODS"))),
+            opt("--method", choices=tuple(sorted(registry_names("vaelab.evaluation.completion", "METHODS"))),
                 default="pseudo-gibbs",
                 help="the chain: pseudo-Gibbs (decode, re-encode) or Metropolis-within-Gibbs, "
                 "which accepts each move by the model's joint density"),
-            opt("--fill", choices=tuple(sorted(registry_names("vaelab.completion", "FILLS"))),
+            opt("--fill", choices=tuple(sorted(registry_names("vaelab.evaluation.completion", "FILLS"))),
                 default="mean",
                 help="pseudo-gibbs: put back E[x_mis|z] (mean) or a draw of p(x_mis|z) "
                 "(sample); mwg always draws"),
@@ -327,7 +327,7 @@ COMMANDS: dict[str, Command] = {
                 help="address to listen on; the default is reachable from this machine only. "
                 "WARNING: --host 0.0.0.0 lets anyone who can reach this machine use the page "
                 "(and its CPU) without a password"),
-            opt("--method", default="pca", choices=registry_names("vaelab.explore", "EMBEDDINGS"),
+            opt("--method", default="pca", choices=registry_names("vaelab.evaluation.explore", "EMBEDDINGS"),
                 help="map of latents above 2-D (t-SNE is slower to start)"),
             opt("--limit", type=int, default=2000, positive=True, help="test images on the map"),
         ),

@@ -22,9 +22,9 @@ REGISTRIES = {
     "model": ("vaelab.models", "MODELS"),
     "arch": ("vaelab.nn", "ARCHS"),
     "likelihood": ("vaelab.likelihoods", "LIKELIHOODS"),
-    "prior": ("vaelab.priors", "PRIORS"),
+    "prior": ("vaelab.latents.priors", "PRIORS"),
     "posterior": ("vaelab.latents", "FAMILIES"),
-    "estimator": ("vaelab.estimators", "ESTIMATORS"),
+    "estimator": ("vaelab.objectives.estimators", "ESTIMATORS"),
     "objective": ("vaelab.objectives", "OBJECTIVES"),
 }
 _METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """defaults < the run's saved config (on --resume) < --config file < flags."""
-    from vaelab.training.run import CONFIG  # imports torch: only when training, not for --help
+    from vaelab.training.folder import CONFIG  # imports torch: only when training, not for --help
 
     if args.resume and args.out and (Path(args.out) / CONFIG).is_file():
         config = load_config(Path(args.out) / CONFIG)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from vaelab.errors import VaelabError
 from vaelab.evaluation.nll import paired_difference
-from vaelab.plots import save_figure
+from vaelab.evaluation.plots import save_figure
 
 # (column title, function of an evaluation dict -> number or None, format)
 COLUMNS: list[tuple[str, Any, str]] = [

@@ -19,7 +19,7 @@ from vaelab.evaluation.quality import (
     reconstruction_quality,
     sample_quality,
 )
-from vaelab.samplers import SAMPLERS, prepare_sampler, sample_images
+from vaelab.evaluation.samplers import SAMPLERS, prepare_sampler, sample_images
 
 
 def extra_metrics(

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from vaelab.explore import posterior_stats  # shared with the GMM sampler
+from vaelab.evaluation.explore import posterior_stats  # shared with the GMM sampler
 
 ACTIVE_THRESHOLD = 0.01
 

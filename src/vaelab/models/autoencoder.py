@@ -12,11 +12,11 @@ from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
+from vaelab.latents.priors import build_prior
 from vaelab.likelihoods import build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
-from vaelab.priors import build_prior
 
 
 class Autoencoder(VAE):

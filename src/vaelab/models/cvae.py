@@ -29,11 +29,11 @@ from torch.distributions import Distribution
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.latents import FAMILIES, NormalFamily
+from vaelab.latents.priors import Prior, build_prior
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
-from vaelab.priors import Prior, build_prior
 
 
 class CVAE(VAE):

@@ -39,11 +39,11 @@ from torch.distributions import Distribution, Independent, Normal
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.latents import full_precision
+from vaelab.latents.priors import StandardNormalPrior
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn.cells import Activation, BottomUp, ResidualCell, Up, bottleneck, sides
-from vaelab.priors import StandardNormalPrior
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -25,12 +25,12 @@ from torch.distributions import Distribution
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.latents import NormalFamily, standard_normal_log_prob
+from vaelab.latents.priors import Prior, build_prior, resolve_prior
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
 from vaelab.nn.mlp import mlp
-from vaelab.priors import Prior, build_prior, resolve_prior
 
 
 def _gaussian_draw(params: torch.Tensor, family: NormalFamily) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,10 +27,10 @@ from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
 from vaelab.latents import FAMILIES, NormalFamily, standard_normal_log_prob
+from vaelab.latents.priors import Prior, build_prior, resolve_prior
 from vaelab.likelihoods import Likelihood, build_likelihood
 from vaelab.models.terms import Terms
 from vaelab.nn import build_bodies
-from vaelab.priors import Prior, build_prior, resolve_prior
 
 
 class VAE(nn.Module):

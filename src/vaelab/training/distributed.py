@@ -40,7 +40,7 @@ import torch.distributed as tdist
 
 from vaelab.errors import VaelabError
 from vaelab.training.bound import test_bound
-from vaelab.training.run import deterministic_kernels, resolve_device
+from vaelab.training.folder import deterministic_kernels, resolve_device
 
 T = TypeVar("T")
 

@@ -15,12 +15,12 @@ from torch import nn
 
 from vaelab.config import Config, ModelConfig, config_from_dict
 from vaelab.errors import VaelabError
-from vaelab.estimators import Estimator, build_estimator
 from vaelab.models import VAE, build_model
-from vaelab.runs import Run
+from vaelab.objectives.estimators import Estimator, build_estimator
 from vaelab.training.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.training.ema import averaged_state
-from vaelab.training.run import resolve_device
+from vaelab.training.folder import resolve_device
+from vaelab.training.record import Run
 
 
 def read_run(run: str | Path, device: str = "cpu") -> Run:

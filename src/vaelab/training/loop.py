@@ -37,7 +37,7 @@ from vaelab.config import Config
 from vaelab.data import ImageData
 from vaelab.data.prepare import epoch_permutation
 from vaelab.errors import VaelabError
-from vaelab.training import run as runfs
+from vaelab.training import folder as runfs
 from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training.distributed import joined
 from vaelab.training.schedule import beta_at, lr_at
@@ -51,7 +51,7 @@ TALLY = "epoch_tally"  # TrainState.extra key: the interrupted epoch's sums (mid
 @dataclass(frozen=True)
 class Drawings:
     """What :func:`fit` draws into the run folder with ``--report`` (rank 0 only). The
-    caller hands it in (``vaelab.html_report.RUN_DRAWINGS`` for ``vaelab train`` and
+    caller hands it in (``vaelab.evaluation.html_report.RUN_DRAWINGS`` for ``vaelab train`` and
     ``vaelab.train``): drawing is evaluation-layer code, which training does not import."""
 
     curves: Callable[[Path, float], object]  # (run folder, min seconds between redraws)

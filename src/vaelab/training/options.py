@@ -22,13 +22,13 @@ from torch import nn
 from vaelab.config import Config
 from vaelab.data import check_dataset
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.estimators import ESTIMATORS
 from vaelab.latents import FAMILIES
+from vaelab.latents.priors import PRIORS
 from vaelab.likelihoods import LIKELIHOODS
 from vaelab.models import MODELS
 from vaelab.nn import ARCHS
 from vaelab.objectives import OBJECTIVES
-from vaelab.priors import PRIORS
+from vaelab.objectives.estimators import ESTIMATORS
 
 # config field -> the registry its value must name
 REGISTRIES: dict[str, Mapping[str, Any]] = {

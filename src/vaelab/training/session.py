@@ -31,7 +31,7 @@ from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare
 from vaelab.errors import VaelabError
 from vaelab.objectives import build_objective
-from vaelab.training import run as runfs
+from vaelab.training import folder as runfs
 from vaelab.training.checkpoint import (
     CHECKPOINT,
     Checkpoint,

@@ -27,10 +27,10 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from vaelab.api import load_test_images, open_run
-from vaelab.completion import METHODS as COMPLETIONS
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.explore import INTERPOLATIONS
+from vaelab.evaluation.completion import METHODS as COMPLETIONS
+from vaelab.evaluation.explore import INTERPOLATIONS
 from vaelab.web import fields as f
 from vaelab.web.explorer import Explorer
 

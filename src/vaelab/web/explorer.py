@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from vaelab.completion import METHODS as COMPLETIONS
-from vaelab.completion import complete
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.explore import (
+from vaelab.evaluation.completion import METHODS as COMPLETIONS
+from vaelab.evaluation.completion import complete
+from vaelab.evaluation.explore import (
     INTERPOLATIONS,
     decode_mean,
     dim_scores,
@@ -29,10 +29,10 @@ from vaelab.explore import (
     prior_std,
     top_dims,
 )
-from vaelab.generate import similar
-from vaelab.labels import sample_class
-from vaelab.runs import Run
-from vaelab.samplers import sample_images
+from vaelab.evaluation.generate import similar
+from vaelab.evaluation.sample_labels import sample_class
+from vaelab.evaluation.samplers import sample_images
+from vaelab.training.record import Run
 from vaelab.web.latentmap import LatentMap
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vaelab.plots import png_bytes
+from vaelab.evaluation.plots import png_bytes
 
 PNG_PREFIX = "data:image/png;base64,"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vaelab.explore import embed
+from vaelab.evaluation.explore import embed
 
 
 def kernel_bandwidth(coords: torch.Tensor, k: int = 5, chunk: int = 1024) -> float:

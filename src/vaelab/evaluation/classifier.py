@@ -25,12 +25,12 @@ from vaelab.config import Config, ModelConfig
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
 from vaelab.errors import VaelabError
+from vaelab.evaluation.plots import save_figure
 from vaelab.evaluation.quality import load_classifier
-from vaelab.labels import class_names
+from vaelab.evaluation.sample_labels import class_names
 from vaelab.models.m2 import classifier_net
-from vaelab.plots import save_figure
-from vaelab.runs import Run
 from vaelab.training.labels import keep_per_class
+from vaelab.training.record import Run
 
 
 def _predict(fn, x: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:

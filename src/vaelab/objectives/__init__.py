@@ -16,7 +16,7 @@ beta = 1), ``recon`` (E_q log p(x|z)) and ``kl``.
 
 :class:`Objective` is what training calls (as Pyro's ``Trace_ELBO`` is separate from the
 model and guide): ``objective(model, x, beta, y=, samples=, labelled=)``. It chooses at call
-time how z is drawn (its :mod:`~vaelab.estimators` estimator: the model's own
+time how z is drawn (its :mod:`~vaelab.objectives.estimators` estimator: the model's own
 reparameterized ``forward``, or ``model.encode`` + ``estimator.draw`` + ``model.terms_at``
 and the estimator's zero-valued surrogate), reduces the Terms, and adds its extra terms
 (M2's alpha/N x class loss, :class:`ClassLoss`). It is an ``nn.Module`` so the estimator's
@@ -35,9 +35,9 @@ from torch import nn
 
 from vaelab.config import Config, resolve
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.estimators import Estimator, Reparam, build_estimator
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
 from vaelab.models.terms import Terms  # what models return: the objectives' input
+from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
 
 
 def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:

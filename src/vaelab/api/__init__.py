@@ -20,12 +20,12 @@ from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError
 from vaelab.evaluation.extras import extra_metrics
+from vaelab.evaluation.html_report import RUN_DRAWINGS, write_report
 from vaelab.evaluation.nll import evaluate_model
-from vaelab.html_report import RUN_DRAWINGS, write_report
-from vaelab.runs import Run, numbered, target
+from vaelab.training.folder import CONFIG
 from vaelab.training.load import read_run
 from vaelab.training.loop import fit
-from vaelab.training.run import CONFIG
+from vaelab.training.record import Run, numbered, target
 
 __all__ = [
     "Run",
@@ -209,12 +209,12 @@ def _write_evaluation(
 # The other commands' functions live in three sibling modules that import this one; module
 # __getattr__ makes them vaelab.api.NAME as well without an import cycle at load time.
 _ELSEWHERE = {
-    **dict.fromkeys(("classify", "complete"), "vaelab.api_tasks"),
+    **dict.fromkeys(("classify", "complete"), "vaelab.api.tasks"),
     **dict.fromkeys(
         ("interpolate", "latent_plot", "reconstruct", "report", "sample", "similar", "traverse"),
-        "vaelab.api_pictures",
+        "vaelab.api.drawing",
     ),
-    **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api_studies"),
+    **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api.studies"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Latent variables: the posterior family q(z|x); the priors p(z) are :mod:`vaelab.priors`.
+"""Latent variables: the posterior family q(z|x); the priors p(z) are :mod:`vaelab.latents.priors`.
 
 A *family* turns the encoder's output ``(B, params_size(D))`` into a torch
 ``Distribution`` whose event is one latent vector of size D. How z is drawn from

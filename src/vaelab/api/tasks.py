@@ -12,16 +12,16 @@ from typing import Any
 import torch
 
 from vaelab.api import as_run, load_test_images, model_of
-from vaelab.api_pictures import input_image
-from vaelab.classifier import evaluate_classifier, save_confusion
-from vaelab.completion import Completion, downscale, load_mask, make_mask, upsample
-from vaelab.completion import complete as run_chains
-from vaelab.completion_eval import evaluate_completion
+from vaelab.api.drawing import input_image
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
-from vaelab.plots import save_grid
-from vaelab.runs import Run, target
+from vaelab.evaluation.classifier import evaluate_classifier, save_confusion
+from vaelab.evaluation.completion import Completion, downscale, load_mask, make_mask, upsample
+from vaelab.evaluation.completion import complete as run_chains
+from vaelab.evaluation.completion_eval import evaluate_completion
+from vaelab.evaluation.plots import save_grid
+from vaelab.training.record import Run, target
 
 RunLike = str | Path | Run | torch.nn.Module
 
@@ -102,7 +102,7 @@ def complete(
     image, what the model saw and its completions. With ``evaluate`` = N, instead the
     missing-pixel MSE on the first N test images against the baselines (a dict; also
     written to ``json_out``). A bare model works for tensor inputs. ``details``: return the
-    chain's whole result (:class:`vaelab.completion.Completion`: images, decoded means,
+    chain's whole result (:class:`vaelab.evaluation.completion.Completion`: images, decoded means,
     Metropolis acceptance rate) instead of the images."""
     paths = _targets(overwrite, out=out, json_out=json_out)
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)

@@ -1,11 +1,11 @@
-"""One function per picture, shared by the CLI (vaelab.api_pictures), the HTML report and
+"""One function per picture, shared by the CLI (vaelab.api.drawing), the HTML report and
 the end of training, so a picture cannot be drawn two ways.
 
 Each takes the model and, as explicit arguments, what else it needs (images as the model
-sees them, uint8 ``(N, C, H, W)``), or the :class:`~vaelab.runs.Run` where the run's Config
+sees them, uint8 ``(N, C, H, W)``), or the :class:`~vaelab.training.record.Run` where the run's Config
 or folder is needed (to prepare test or training images, to cache a sampler's fit); none
 reads attributes off the model. Image grids come back as a :class:`Grid`
-(rendered by :func:`vaelab.plots.grid_image`, saved with the command line as PNG text),
+(rendered by :func:`vaelab.evaluation.plots.grid_image`, saved with the command line as PNG text),
 charts as a matplotlib ``Figure``. The report puts several inputs in one picture by
 stacking their grids (:func:`stack`): each row is exactly what the command draws for that
 input with the same seed (tests/test_pictures.py compares the two tile for tile).
@@ -27,7 +27,7 @@ from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError
-from vaelab.explore import (
+from vaelab.evaluation.explore import (
     INTERPOLATIONS,
     dim_scores,
     embed,
@@ -35,21 +35,21 @@ from vaelab.explore import (
     prior_quantile_grid,
     top_dims,
 )
-from vaelab.explore import interpolate as latent_path
-from vaelab.explore import traverse as vary
-from vaelab.generate import reconstruct as decode_means
-from vaelab.generate import sample as draw
-from vaelab.generate import similar as around
-from vaelab.labels import label_samples
-from vaelab.plots import (
+from vaelab.evaluation.explore import interpolate as latent_path
+from vaelab.evaluation.explore import traverse as vary
+from vaelab.evaluation.generate import reconstruct as decode_means
+from vaelab.evaluation.generate import sample as draw
+from vaelab.evaluation.generate import similar as around
+from vaelab.evaluation.plots import (
     grid_image,
     image_panel,
     latent_figure,
     save_grid,
     traversal_figure,
 )
-from vaelab.runs import Run
-from vaelab.samplers import check_draw, prepare_sampler, sample_images
+from vaelab.evaluation.sample_labels import label_samples
+from vaelab.evaluation.samplers import check_draw, prepare_sampler, sample_images
+from vaelab.training.record import Run
 
 GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
 
@@ -174,7 +174,7 @@ def traversal(
 ) -> tuple[Figure, dict[str, Any]]:  # fmt: skip
     """``vaelab traverse``: around test image ``x[index]``'s posterior mean, one row per
     latent dimension (the ``dims`` most used over all of ``x``: KL, or variance for an AE;
-    ``scores`` reuses :func:`vaelab.explore.dim_scores` of ``x``), offsets
+    ``scores`` reuses :func:`vaelab.evaluation.explore.dim_scores` of ``x``), offsets
     linspace(-span, span, steps) prior stds. Returns the figure and ``{grid, dims, names,
     offsets, kind}``."""
     if dims < 1:

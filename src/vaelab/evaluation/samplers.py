@@ -24,9 +24,9 @@ from vaelab.config import Config
 from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.explore import posterior_stats
-from vaelab.runs import Run
+from vaelab.evaluation.explore import posterior_stats
 from vaelab.training.checkpoint import tensor_digest
+from vaelab.training.record import Run
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,9 @@ def _prior_images(model, n, temperature, **_) -> torch.Tensor:
 
 def _gmm_images(model, n, temperature, gmm: GaussianMixture | None = None, **_) -> torch.Tensor:
     if gmm is None:
-        raise VaelabError("--sampler gmm: needs a fitted mixture (see vaelab.samplers.gmm_for)")
+        raise VaelabError(
+            "--sampler gmm: needs a fitted mixture (see vaelab.evaluation.samplers.gmm_for)"
+        )
     param = next(model.parameters())
     z = gmm.sample(n, temperature).to(param.device, param.dtype)
     return model.likelihood.mean(model.decode(z))

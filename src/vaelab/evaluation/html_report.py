@@ -21,18 +21,18 @@ from typing import Any
 import torch
 import yaml
 
-import vaelab.pictures as pictures
+import vaelab.evaluation.pictures as pictures
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.evaluation.compare import COLUMNS, PAIRED, QUALITY, comparison_rows
-from vaelab.explore import dim_scores
+from vaelab.evaluation.explore import dim_scores
+from vaelab.evaluation.plots import png_bytes, save_figure, training_curves
 from vaelab.models import MODELS
-from vaelab.plots import png_bytes, save_figure, training_curves
-from vaelab.runs import Run
-from vaelab.training import run as runfs
+from vaelab.training import folder as runfs
 from vaelab.training.load import read_run
 from vaelab.training.loop import Drawings
+from vaelab.training.record import Run
 
 REPORT, CURVES_PNG = "report.html", "training_curves.png"
 SECTIONS = (
@@ -77,7 +77,7 @@ def write_curves(run: str | Path, min_interval: float = 0.0) -> Path | None:
 
 def write_run_outputs(model: torch.nn.Module, data: ImageData, out: Path, config: Config) -> None:
     """The end of a training run: samples.png and reconstructions.png
-    (:func:`vaelab.pictures.write_run_pictures`), the final training_curves.png and
+    (:func:`vaelab.evaluation.pictures.write_run_pictures`), the final training_curves.png and
     report.html, in run folder ``out``."""
     pictures.write_run_pictures(model, data, out, config)
     write_curves(out)
@@ -157,7 +157,7 @@ def build_sections(
     run: Run, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
 ) -> dict[str, str]:
     """The HTML body of each section of :data:`SECTIONS`, keyed by its id. Every picture is
-    the one its command draws (vaelab.pictures) for test images picked with ``seed``."""
+    the one its command draws (vaelab.evaluation.pictures) for test images picked with ``seed``."""
     model, config = run.model, run.config
     is_vae = model.has_posterior and model.has_prior  # an AE has neither
     test = eval_images(data.test_x, config.data.binarize, config.train.seed)

@@ -22,12 +22,12 @@ from vaelab.config import Config, with_overrides
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.evaluation.explore import box_grid, decode_mean, latent_means, uniform_box
+from vaelab.evaluation.html_report import RUN_DRAWINGS
+from vaelab.evaluation.plots import image_panel, latent_scatter
 from vaelab.evaluation.quality import load_classifier
-from vaelab.explore import box_grid, decode_mean, latent_means, uniform_box
-from vaelab.html_report import RUN_DRAWINGS
-from vaelab.plots import image_panel, latent_scatter
-from vaelab.runs import Run
 from vaelab.training.loop import fit
+from vaelab.training.record import Run
 
 
 def train_pair(

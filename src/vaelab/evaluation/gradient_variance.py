@@ -34,14 +34,14 @@ from matplotlib.figure import Figure
 
 from vaelab.data.prepare import epoch_permutation, to_unit
 from vaelab.errors import VaelabError
-from vaelab.estimators import ESTIMATORS, Estimator, ScoreBaseline, build_estimator
+from vaelab.evaluation.plots import save_figure
 from vaelab.latents import FAMILIES
 from vaelab.objectives import Objective
-from vaelab.plots import save_figure
+from vaelab.objectives.estimators import ESTIMATORS, Estimator, ScoreBaseline, build_estimator
 from vaelab.training.bound import test_bound
 from vaelab.training.distributed import World
+from vaelab.training.folder import resolve_device
 from vaelab.training.loop import train_step
-from vaelab.training.run import resolve_device
 from vaelab.training.session import build_session
 
 

@@ -1,7 +1,7 @@
 """Generation from a trained model: prior samples, reconstructions, similar images.
 
 All functions take a loaded model and uint8 or float image tensors and return
-float images in [0, 1], ``(N, C, H, W)``; vaelab.pictures draws them.
+float images in [0, 1], ``(N, C, H, W)``; vaelab.evaluation.pictures draws them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Looking inside a trained model: interpolation, traversals, latent embeddings, manifolds
-(the numbers; vaelab.pictures draws them).
+(the numbers; vaelab.evaluation.pictures draws them).
 
 Every function takes a loaded model (``vaelab.load``) and returns tensors: images are
 floats in [0, 1], ``(N, C, H, W)``; latents are ``(N, D)``. The latent point of an image
@@ -17,7 +17,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.priors import StandardNormalPrior
+from vaelab.latents.priors import StandardNormalPrior
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -13,7 +13,7 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
 * Metropolis-within-Gibbs (Mattei & Frellsen 2018): propose z' ~ q(z|x) and accept with
   probability min(1, w(z') / w(z)), w(z) = p(x|z) p(z) / q(z|x) the importance weight at
   the current x = (x_obs, x_mis); then x_mis ~ p(x_mis|z). Unlike pseudo-Gibbs this is a
-  valid MCMC: p(z, x_mis | x_obs) is its stationary distribution. :mod:`vaelab.chains`
+  valid MCMC: p(z, x_mis | x_obs) is its stationary distribution. :mod:`vaelab.evaluation.chains`
   gives each model its whole latent state (z; z1 and z2; y and z), and the draws of x_mis
   are never clamped, so the chain targets p(x_mis | x_obs) of every model it accepts.
 
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vaelab.chains import chain_for, select
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.evaluation.chains import chain_for, select
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -203,7 +203,7 @@ def pseudo_gibbs(model, x_cur, keep, steps, fill):
 
 def metropolis_within_gibbs(model, x_cur, keep, steps, fill):
     """Mattei & Frellsen (2018), a Gibbs sampler of p(h, x_mis | x_obs) with h the model's
-    latent state (:mod:`vaelab.chains`): an independence Metropolis step for h | x
+    latent state (:mod:`vaelab.evaluation.chains`): an independence Metropolis step for h | x
     (proposal g(h|x), target p(x, h) at the current x = (x_obs, x_mis)), then
     x_mis ~ p(x_mis | h), unclamped (``fill`` is ignored: the chain must draw)."""
     chain = chain_for(model)

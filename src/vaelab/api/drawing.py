@@ -1,6 +1,6 @@
 """The picture commands as Python functions: ``vaelab.sample(run, 64)`` and so on.
 
-Each takes a run folder, a :class:`~vaelab.runs.Run` or a model from ``vaelab.load``, plus
+Each takes a run folder, a :class:`~vaelab.training.record.Run` or a model from ``vaelab.load``, plus
 the command's options, and returns what the command draws (float images in [0, 1] on the
 CPU, or figures); with ``out`` it also writes the PNG the command writes. ``vaelab CMD``
 calls these functions (vaelab/cli), so the two cannot drift apart.
@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-import vaelab.pictures as pictures
+import vaelab.evaluation.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
 from vaelab.data.prepare import binarize_fixed
 from vaelab.errors import VaelabError
-from vaelab.html_report import write_report
-from vaelab.pictures import test_image
-from vaelab.plots import save_figure
-from vaelab.runs import Run, target
+from vaelab.evaluation.html_report import write_report
+from vaelab.evaluation.pictures import test_image
+from vaelab.evaluation.plots import save_figure
+from vaelab.training.record import Run, target
 
 RunLike = str | Path | Run | torch.nn.Module
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from vaelab.completion import complete, downscale, make_mask, project_blocks, upsample
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit, train_images
-from vaelab.runs import Run
+from vaelab.evaluation.completion import complete, downscale, make_mask, project_blocks, upsample
+from vaelab.training.record import Run
 
 
 def _mse(pred: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> dict[str, float]:
@@ -62,7 +62,7 @@ def evaluate_completion(
     """Missing-pixel MSE of the model's completions of the first ``limit`` test images and of
     the baselines. With ``n`` > 1 it also scores the average of the n completions (an
     estimate of E[x_mis | x_obs], the MSE-optimal fill). The test and training images are
-    prepared as ``run`` (a :class:`~vaelab.runs.Run`) was trained."""
+    prepared as ``run`` (a :class:`~vaelab.training.record.Run`) was trained."""
     model, cfg = run.model, run.config
     x = to_unit(eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed))
     train = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed))

@@ -12,18 +12,18 @@ from typing import Any
 
 import torch
 
-from vaelab.aevae import compare as compare_latents
-from vaelab.aevae import train_pair
 from vaelab.api import as_run, load_test_images
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError
+from vaelab.evaluation.aevae import compare as compare_latents
+from vaelab.evaluation.aevae import train_pair
 from vaelab.evaluation.compare import compare as compare_table
-from vaelab.gradient_variance import during_training as over_training
-from vaelab.gradient_variance import gradient_stats, plot_over_training, plot_stats
-from vaelab.plots import save_figure
-from vaelab.runs import Run, target
+from vaelab.evaluation.gradient_variance import during_training as over_training
+from vaelab.evaluation.gradient_variance import gradient_stats, plot_over_training, plot_stats
+from vaelab.evaluation.plots import save_figure
+from vaelab.training.folder import prepare_run_dir
 from vaelab.training.load import build_run_model, read_estimator
-from vaelab.training.run import prepare_run_dir
+from vaelab.training.record import Run, target
 
 
 def gradvar(
@@ -77,7 +77,7 @@ def ae_vs_vae(
     arch: str = "mlp", hidden: str = "512,256", points: int = 1000, grid: int = 15,
     judge: str | None = None, seed: int = 0, device: str = "cpu", overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Compare the 2-D latent spaces of an autoencoder and a VAE (vaelab.aevae): the share
+    """Compare the 2-D latent spaces of an autoencoder and a VAE (vaelab.evaluation.aevae): the share
     of ``points`` uniform draws per bounding box decoded well-formed, and how much of each
     box the test codes cover. Without ``ae``/``vae`` trains both into ``out`` first
     (default runs/<time>-ae-vs-vae); writes out/ae-vs-vae.png and .json."""
