@@ -1,6 +1,7 @@
 """The picture commands as Python functions: ``vaelab.sample(run, 64)`` and so on.
 
-Each takes a run folder, a :class:`~vaelab.training.record.Run` or a model from ``vaelab.load``, plus
+Each takes a run folder, a :class:`~vaelab.training.record.Run` or a model from
+``vaelab.load``, plus
 the command's options, and returns what the command draws (float images in [0, 1] on the
 CPU, or figures); with ``out`` it also writes the PNG the command writes. ``vaelab CMD``
 calls these functions (vaelab/cli), so the two cannot drift apart.

@@ -77,7 +77,8 @@ def ae_vs_vae(
     arch: str = "mlp", hidden: str = "512,256", points: int = 1000, grid: int = 15,
     judge: str | None = None, seed: int = 0, device: str = "cpu", overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Compare the 2-D latent spaces of an autoencoder and a VAE (vaelab.evaluation.aevae): the share
+    """Compare the 2-D latent spaces of an autoencoder and a VAE
+    (vaelab.evaluation.aevae): the share
     of ``points`` uniform draws per bounding box decoded well-formed, and how much of each
     box the test codes cover. Without ``ae``/``vae`` trains both into ``out`` first
     (default runs/<time>-ae-vs-vae); writes out/ae-vs-vae.png and .json."""

@@ -104,6 +104,9 @@ def _names(text: str | None) -> list[str] | None:
 
 PICTURES, STUDIES, API = "vaelab.api.drawing", "vaelab.api.studies", "vaelab.api"
 SAMPLERS = tuple(sorted(registry_names("vaelab.evaluation.samplers", "SAMPLERS")))
+EMBEDDINGS = registry_names("vaelab.evaluation.explore", "EMBEDDINGS")
+COMPLETION_METHODS = tuple(sorted(registry_names("vaelab.evaluation.completion", "METHODS")))
+COMPLETION_FILLS = tuple(sorted(registry_names("vaelab.evaluation.completion", "FILLS")))
 
 COMMANDS: dict[str, Command] = {
     "train": Command(
@@ -225,7 +228,7 @@ COMMANDS: dict[str, Command] = {
         (PICTURES, "latent_plot"), out="latent.png", beside={"manifold_out": "manifold.png"},
         present="latent_plot",
         options=(
-            opt("--method", default="pca", choices=registry_names("vaelab.evaluation.explore", "EMBEDDINGS"),
+            opt("--method", default="pca", choices=EMBEDDINGS,
                 help="projection for latents of more than 2 dimensions"),
             opt("--limit", type=int, positive=True,
                 help="use the first N test images (t-SNE is slow on 10,000)"),
@@ -304,11 +307,11 @@ COMMANDS: dict[str, Command] = {
                 help="super-resolution factor"),
             opt("-n", type=int, default=8, help="completions per input"),
             opt("--steps", type=int, default=50, help="iterations of the chain"),
-            opt("--method", choices=tuple(sorted(registry_names("vaelab.evaluation.completion", "METHODS"))),
+            opt("--method", choices=COMPLETION_METHODS,
                 default="pseudo-gibbs",
                 help="the chain: pseudo-Gibbs (decode, re-encode) or Metropolis-within-Gibbs, "
                 "which accepts each move by the model's joint density"),
-            opt("--fill", choices=tuple(sorted(registry_names("vaelab.evaluation.completion", "FILLS"))),
+            opt("--fill", choices=COMPLETION_FILLS,
                 default="mean",
                 help="pseudo-gibbs: put back E[x_mis|z] (mean) or a draw of p(x_mis|z) "
                 "(sample); mwg always draws"),
@@ -327,7 +330,7 @@ COMMANDS: dict[str, Command] = {
                 help="address to listen on; the default is reachable from this machine only. "
                 "WARNING: --host 0.0.0.0 lets anyone who can reach this machine use the page "
                 "(and its CPU) without a password"),
-            opt("--method", default="pca", choices=registry_names("vaelab.evaluation.explore", "EMBEDDINGS"),
+            opt("--method", default="pca", choices=EMBEDDINGS,
                 help="map of latents above 2-D (t-SNE is slower to start)"),
             opt("--limit", type=int, default=2000, positive=True, help="test images on the map"),
         ),

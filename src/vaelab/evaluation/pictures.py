@@ -2,7 +2,8 @@
 the end of training, so a picture cannot be drawn two ways.
 
 Each takes the model and, as explicit arguments, what else it needs (images as the model
-sees them, uint8 ``(N, C, H, W)``), or the :class:`~vaelab.training.record.Run` where the run's Config
+sees them, uint8 ``(N, C, H, W)``), or the
+:class:`~vaelab.training.record.Run` where the run's Config
 or folder is needed (to prepare test or training images, to cache a sampler's fit); none
 reads attributes off the model. Image grids come back as a :class:`Grid`
 (rendered by :func:`vaelab.evaluation.plots.grid_image`, saved with the command line as PNG text),
