@@ -88,6 +88,8 @@ class TrainConfig:
     ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
     skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
+    track: tuple[str, ...] = ()  # experiment trackers, comma-separated (vaelab[NAME] extras)
+    track_every: int = 50  # steps between the trackers' per-step scalars (0: per epoch only)
 
 
 @dataclass(frozen=True)

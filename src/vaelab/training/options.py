@@ -29,6 +29,7 @@ from vaelab.models import MODELS
 from vaelab.nn import ARCHS
 from vaelab.objectives import OBJECTIVES
 from vaelab.priors import PRIORS
+from vaelab.training.trackers import check_trackers
 
 # config field -> the registry its value must name
 REGISTRIES: dict[str, Mapping[str, Any]] = {
@@ -39,6 +40,7 @@ REGISTRIES: dict[str, Mapping[str, Any]] = {
 RESUMABLE: frozenset[str] = frozenset({
     "epochs", "lr", "schedule", "weight_decay", "clip_grad", "max_bad_steps",
     "checkpoint_every", "eval_samples", "device", "precision", "compile", "progress", "report",
+    "track", "track_every",
 })  # fmt: skip
 
 
@@ -49,6 +51,7 @@ def check_names(config: Config) -> None:
         if flat[name] is not None and flat[name] not in registry:
             raise unknown_name(f"--{name}", flat[name], registry)
     check_dataset(config.data.dataset)
+    check_trackers(config.train.track)
 
 
 def _flat(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
