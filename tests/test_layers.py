@@ -39,7 +39,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "vaelab.gradient_variance",
         ),
     ),
-    ("api", ("vaelab.api", "vaelab.api_pictures", "vaelab.api_studies", "vaelab.api_tasks")),
+    (
+        "api",
+        (
+            "vaelab.api",
+            "vaelab.api_pictures",
+            "vaelab.api_studies",
+            "vaelab.api_tasks",
+            "vaelab.api_tools",
+        ),
+    ),
     ("cli", ("vaelab.cli", "vaelab.web", "vaelab.__main__", "vaelab")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}

@@ -215,6 +215,7 @@ _ELSEWHERE = {
         "vaelab.api_pictures",
     ),
     **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api_studies"),
+    **dict.fromkeys(("export", "runs_table", "sweep"), "vaelab.api_tools"),
 }
 
 

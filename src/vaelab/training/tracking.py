@@ -26,6 +26,7 @@ import json
 import math
 import os
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +97,15 @@ def pictures(s: Session) -> dict[str, np.ndarray]:
     return grids
 
 
+def _earlier_wall_seconds(out: Path) -> float:
+    """The wall time of the run's earlier sessions (0 for a new run)."""
+    try:
+        old = json.loads((out / STATUS).read_text())
+        return float(old.get("wall_seconds", 0.0)) if old.get("status") != "running" else 0.0
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.0
+
+
 class Tracking:
     """The trackers of one run on rank 0 (none elsewhere) and its status file. Every call
     to a tracker goes through :meth:`_each`, which drops a tracker that raises."""
@@ -107,8 +117,10 @@ class Tracking:
         self.norms = (0.0, 0.0)  # the Stepper's gradient-norm sum and count at the last report
         names = s.config.train.track if self.active else ()
         self.trackers = {name: TRACKERS[name]() for name in names}
-        if self.active:
-            write_status(self.out, "running")
+        self.started, self.before = time.time(), 0.0
+        if self.active:  # wall time: this session's plus the earlier ones' (resumed runs)
+            self.before = _earlier_wall_seconds(self.out)
+            write_status(self.out, "running", started=self.started, wall_seconds=self.before)
             self._each("start", s.config.to_dict(), self.out)
 
     def _each(self, method: str, *args: Any) -> None:
@@ -167,7 +179,8 @@ class Tracking:
             status, extra = "interrupted", {}
         else:
             status, extra = "failed", {"error": f"{type(exc).__name__}: {exc}"}
-        write_status(self.out, status, **extra)
+        wall = self.before + time.time() - self.started
+        write_status(self.out, status, started=self.started, wall_seconds=wall, **extra)
         self._each("finish", self.out, status)
 
 
