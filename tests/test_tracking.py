@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from conftest import small_config
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.training import tracking, trackers
+from vaelab.training import trackers, tracking
 from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training.loop import fit
 from vaelab.training.run import read_metrics
@@ -90,8 +90,8 @@ def test_tensorboard_scalars_equal_metrics_jsonl_and_training_is_unchanged(tb_ru
                 "step/skipped_steps"):  # fmt: skip
         assert [e.step for e in acc.Scalars(key)] == steps
     # loss = -bound for the plain ELBO at beta 1 (the objective's own definition)
-    np.testing.assert_allclose([e.value for e in acc.Scalars("step/loss")],
-                               [-e.value for e in acc.Scalars("step/bound")], rtol=1e-5)  # fmt: skip
+    loss, bound = acc.Scalars("step/loss"), acc.Scalars("step/bound")
+    np.testing.assert_allclose([e.value for e in loss], [-e.value for e in bound], rtol=1e-5)
     for tag in ("samples", "reconstructions"):
         images = acc.Images(tag)
         assert [i.step for i in images] == [r["step"] for r in rows]
@@ -144,7 +144,7 @@ def test_a_missing_extra_is_one_line_before_any_work(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'vaelab[mlflow]'" in err and len(err.splitlines()) == 1
     assert not out.exists()
-    with pytest.raises(VaelabError, match="unknown 'tensorbord'.*did you mean 'tensorboard'"):
+    with pytest.raises(VaelabError, match=r"unknown 'tensorbord'.*did you mean 'tensorboard'"):
         fit(small_config(track="tensorbord"), tmp_path / "other")
     assert not (tmp_path / "other").exists()
 

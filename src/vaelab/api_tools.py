@@ -46,7 +46,7 @@ SWEEP = "sweep.json"
 
 
 def runs_table(
-    folders: Sequence[str | Path] = ("runs",), sort: str | None = None, *,
+    folders: Sequence[str | Path] = ("runs",), sort: str | None = None, *, reverse: bool = False,
     json_out: str | Path | None = None, csv_out: str | Path | None = None,
     html_out: str | Path | None = None, overwrite: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
@@ -59,7 +59,7 @@ def runs_table(
         if path:  # before any work
             target(path, overwrite, flag)
     folders = list(folders) or ["runs"]
-    rows = table_rows(folders, sort)
+    rows = table_rows(folders, sort, reverse)
     if json_out:
         Path(json_out).write_text(json.dumps(rows, indent=2) + "\n")
     if csv_out:

@@ -187,12 +187,15 @@ def _evaluation(folder: Path, problems: list[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def runs_table(paths: Sequence[str | Path] = ("runs",), sort: str | None = None) -> list[dict]:
+def runs_table(
+    paths: Sequence[str | Path] = ("runs",), sort: str | None = None, reverse: bool = False
+) -> list[dict]:
     """The rows of every run under ``paths``, sorted by column ``sort`` (rows without a
-    value last; numbers ascending, ``-COLUMN`` descending), else in folder order."""
+    value last; ascending, or descending with ``reverse`` or ``-COLUMN``), else in folder
+    order."""
     rows = [run_row(p) for p in find_runs(paths)]
     if sort:
-        key, reverse = sort.lstrip("-"), sort.startswith("-")
+        key, reverse = sort.lstrip("-"), reverse != sort.startswith("-")
         names = sorted({*COLUMNS, *(k for r in rows for k in r)})
         if key not in names:
             raise VaelabError(f"--sort: unknown column {key!r}; valid: {', '.join(names)}")
