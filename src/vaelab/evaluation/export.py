@@ -17,6 +17,7 @@ sampler over latent groups, two stochastic layers) is refused, naming the part a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
@@ -29,6 +30,7 @@ from torch import nn
 
 from vaelab.errors import VaelabError
 from vaelab.models.vae import VAE
+from vaelab.nn.conv import NarrowConvTranspose2d
 
 ENCODER, DECODER, DESCRIPTION = "encoder.onnx", "decoder.onnx", "model.json"
 OPSET = 18
@@ -63,6 +65,17 @@ def why_not(model: nn.Module) -> str | None:
         return (f"encoder: {type(model).__name__}'s posterior is not one network's output "
                 "(it has several stochastic layers)")  # fmt: skip
     return None
+
+
+def plain_layers(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose :class:`NarrowConvTranspose2d` layers (the same function
+    as ``nn.ConvTranspose2d`` through PyTorch's native CPU kernel, which ``torch.export``
+    cannot trace with a symbolic batch size) are plain ``nn.ConvTranspose2d``."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if type(module) is NarrowConvTranspose2d:
+            module.__class__ = nn.ConvTranspose2d  # same parameters and state-dict keys
+    return model
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
@@ -113,7 +126,7 @@ def export_onnx(
     reason = why_not(model)
     if reason:
         raise VaelabError(f"export: cannot export this model's {reason}")
-    model = model.float().cpu().eval()
+    model = plain_layers(model).float().cpu().eval()
     x = x.float().cpu()
     codes = model.encoder(x)
     z = model.latent_mean(x)
