@@ -39,7 +39,7 @@ from vaelab.html_report import CSP, RUN_DRAWINGS
 from vaelab.plots import save_figure
 from vaelab.runs import Run, target
 from vaelab.training.checkpoint import CHECKPOINT
-from vaelab.training.loop import fit
+from vaelab.training import loop
 from vaelab.training.session import check_config
 
 SWEEP = "sweep.json"
@@ -155,7 +155,7 @@ def sweep(
             skipped.append(str(folder))
             continue
         started = folder.is_dir() and any(folder.iterdir())
-        fit(cfg, folder, resume=started, drawings=RUN_DRAWINGS)
+        loop.fit(cfg, folder, resume=started, drawings=RUN_DRAWINGS)
         trained.append(str(folder))
     points = []
     for value in values:

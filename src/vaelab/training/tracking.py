@@ -160,7 +160,7 @@ class Tracking:
         pictures."""
         if not self.trackers:
             return
-        values = {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("step",)}
+        values = {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("step", "epoch")}
         self._each("scalars", values, s.state.step)
         try:
             grids = pictures(s)
