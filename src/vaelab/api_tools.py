@@ -38,8 +38,8 @@ from vaelab.evaluation.runs_table import runs_table as table_rows
 from vaelab.html_report import CSP, RUN_DRAWINGS
 from vaelab.plots import save_figure
 from vaelab.runs import Run, target
-from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training import loop
+from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training.session import check_config
 
 SWEEP = "sweep.json"
