@@ -193,3 +193,20 @@ def test_mlflow_params_and_metrics_read_back_through_its_client(tmp_path, monkey
     names = {a.path for a in client.list_artifacts(found.info.run_id, "run")}
     assert {"run/metrics.jsonl", f"run/{CHECKPOINT}", "run/config.yaml"} <= names
     assert {a.path for a in client.list_artifacts(found.info.run_id)} >= {"samples", "run"}
+
+
+def test_under_torchrun_one_event_file_from_rank_0(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from test_distributed import torchrun  # the real command: 2 gloo processes
+
+    out = tmp_path / "ddp"
+    torchrun(out, epochs=2, track="tensorboard", track_every=5)
+    (events,) = (out / "tensorboard").iterdir()  # rank 1 wrote none
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = read_metrics(out)
+    elbo = acc.Scalars("epoch/test_elbo")
+    assert [e.step for e in elbo] == [r["step"] for r in rows]  # each epoch once
+    np.testing.assert_allclose([e.value for e in elbo], [r["test_elbo"] for r in rows], rtol=1e-6)
+    assert json.loads((out / tracking.STATUS).read_text())["status"] == "finished"
