@@ -183,7 +183,7 @@ def test_mlflow_params_and_metrics_read_back_through_its_client(tmp_path, monkey
     (found,) = client.search_runs([client.get_experiment_by_name("vaelab").experiment_id])
     assert found.info.status == "FINISHED" and found.info.run_name == "run"
     params = found.data.params
-    assert json.loads(params["dataset"]) == "digits" and json.loads(params["latent_dim"]) == 4
+    assert params["dataset"] == "digits" and json.loads(params["latent_dim"]) == 4
     assert json.loads(params["hidden"]) == [64] and json.loads(params["track"]) == ["mlflow"]
     rows = read_metrics(run)
     for key in ("test_elbo", "test_kl", "train_loss"):

@@ -66,7 +66,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if path.resolve() in {p.resolve() for p in found}:
             continue
         if not path.is_dir():
-            raise VaelabError(f"{path}: no such folder")
+            raise VaelabError(f"{path}: no such folder (name the folders that hold run folders)")
         if is_run(path):
             found.append(path)
             continue

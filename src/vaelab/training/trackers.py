@@ -59,10 +59,11 @@ class TensorBoardTracker:
 
 class MlflowTracker:
     """One MLflow run per vaelab run, in the store of ``MLFLOW_TRACKING_URI`` or else
-    ``./mlruns`` (a local file store; MLflow 3 keeps it in maintenance mode behind
-    ``MLFLOW_ALLOW_FILE_STORE``, which is set for it). Params: the flat config; metrics:
-    the scalars; images: PNGs per step; at the end the run folder as artifacts (the
-    checkpoint, metrics.jsonl, pictures). The MLflow run is named after the folder."""
+        ``./mlruns`` (a local file store; MLflow 3 keeps it in maintenance mode behind
+        ``MLFLOW_ALLOW_FILE_STORE``, which is set for it). Params: the flat config (strings as
+    they are, other values as JSON); metrics:
+        the scalars; images: PNGs per step; at the end the run folder as artifacts (the
+        checkpoint, metrics.jsonl, pictures). The MLflow run is named after the folder."""
 
     package = "mlflow"
 
@@ -79,7 +80,8 @@ class MlflowTracker:
         eid = experiment.experiment_id if experiment else self.client.create_experiment(name)
         self.run_id = self.client.create_run(eid, run_name=Path(out).name).info.run_id
         flat = {k: v for section in config.values() for k, v in section.items()}
-        params = [mlflow.entities.Param(k, json.dumps(v)) for k, v in flat.items()]
+        text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in flat.items()}
+        params = [mlflow.entities.Param(k, v) for k, v in text.items()]
         params.append(mlflow.entities.Param("run_folder", str(Path(out).resolve())))
         self.client.log_batch(self.run_id, params=params)
 
