@@ -59,11 +59,11 @@ class TensorBoardTracker:
 
 class MlflowTracker:
     """One MLflow run per vaelab run, in the store of ``MLFLOW_TRACKING_URI`` or else
-        ``./mlruns`` (a local file store; MLflow 3 keeps it in maintenance mode behind
-        ``MLFLOW_ALLOW_FILE_STORE``, which is set for it). Params: the flat config (strings as
-    they are, other values as JSON); metrics:
-        the scalars; images: PNGs per step; at the end the run folder as artifacts (the
-        checkpoint, metrics.jsonl, pictures). The MLflow run is named after the folder."""
+    ``./mlruns`` (a local file store; MLflow 3 keeps it in maintenance mode behind
+    ``MLFLOW_ALLOW_FILE_STORE``, which is set for it). Params: the flat config (strings as
+    they are, other values as JSON); metrics: the scalars; images: PNGs per step; when
+    training ends, the run folder as artifacts (checkpoint, metrics.jsonl, config; the
+    end-of-run pictures are drawn after it). The MLflow run is named after the folder."""
 
     package = "mlflow"
 
