@@ -19,6 +19,7 @@ __all__ = [
     "compare",
     "complete",
     "evaluate",
+    "export",
     "gradvar",
     "interpolate",
     "latent_plot",
@@ -26,9 +27,11 @@ __all__ = [
     "open_run",
     "reconstruct",
     "report",
+    "runs",
     "sample",
     "serve",
     "similar",
+    "sweep",
     "train",
     "traverse",
 ]
@@ -55,6 +58,7 @@ class _Package(types.ModuleType):
     compare = _api_function("compare")
     complete = _api_function("complete")
     evaluate = _api_function("evaluate")
+    export = _api_function("export")
     gradvar = _api_function("gradvar")
     interpolate = _api_function("interpolate")
     latent_plot = _api_function("latent_plot")
@@ -62,9 +66,11 @@ class _Package(types.ModuleType):
     open_run = _api_function("open_run")
     reconstruct = _api_function("reconstruct")
     report = _api_function("report")
+    runs = _api_function("runs")
     sample = _api_function("sample")
     serve = _api_function("serve", "vaelab.web")
     similar = _api_function("similar")
+    sweep = _api_function("sweep")
     train = _api_function("train")
     traverse = _api_function("traverse")
 

@@ -89,6 +89,8 @@ class TrainConfig:
     skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
     deterministic: bool = False  # deterministic CUDA kernels: bit-exact GPU reruns, slower
+    track: tuple[str, ...] = ()  # experiment trackers, comma-separated (vaelab[NAME] extras)
+    track_every: int = 50  # steps between the trackers' per-step scalars (0: per epoch only)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ _ELSEWHERE = {
         "vaelab.api.drawing",
     ),
     **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api.studies"),
+    **dict.fromkeys(("export", "runs", "sweep"), "vaelab.api.tools"),
 }
 
 

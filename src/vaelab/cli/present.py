@@ -119,3 +119,31 @@ def complete(job: dict[str, Any], result: Any, first: bool) -> None:
     if result.acceptance is not None:  # Metropolis-within-Gibbs
         print(f"acceptance rate {result.acceptance:.2f}")
     print(f"wrote {job['out']} (original, observed, {job['n']} completions)")
+
+
+def runs(job: dict[str, Any], rows: list, first: bool) -> None:
+    from vaelab.evaluation.runs_table import text_table  # no torch: reads files only
+
+    print(
+        text_table(rows) if rows else f"no run folders under {' '.join(map(str, job['folders']))}"
+    )
+    for key in ("json_out", "csv_out", "html_out"):
+        if job.get(key):
+            print(f"wrote {job[key]}")
+
+
+def sweep(job: dict[str, Any], result: dict, first: bool) -> None:
+    for p in result["points"]:
+        print(f"{result['option']}={p['value']:g}: rate {p['rate']:.2f}  distortion "
+              f"{p['distortion']:.2f}  ELBO {p['elbo']:.2f}  ({p['run']})")  # fmt: skip
+    print(f"trained {len(result['trained'])}, already done {len(result['skipped'])}")
+    print(f"wrote {result['figure']}")
+
+
+def export(job: dict[str, Any], result: dict, first: bool) -> None:
+    diff = ", ".join(f"{k} {v:.2g}" for k, v in result["max_abs_diff"].items())
+    print(f"wrote {result['folder']}: encoder.onnx, decoder.onnx, model.json")
+    print(
+        f"onnxruntime vs PyTorch on {result['checked_on_images']} test images, largest "
+        f"|difference|: {diff}"
+    )

@@ -98,6 +98,10 @@ def _floats(text: str) -> tuple[float, ...]:
     return coerce(text, tuple[float, ...], "--group-temperature")
 
 
+def _values(text: str) -> tuple[float, ...]:
+    return coerce(text, tuple[float, ...], "--values")
+
+
 def _names(text: str | None) -> list[str] | None:
     return [n for n in text.split(",") if n] if text else None
 
@@ -107,6 +111,7 @@ SAMPLERS = tuple(sorted(registry_names("vaelab.evaluation.samplers", "SAMPLERS")
 EMBEDDINGS = registry_names("vaelab.evaluation.explore", "EMBEDDINGS")
 COMPLETION_METHODS = tuple(sorted(registry_names("vaelab.evaluation.completion", "METHODS")))
 COMPLETION_FILLS = tuple(sorted(registry_names("vaelab.evaluation.completion", "FILLS")))
+TOOLS = "vaelab.api.tools"
 
 COMMANDS: dict[str, Command] = {
     "train": Command(
@@ -333,6 +338,45 @@ COMMANDS: dict[str, Command] = {
             opt("--method", default="pca", choices=EMBEDDINGS,
                 help="map of latents above 2-D (t-SNE is slower to start)"),
             opt("--limit", type=int, default=2000, positive=True, help="test images on the map"),
+        ),
+    ),
+    "runs": Command(
+        "list the run folders under some folders as one table (status, bounds, NLL, time)",
+        (TOOLS, "runs"), common=("json", "overwrite"), present="runs",
+        options=(
+            opt("folders", nargs="*", metavar="FOLDER", default=["runs"],
+                help="run folders or folders holding them (default: runs)"),
+            opt("--sort", metavar="COLUMN",
+                help="sort by this column (e.g. test_elbo, nll, seconds, status)"),
+            opt("--reverse", action="store_true", help="sort in descending order"),
+            opt("--csv", dest="csv_out", output=True, help="also write the rows as CSV"),
+            opt("--html", dest="html_out", output=True,
+                help="also write a page of the table and each run's sample grids"),
+        ),
+    ),
+    "sweep": Command(
+        "train one run per value of a numeric option (same seed and data) and draw rate "
+        "against distortion with ELBO isolines; rerun to resume",
+        (TOOLS, "sweep"), common=("out", "overwrite"), arguments="vaelab.cli.train",
+        present="sweep",
+        help_of={"out": "sweep folder (default: runs/<time>-sweep-<option>); one run "
+                 "folder per value inside", "overwrite": "delete the sweep folder first"},
+        options=(
+            opt("--option", default="beta", help="the numeric config field to vary"),
+            opt("--values", metavar="V1,V2,...", convert=_values, default="0.25,0.5,1,2,4",
+                help="its values"),
+        ),
+    ),
+    "export": Command(
+        "write the encoder and decoder as ONNX (dynamic batch) with a JSON of shapes, checked "
+        "with onnxruntime against PyTorch", (TOOLS, "export"),
+        common=("run", "overwrite"), present="export", open_run=False,
+        help_of={"overwrite": "replace an existing --onnx folder"},
+        options=(
+            opt("--onnx", metavar="DIR", required=True, output=True,
+                help="folder for encoder.onnx, decoder.onnx and model.json"),
+            opt("--limit", type=int, default=256, positive=True,
+                help="test images the ONNX outputs are checked on"),
         ),
     ),
 }  # fmt: skip

@@ -26,6 +26,7 @@ REGISTRIES = {
     "posterior": ("vaelab.latents", "FAMILIES"),
     "estimator": ("vaelab.objectives.estimators", "ESTIMATORS"),
     "objective": ("vaelab.objectives", "OBJECTIVES"),
+    "track": ("vaelab.training.trackers", "TRACKERS"),
 }
 _METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
 

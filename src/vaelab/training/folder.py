@@ -65,7 +65,14 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
 
 
 # What a run writes before its first checkpoint; --resume starts over only among these.
-_BEFORE_FIRST_CHECKPOINT = (CONFIG, INFO, METRICS, "training_curves.png")
+_BEFORE_FIRST_CHECKPOINT = (
+    CONFIG,
+    INFO,
+    METRICS,
+    "training_curves.png",
+    "status.json",
+    "tensorboard",
+)
 
 
 def can_resume(out: Path, resume: bool) -> bool:

@@ -43,6 +43,7 @@ from vaelab.training.distributed import joined
 from vaelab.training.schedule import beta_at, lr_at
 from vaelab.training.session import Session, check_config, run_folder, save, setup
 from vaelab.training.step import LossReadout
+from vaelab.training.tracking import tracked
 
 CURVES_EVERY = 30.0  # seconds between redraws of training_curves.png during training
 TALLY = "epoch_tally"  # TrainState.extra key: the interrupted epoch's sums (mid-epoch saves)
@@ -82,7 +83,7 @@ def fit(
         if s is None:  # finished already (setup said so)
             return out
         stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: at a step boundary
-        with stop.armed():
+        with stop.armed(), tracked(s) as tracker:  # status.json and --track (rank 0)
             for epoch in range(s.state.epoch, t.epochs):
                 perm = epoch_permutation(len(s.train_x), t.seed, epoch, world.device)
                 tally = Tally.start(s)
@@ -90,6 +91,7 @@ def fit(
                 for b in bar:
                     step = train_step(s, *s.batch(perm, b))
                     tally.add(step)
+                    tracker.step(s, step)
                     if (
                         not bar.disable
                         and b % 20 == 0
@@ -101,7 +103,7 @@ def fit(
                         save_mid_epoch(s, epoch, b, tally)  # once, when a Ctrl-C lands on one too
                         if stop.requested:
                             raise stop.interrupted(out, s.state, s.steps_per_epoch, t.epochs)
-                end_of_epoch(s, epoch, tally, drawings if report else None)
+                tracker.epoch(s, end_of_epoch(s, epoch, tally, drawings if report else None))
                 if stop.requested and epoch + 1 < t.epochs:
                     raise stop.interrupted(out, s.state, s.steps_per_epoch, t.epochs)
         # Trained: a Ctrl-C from here on stops at once (the checkpoint is final).

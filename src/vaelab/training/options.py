@@ -29,6 +29,7 @@ from vaelab.models import MODELS
 from vaelab.nn import ARCHS
 from vaelab.objectives import OBJECTIVES
 from vaelab.objectives.estimators import ESTIMATORS
+from vaelab.training.trackers import check_trackers
 
 # config field -> the registry its value must name
 REGISTRIES: dict[str, Mapping[str, Any]] = {
@@ -40,6 +41,7 @@ RESUMABLE: frozenset[str] = frozenset({
     "epochs", "lr", "schedule", "weight_decay", "clip_grad", "max_bad_steps",
     "checkpoint_every", "eval_samples", "device", "precision", "compile", "progress", "report",
     "deterministic",
+    "track", "track_every",
 })  # fmt: skip
 
 
@@ -50,6 +52,7 @@ def check_names(config: Config) -> None:
         if flat[name] is not None and flat[name] not in registry:
             raise unknown_name(f"--{name}", flat[name], registry)
     check_dataset(config.data.dataset)
+    check_trackers(config.train.track)
 
 
 def _flat(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
