@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from conftest import small_config
 from safetensors.torch import load_file
 
+from conftest import small_config
 from vaelab.api import load
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.loop import fit
