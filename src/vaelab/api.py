@@ -148,7 +148,7 @@ def evaluate(
         torch.manual_seed(seed)
     if not (model.has_posterior and model.has_prior):  # a plain autoencoder
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
-    if not getattr(model, "on_images", True):
+    if not model.on_images:
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
             "and use vaelab classify for the labels"
@@ -157,7 +157,7 @@ def evaluate(
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
     result = evaluate_model(model, x, samples=samples)
-    if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
+    if model.latent_groups:  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
     if extras:

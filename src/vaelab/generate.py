@@ -30,7 +30,7 @@ def sample(
     if n < 1:
         raise VaelabError(f"-n: must be at least 1, got {n}")
     if not isinstance(temperature, int | float):
-        if not hasattr(model, "temperatures"):
+        if not model.group_temperatures:
             raise VaelabError("--group-temperature: this model has no latent groups (deep has)")
         model.temperatures(temperature)  # checks the count
     elif temperature <= 0:

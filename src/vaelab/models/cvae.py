@@ -20,6 +20,7 @@ Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +28,19 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.latents import FAMILIES, NormalFamily
-from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.likelihoods import Likelihood
+from vaelab.models.base import likelihood_of
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
 from vaelab.priors import Prior, build_prior
+
+
+@dataclass(frozen=True)
+class CVAEOptions:
+    num_classes: int = 10  # cvae | m2: number of classes of the labels
 
 
 class CVAE(VAE):
@@ -41,6 +48,8 @@ class CVAE(VAE):
 
     uses_labels = True
     any_estimator = False  # one reparameterized draw per class inside forward
+    chain = "label"
+    options = CVAEOptions
 
     def __init__(
         self,
@@ -67,28 +76,32 @@ class CVAE(VAE):
         return isinstance(self.features, nn.Identity)
 
     @classmethod
-    def parts(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> dict:
-        """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""
-        if cfg.num_classes < 2:
-            raise VaelabError(f"--num-classes: must be at least 2, got {cfg.num_classes}")
+    def check_config(cls, cfg: ModelConfig) -> None:
+        at_least("--num-classes", cls.options_of(cfg).num_classes, 2)
         if cfg.prior != "normal" or cfg.posterior != "normal":
             raise VaelabError(
                 f"--model {cfg.model}: supports --prior normal and --posterior normal only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
+
+    @classmethod
+    def parts(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> dict:
+        """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""
+        cls.check_config(cfg)
+        num_classes = cls.options_of(cfg).num_classes
+        likelihood = likelihood_of(cfg, image_shape)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
-            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
+            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + num_classes, width,
             likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
-            nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))
+            nn.ReLU(), nn.Linear(width + num_classes, family.params_size(cfg.latent_dim))
         )
         return {
             "features": nn.Identity(), "encoder": encoder, "head": head, "decoder": decoder,
             "prior": build_prior(cfg.prior, cfg.latent_dim), "likelihood": likelihood,
-            "image_shape": image_shape, "num_classes": cfg.num_classes, "family": family,
+            "image_shape": image_shape, "num_classes": num_classes, "family": family,
         }  # fmt: skip
 
     @classmethod

@@ -48,7 +48,7 @@ class Explorer:
         dims: int = 8, seed: int = 0,
     ) -> None:  # fmt: skip
         model = run.model
-        if not getattr(model, "on_images", True):
+        if not model.on_images:
             raise VaelabError("serve: an M1+M2 run models M1's features, not images; serve M1")
         if limit < 2:
             raise VaelabError(f"--limit: must be at least 2, got {limit}")
@@ -60,7 +60,7 @@ class Explorer:
         self.dataset = data.name
         self.class_names = list(data.class_names or [])
         self.is_ae = not (model.has_posterior and model.has_prior)  # no spread, no p(z)
-        self.conditional = bool(getattr(model, "uses_labels", False))
+        self.conditional = model.uses_labels
         if self.conditional and not self.class_names:
             self.class_names = [str(i) for i in range(model.num_classes)]
         z = latent_means(model, self.images)
