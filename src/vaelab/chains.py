@@ -158,3 +158,11 @@ def chain_for(model: Model) -> VaeChain:
             "use --method pseudo-gibbs"
         )
     return CHAINS[model.chain](model)
+
+
+def select(ok: torch.Tensor, new: State, old: State) -> State:
+    """Per chain, ``new`` where ``ok`` (``(B,)`` bool) else ``old``."""
+    return tuple(
+        torch.where(ok.view(-1, *([1] * (n.dim() - 1))), n, o)
+        for n, o in zip(new, old, strict=True)
+    )

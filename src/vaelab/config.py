@@ -64,7 +64,7 @@ class ModelConfig:
     learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
     # The model family's own options (its ``options`` dataclass; None: it has none), stored
     # as the section named after the family in config.yaml. Not a flag itself: its fields are.
-    options: Any = None
+    options: Any = None  # the family's options dataclass (its fields are the flags)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class TrainConfig:
     free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
     # The objective's own options (OBJECTIVE_OPTIONS' dataclass; None: it has none), stored
     # as the section named after the objective in config.yaml.
-    options: Any = None
+    options: Any = None  # the objective's options dataclass (its fields are the flags)
 
 
 @dataclass(frozen=True)
