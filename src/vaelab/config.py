@@ -219,10 +219,9 @@ def _with_options(
         if not targets:
             if key in lenient:
                 continue
-            takers = ", ".join(
-                f"--{sections[e][0].selector} {e}" for e in declared[field_name]
-            )
-            now = ", ".join(f"--{OWNERS[n].selector} {e}" for n, (e, _, _) in active.items())
+            takers = ", ".join(f"--{sections[e][0].selector} {e}" for e in declared[field_name])
+            kinds = sorted({sections[e][0].section for e in declared[field_name]})
+            now = ", ".join(f"--{OWNERS[n].selector} {active[n][0]}" for n in kinds)
             raise VaelabError(f"{where}: an option of {takers} only (this run: {now})")
         for n in targets:
             entry, cls, held = active[n]
