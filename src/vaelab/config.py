@@ -214,8 +214,8 @@ def _with_options(
         active[name] = (entry, cls, held)
     for field_name, (key, value) in options.items():
         where = key if key.startswith("--") else f"{source}: {key}"
-        targets = [n for n, (_, cls, _) in active.items()
-                   if cls is not None and any(sections[e][1] is cls for e in declared[field_name])]  # fmt: skip
+        takes = {sections[e][1] for e in declared[field_name]}
+        targets = [n for n, (_, cls, _) in active.items() if cls is not None and cls in takes]
         if not targets:
             if key in lenient:
                 continue
