@@ -18,7 +18,7 @@ import torch
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.extras import extra_metrics
 from vaelab.evaluation.nll import evaluate_model
 from vaelab.html_report import RUN_DRAWINGS, write_report
@@ -136,10 +136,8 @@ def evaluate(
     ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
     refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
     too. The files written are then listed in ``result["files"]``."""
-    if samples < 1:
-        raise VaelabError(f"--samples: must be at least 1, got {samples}")
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    at_least("--samples", samples)
+    at_least("--limit", limit)
     if json_out is not None:
         json_out = target(json_out, overwrite, "json_out")  # before any work
     run = as_run(run_or_model, device)

@@ -17,7 +17,7 @@ import torch
 import vaelab.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
 from vaelab.data.prepare import binarize_fixed
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.html_report import write_report
 from vaelab.pictures import test_image
 from vaelab.plots import save_figure
@@ -89,8 +89,7 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Test images ``start .. start+n`` and their reconstructions (decoded means at
     z = E_q[z|x]), both ``(n, C, H, W)``; the PNG has rows of 16 inputs above theirs."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     run = as_run(run, device)
     grid = pictures.reconstructions(run.model, prepared_test_images(run)[start : start + n])
     if out is not None:
@@ -104,8 +103,7 @@ def similar(
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
     of z = mu + spread * sigma * eps around its posterior q(z|x)."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
     grid = pictures.similar(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
@@ -138,8 +136,7 @@ def traverse(
     """Decodings ``(dims * steps, C, H, W)`` around test image ``index``'s posterior mean,
     one row per latent dimension (those with the most KL, or variance for an AE), offsets
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
-    if dims < 1:
-        raise VaelabError(f"--dims: must be at least 1, got {dims}")
+    at_least("--dims", dims)
     run = as_run(run, device)
     fig, shown = pictures.traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
@@ -155,10 +152,8 @@ def latent_plot(
     """The test set's latent means scattered (projected by ``method`` above 2-D):
     ``{figure, coords (N, 2), labels, manifold}``; ``manifold`` is the decoded
     ``grid x grid`` prior-quantile figure of a 2-D VAE (None otherwise)."""
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
-    if grid < 1:
-        raise VaelabError(f"--grid: must be at least 1, got {grid}")
+    at_least("--limit", limit)
+    at_least("--grid", grid)
     run = as_run(run, device)
     fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None

@@ -18,7 +18,7 @@ from vaelab.completion import complete as run_chains
 from vaelab.completion_eval import evaluate_completion
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.plots import save_grid
 from vaelab.runs import Run, target
 
@@ -43,8 +43,7 @@ def classify(
     (vaelab.classify). ``out``: the confusion matrix PNG (and the label control's beside
     it, ``STEM-label-control.png``, unless ``label_control_out`` names it); ``json_out``:
     the result as JSON."""
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    at_least("--limit", limit)
     if out is not None and label_control_out is None:
         label_control_out = Path(out).with_name(f"{Path(out).stem}-label-control.png")
     paths = _targets(overwrite, out=out, json_out=json_out,

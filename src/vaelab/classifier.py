@@ -24,7 +24,7 @@ from torch import nn
 from vaelab.config import Config, ModelConfig
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.quality import load_classifier
 from vaelab.labels import class_names
 from vaelab.models.m2 import M2Options, classifier_net
@@ -148,8 +148,7 @@ def label_control(
             "classify --label-control: this run models M1 features, not images; use a cvae "
             "run or an m2 run without --m1-run"
         )
-    if per_class < 1:
-        raise VaelabError(f"--label-control: must be at least 1, got {per_class}")
+    at_least("--label-control", per_class)
     net, info = load_classifier(data)
     device, classes = next(model.parameters()).device, model.num_classes
     torch.manual_seed(seed)

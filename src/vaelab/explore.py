@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.priors import StandardNormalPrior
 
 
@@ -110,8 +110,7 @@ def interpolate(
     ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions."""
     if method not in INTERPOLATIONS:
         raise unknown_name("--method", method, INTERPOLATIONS)
-    if steps < 2:
-        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    at_least("--steps", steps, 2)
     z = latent_means(model, torch.stack([x0, x1]))
     return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps))
 
@@ -173,8 +172,7 @@ def traverse(
     steps)`` (units of the prior's standard deviation), the other dimensions fixed.
     ``x`` is one uint8 image ``(C, H, W)``; returns ``(len(dims) * steps, C, H, W)``, one row
     per dimension."""
-    if steps < 2:
-        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    at_least("--steps", steps, 2)
     if span <= 0:
         raise VaelabError(f"--span: must be > 0, got {span}")
     mu = latent_means(model, x.unsqueeze(0))[0]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -27,8 +27,7 @@ def sample(
 ) -> torch.Tensor:
     """Decode ``z ~ N(0, temperature^2 I)``; the images are the means of p(x|z). A model with
     latent groups (``--model deep``) also takes one temperature per group, top first."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     if not isinstance(temperature, int | float):
         if not model.group_temperatures:
             raise VaelabError("--group-temperature: this model has no latent groups (deep has)")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vaelab.config import Config
 from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.explore import posterior_stats
 from vaelab.runs import Run
 from vaelab.training.checkpoint import tensor_digest
@@ -158,8 +158,7 @@ def training_images(config: Config, limit: int = 20000) -> torch.Tensor:
 
 def check_draw(n: int, temperature: float) -> None:
     """Refuse ``n`` < 1 images or a temperature <= 0, in the flags' words."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     if temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
 

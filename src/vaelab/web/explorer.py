@@ -19,7 +19,7 @@ from vaelab.completion import METHODS as COMPLETIONS
 from vaelab.completion import complete
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.explore import (
     INTERPOLATIONS,
     decode_mean,
@@ -50,8 +50,7 @@ class Explorer:
         model = run.model
         if not model.on_images:
             raise VaelabError("serve: an M1+M2 run models M1's features, not images; serve M1")
-        if limit < 2:
-            raise VaelabError(f"--limit: must be at least 2, got {limit}")
+        at_least("--limit", limit, 2)
         self.model, self.config, self.lock = model, run.config, threading.Lock()
         cfg = run.config
         self.image_shape: tuple[int, int, int] = tuple(model.image_shape)
