@@ -21,9 +21,7 @@ from vaelab.errors import VaelabError, at_least
 from vaelab.html_report import write_report
 from vaelab.pictures import test_image
 from vaelab.plots import save_figure
-from vaelab.runs import Run, target
-
-RunLike = str | Path | Run | torch.nn.Module
+from vaelab.runs import Run, RunLike, target
 
 
 def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:

@@ -20,9 +20,7 @@ from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, at_least
 from vaelab.plots import save_grid
-from vaelab.runs import Run, target
-
-RunLike = str | Path | Run | torch.nn.Module
+from vaelab.runs import Run, RunLike, target
 
 
 def _targets(overwrite: bool, **paths: str | Path | None) -> dict[str, Path | None]:

@@ -127,10 +127,6 @@ class Completion:
     acceptance: float | None = None  # Metropolis-within-Gibbs: share of accepted proposals
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _mean(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     return model.likelihood.mean(model.decode(z))
 
@@ -168,7 +164,7 @@ def complete(
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    dev = _device(model)
+    dev = model.device
     b, shape = len(x), x.shape[1:]
     xs = x.to(dev).float().repeat_interleave(n, 0)  # (B*n, C, H, W): chain i*n + j
     if downscale_factor is None:

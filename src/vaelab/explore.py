@@ -20,16 +20,12 @@ from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.priors import StandardNormalPrior
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """E_q[z|x] for uint8 images ``x`` ``(N, C, H, W)``; returns ``(N, D)`` on the CPU."""
     model.eval()
     out = [
-        model.latent_mean(to_unit(x[i : i + batch_size].to(_device(model)))).cpu()
+        model.latent_mean(to_unit(x[i : i + batch_size].to(model.device))).cpu()
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(out)
@@ -61,7 +57,7 @@ def decode_mean(model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000)
     model.eval()
     out = []
     for i in range(0, len(z), batch_size):
-        params = model.decode(z[i : i + batch_size].to(_device(model)))
+        params = model.decode(z[i : i + batch_size].to(model.device))
         out.append(model.likelihood.mean(params).cpu())
     return torch.cat(out)
 
@@ -134,7 +130,7 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
     marginals = _prior_marginals(model)
     total = None
     for i in range(0, len(x), batch_size):
-        q = model.encode(to_unit(x[i : i + batch_size].to(_device(model))))
+        q = model.encode(to_unit(x[i : i + batch_size].to(model.device)))
         if marginals is None or not isinstance(q, Independent):
             raise VaelabError("KL per dimension needs a prior that factorizes over dimensions")
         try:

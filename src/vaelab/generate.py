@@ -14,10 +14,6 @@ from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, at_least
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -44,7 +40,7 @@ def sample(
 def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Means of p(x|z) at z = E_q[z|x] for uint8 images ``x``."""
     model.eval()
-    return model.reconstruct(to_unit(x.to(_device(model))))
+    return model.reconstruct(to_unit(x.to(model.device)))
 
 
 @torch.no_grad()
@@ -62,7 +58,7 @@ def similar(
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    q = model.encode(to_unit(x.unsqueeze(0).to(_device(model))))
+    q = model.encode(to_unit(x.unsqueeze(0).to(model.device)))
     mu, std = q.mean, q.stddev
     z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
     return model.likelihood.mean(model.decode(z))
