@@ -52,14 +52,34 @@ def posterior_stats(
 
 
 @torch.no_grad()
-def decode_mean(model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The mean of p(x|z) for latents ``(N, D)``; images ``(N, C, H, W)`` on the CPU."""
+def decode_mean(
+    model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000,
+    y: torch.Tensor | int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The mean of p(x|z) for latents ``(N, D)``; images ``(N, C, H, W)`` on the CPU. ``y``:
+    the label (an int or ``(N,)``) of a model that ``uses_labels`` (it needs one)."""
     model.eval()
     out = []
     for i in range(0, len(z), batch_size):
-        params = model.decode(z[i : i + batch_size].to(model.device))
+        args = ()
+        if model.uses_labels:
+            if y is None:
+                raise VaelabError("--label: a conditional model decodes with a class label")
+            yb = torch.as_tensor(y, device=model.device)
+            args = (yb[i : i + batch_size] if yb.dim() else yb,)
+        params = model.decode(z[i : i + batch_size].to(model.device), *args)
         out.append(model.likelihood.mean(params).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def image_labels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The labels a conditional model infers for uint8 images ``x`` ``(N, C, H, W)`` (what a
+    tool written for a VAE decodes them with), or None for a model without labels."""
+    if not model.uses_labels:
+        return None
+    model.eval()
+    return model.infer_labels(to_unit(x.to(model.device))).cpu()
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -100,15 +120,18 @@ INTERPOLATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tens
 
 def interpolate(
     model: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10,
-    method: str = "linear",
+    method: str = "linear", y: int | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Decodings along the path between the latent means of uint8 images ``x0``, ``x1``
-    ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions."""
+    ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions. A
+    conditional model decodes the path with label ``y`` (default: the one inferred for x0)."""
     if method not in INTERPOLATIONS:
         raise unknown_name("--method", method, INTERPOLATIONS)
     at_least("--steps", steps, 2)
     z = latent_means(model, torch.stack([x0, x1]))
-    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps))
+    if y is None and model.uses_labels:
+        y = int(image_labels(model, x0[None])[0])
+    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps), y=y)
 
 
 def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
@@ -179,7 +202,8 @@ def traverse(
         z[row, :, d] += offsets * scale[d]
     z = z.reshape(-1, len(mu))
     bounds = getattr(model.prior, "bounds", None)  # Gamma/Beta: stay in the support
-    return decode_mean(model, z.clamp(*bounds) if bounds else z)
+    y = image_labels(model, x[None])  # a conditional model: the image's own label
+    return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
 
 
 @torch.no_grad()

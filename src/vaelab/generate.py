@@ -58,7 +58,9 @@ def similar(
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    q = model.encode(to_unit(x.unsqueeze(0).to(model.device)))
+    xu = to_unit(x.unsqueeze(0).to(model.device))
+    labels = model.label_args(xu)  # a conditional model: encode and decode with x's label
+    q = model.encode(xu, *labels)
     mu, std = q.mean, q.stddev
     z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
-    return model.likelihood.mean(model.decode(z))
+    return model.likelihood.mean(model.decode(z, *labels))

@@ -120,7 +120,9 @@ def _gmm_images(model, n, temperature, gmm: GaussianMixture | None = None, **_) 
         raise VaelabError("--sampler gmm: needs a fitted mixture (see vaelab.samplers.gmm_for)")
     param = next(model.parameters())
     z = gmm.sample(n, temperature).to(param.device, param.dtype)
-    return model.likelihood.mean(model.decode(z))
+    # A conditional model: the classes in turn, as its own sample() does.
+    labels = (torch.arange(n, device=z.device) % model.num_classes,) if model.uses_labels else ()
+    return model.likelihood.mean(model.decode(z, *labels))
 
 
 # name -> function(model, n, temperature, **options) -> images (n, C, H, W) in [0, 1]

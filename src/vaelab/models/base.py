@@ -20,7 +20,8 @@ the model with ``hasattr``; a capability a family does not declare is off):
     any_estimator       one posterior sample site behind encode/terms_at, so every gradient
                         estimator applies (False: forward draws its latents itself)
     uses_labels         a class label travels as an argument: encode(x, y), decode(z, y),
-                        forward(x, K, y=), sample(n, t, y); num_classes, class_log_probs(x)
+                        forward(x, K, y=), sample(n, t, y); num_classes, class_log_probs(x),
+                        infer_labels(x) -> (B,); label_args(x) gives a tool the (y,) to pass
     semi_supervised     trains with hidden labels (-1) and a class loss (M2)
     has_classifier      class_logits(x) from a network ``classifier`` q(y|x)
     latent_groups       num_groups and group_kl(x) -> (G,) KL per latent group, top first
@@ -96,6 +97,12 @@ class Model(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def label_args(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The extra arguments of ``encode``/``decode`` for images ``x``: ``(y,)`` with the
+        inferred labels ``(B,)`` for a model that ``uses_labels`` (``infer_labels``), else
+        ``()``. How a tool written for a VAE passes a label, never storing it on the model."""
+        return (self.infer_labels(x),) if self.uses_labels else ()
 
     def to_images(self, out: torch.Tensor) -> torch.Tensor:
         """What the model's decoded means are as images (themselves, unless ``on_images`` is

@@ -68,7 +68,6 @@ class CVAE(VAE):
         # ``encoder`` maps that to a feature vector, ``head`` maps [feature, one-hot y] to q.
         self.features, self.head = features, head
         self.num_classes = num_classes
-        self.context_y: torch.Tensor | None = None  # labels inferred by the last encode(x)
 
     @property
     def on_images(self) -> bool:
@@ -111,18 +110,16 @@ class CVAE(VAE):
     def _onehot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, self.num_classes).to(like.dtype)
 
-    def _require(self, y: torch.Tensor | None, what: str) -> torch.Tensor:
-        if y is None:
-            raise VaelabError(f"{what}: a conditional model needs a label y (or an encode first)")
-        return y
+    def infer_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """y = argmax of :meth:`class_log_probs`, ``(B,)``: the label a tool written for a VAE
+        (similar images, interpolation, traversal, completion) passes for an image."""
+        return self.class_log_probs(x).argmax(-1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z|x,y): batch shape ``(B,)``, event ``(D,)``. Without ``y`` the label is inferred,
-        y = argmax of :meth:`class_log_probs`, and kept as the context of the next
-        label-less :meth:`decode`: tools written for a VAE (similar images, interpolation,
-        traversal, completion) then treat the model as the VAE of the inferred class."""
+        """q(z|x,y): batch shape ``(B,)``, event ``(D,)``; without ``y`` the label is inferred
+        (:meth:`infer_labels`). Nothing is kept: the label travels as an argument."""
         if y is None:
-            y = self.context_y = self.class_log_probs(x).argmax(-1)
+            y = self.infer_labels(x)
         h = self.encoder(self.features(x))
         return self.family.dist(self.head(torch.cat([h, self._onehot(y, h)], -1)))
 
@@ -135,18 +132,14 @@ class CVAE(VAE):
         )
         return self.family.dist(self.head(hy))
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | int) -> torch.Tensor:
         """Likelihood parameters ``(..., n_params, C, H, W)`` for z ``(..., D)`` and labels
-        ``y`` broadcastable to z's leading shape."""
-        if y is None:
-            y = self._require(self.context_y, "decode")
-            y = y if len(y) == (z.shape[-2] if z.dim() > 1 else 1) else y[:1]
+        ``y`` (an int, or a tensor broadcastable to z's leading shape)."""
+        y = torch.as_tensor(y, device=z.device)
         onehot = self._onehot(y, z).expand(*z.shape[:-1], self.num_classes)
         return super().decode(torch.cat([z, onehot], -1))
 
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None:
-            y = self.class_log_probs(x).argmax(-1)
         return self.encode(x, y).mean
 
     def class_terms(self, x: torch.Tensor, samples: int) -> dict[str, torch.Tensor]:
@@ -240,5 +233,5 @@ class CVAE(VAE):
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(x|z,y) at z = E_q[z|x,y]; without labels y = argmax r(y|x)."""
         if y is None:
-            y = self.class_log_probs(x).argmax(-1)
+            y = self.infer_labels(x)
         return self.likelihood.mean(self.decode(self.encode(x, y).mean, y))
