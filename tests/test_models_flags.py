@@ -64,3 +64,29 @@ def test_capability_flags_say_what_the_model_does(name):
     else:
         with pytest.raises(VaelabError, match=f"--estimator score: --model {name}"):
             build_objective(score, model)
+
+
+def test_no_code_outside_models_probes_a_model():
+    # Callers read the contract's capabilities (models/base.py); a hasattr/getattr on a
+    # model (`model`, `self.model`, `run.model`) outside models/ is a capability missing.
+    import ast
+    from pathlib import Path
+
+    import vaelab
+
+    root = Path(vaelab.__file__).parent
+    probes = []
+    for path in root.rglob("*.py"):
+        if path.parent.name == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("hasattr", "getattr")
+                and node.args
+            ):
+                target = ast.unparse(node.args[0])
+                if target == "model" or target.endswith(".model"):
+                    probes.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node)}")
+    assert probes == []

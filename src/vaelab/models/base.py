@@ -5,6 +5,7 @@ subclasses :class:`Model` and provides, with images ``x`` floats in [0, 1] ``(B,
 labels ``y`` int64 ``(B,)`` and latents ``z`` ``(K, B, D)``:
 
     from_config(cfg, image_shape, **deps) -> model      (classmethod; cfg a ModelConfig)
+    likelihood, image_shape, latent_dim                 p(x|z) (a Likelihood), (C, H, W), D
     forward(x, K[, y=]) -> Terms                        log p(x|z), log p(z), log q(z|x) (K, B)
     decode(z[, y]) -> likelihood parameters (..., n_params, C, H, W)
     latent_mean(x[, y]) -> (B, D)                      the point a latent plot shows
