@@ -149,7 +149,9 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
     are unused ("collapsed"); the active ones carry the information about x. With a
     factorized prior the values sum to the ELBO's KL term. Raises VaelabError when the
     prior does not factorize (mixture, VampPrior) or no closed form exists."""
-    model.eval()  # a plain autoencoder's encode() raises: it has no posterior
+    if not (model.has_posterior and model.has_prior):
+        raise VaelabError("KL per dimension needs q(z|x) and p(z); a plain autoencoder has none")
+    model.eval()
     marginals = _prior_marginals(model)
     total = None
     for i in range(0, len(x), batch_size):
@@ -201,7 +203,8 @@ def traverse(
     for row, d in enumerate(dims):
         z[row, :, d] += offsets * scale[d]
     z = z.reshape(-1, len(mu))
-    bounds = getattr(model.prior, "bounds", None)  # Gamma/Beta: stay in the support
+    # Gamma/Beta: stay in the support (a point code has no prior)
+    bounds = getattr(model.prior, "bounds", None) if model.has_prior else None
     y = image_labels(model, x[None])  # a conditional model: the image's own label
     return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
 
@@ -209,7 +212,9 @@ def traverse(
 @torch.no_grad()
 def prior_std(model: torch.nn.Module) -> torch.Tensor:
     """Standard deviation of each latent dimension under p(z), ``(D,)`` (1 for N(0, I);
-    estimated from 20,000 draws for a mixture prior)."""
+    estimated from 20,000 draws for a mixture prior); 1 for a point code without a prior."""
+    if not model.has_prior:
+        return torch.ones(model.latent_dim)
     marginals = _prior_marginals(model)
     if marginals is not None:
         return marginals.stddev.float().cpu().expand(model.latent_dim)
@@ -254,6 +259,8 @@ def prior_quantile_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tens
     ``(n*n, C, H, W)`` and the axis values ``(2, n)`` (z_1's, z_2's, increasing)."""
     if model.latent_dim != 2:
         raise VaelabError(f"manifold grid: needs a 2-D latent, the model has {model.latent_dim}")
+    if not model.has_prior:
+        raise VaelabError("manifold grid: needs a prior p(z); a plain autoencoder has none")
     levels = (torch.arange(n) + 0.5) / n
     if isinstance(model.prior, StandardNormalPrior):
         qx = qy = Normal(0.0, 1.0).icdf(levels)

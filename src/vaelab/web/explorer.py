@@ -151,6 +151,8 @@ class Explorer:
     def in_support(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` clamped to the prior's support (Gamma/Beta latents, as ``vaelab traverse``
         does): a slider or a map point may reach past it."""
+        if not self.model.has_prior:  # a point code: no support to stay in
+            return z
         bounds = getattr(self.model.prior, "bounds", None)
         return z.clamp(*bounds) if bounds else z
 
