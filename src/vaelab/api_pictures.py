@@ -100,8 +100,8 @@ def similar(
     seed: int = 0, device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
-    of z = mu + spread * sigma * eps around its posterior q(z|x)."""
-    at_least("-n", n)
+    of z = mu + spread * sigma * eps around its posterior q(z|x) (``n`` and ``spread``
+    checked by :func:`vaelab.generate.similar`, before any draw)."""
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
     grid = pictures.similar(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)

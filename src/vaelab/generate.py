@@ -53,8 +53,8 @@ def similar(
     ``spread`` = 1 samples the posterior q(z|x) itself; 0 returns the reconstruction n
     times; larger values wander further from the input.
     """
-    if spread < 0:
-        raise VaelabError(f"--spread: must be >= 0, got {spread}")
+    at_least("-n", n)
+    at_least("--spread", spread, 0)
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()

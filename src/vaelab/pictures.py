@@ -147,8 +147,7 @@ def similar(
     nrow: int | None = None,
 ) -> Grid:  # fmt: skip
     """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
-    z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed``."""
-    at_least("-n", n)
+    z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed`` (``n`` checked there)."""
     near = around(model, x, n, spread, seed=seed).cpu()
     return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
 
