@@ -31,31 +31,18 @@ def _source(module: str) -> tuple[Path, str]:
 
 
 @cache
+def _tree(module: str) -> ast.Module:
+    """The parsed source of ``vaelab.X.Y`` (not imported)."""
+    path, text = _source(module)
+    return ast.parse(text, str(path))
+
+
+@cache
 def registry_names(module: str, registry: str) -> tuple[str, ...]:
     """The keys of the dict literal assigned to ``registry`` at the top level of ``module``,
     in order, and of any later top-level ``REGISTRY["name"] = ...`` lines
     (``SAMPLERS: dict[...] = {"prior": ..., "gmm": ...}`` -> ``("prior", "gmm")``)."""
-    path, text = _source(module)
-    names: list[str] | None = None
-    for node in ast.parse(text, str(path)).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-        if isinstance(target, ast.Name) and target.id == registry:
-            if not isinstance(node.value, ast.Dict):
-                raise AssertionError(f"{module}.{registry} is not a dict literal of names")
-            names = [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
-        elif (
-            names is not None
-            and isinstance(target, ast.Subscript)
-            and isinstance(target.value, ast.Name)
-            and target.value.id == registry
-            and isinstance(target.slice, ast.Constant)
-        ):
-            names.append(target.slice.value)
-    if names is None:
-        raise AssertionError(f"{module} has no top-level {registry} = {{...}}")
-    return tuple(names)
+    return tuple(_dict_literal(_tree(module), registry, module))
 
 
 @cache
@@ -104,7 +91,9 @@ def _dict_literal(tree: ast.Module, name: str, module: str) -> dict[str, ast.exp
         target = node.target if isinstance(node, ast.AnnAssign) else None
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
-        if isinstance(target, ast.Name) and target.id == name and isinstance(node.value, ast.Dict):
+        if isinstance(target, ast.Name) and target.id == name:
+            if not isinstance(node.value, ast.Dict):
+                raise AssertionError(f"{module}.{name} is not a dict literal of names")
             out = {k.value: v for k, v in zip(node.value.keys, node.value.values, strict=True)
                    if isinstance(k, ast.Constant)}  # fmt: skip
         elif (out is not None and isinstance(target, ast.Subscript)
@@ -121,8 +110,7 @@ def registry_map() -> dict[str, tuple[str, str]]:
     """Config field -> (module, registry) of :data:`vaelab.training.options.REGISTRIES`, the
     one map of registries, read from its source (each value a registry imported by name)."""
     module = "vaelab.training.options"
-    path, text = _source(module)
-    tree = ast.parse(text, str(path))
+    tree = _tree(module)
     imports = _imports(tree, module)
     out = {}
     for field, value in _dict_literal(tree, "REGISTRIES", module).items():
@@ -147,9 +135,7 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple, 
 
 def _class_fields(module: str, cls_name: str) -> list[OptionField]:
     """The annotated fields of dataclass ``cls_name`` in ``module``, read from the source."""
-    path, text = _source(module)
-    tree = ast.parse(text, str(path))
-    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name]
+    (cls,) = [n for n in _tree(module).body if isinstance(n, ast.ClassDef) and n.name == cls_name]
     comments = field_comments(module)
     out = []
     for node in cls.body:
@@ -162,9 +148,7 @@ def _class_fields(module: str, cls_name: str) -> list[OptionField]:
 
 def _class_attribute(module: str, cls_name: str, attribute: str) -> str | None:
     """The name assigned to ``attribute`` in class ``cls_name``'s body (None: not there)."""
-    path, text = _source(module)
-    tree = ast.parse(text, str(path))
-    for node in tree.body:
+    for node in _tree(module).body:
         if isinstance(node, ast.ClassDef) and node.name == cls_name:
             for item in node.body:
                 if (isinstance(item, ast.Assign) and len(item.targets) == 1
@@ -183,8 +167,7 @@ def option_sections() -> dict[str, tuple[str, list[OptionField]]]:
     :func:`vaelab.config.option_sections` gives at run time, without importing torch."""
     out: dict[str, tuple[str, list[OptionField]]] = {}
     module = "vaelab.models"
-    path, text = _source(module)
-    tree = ast.parse(text, str(path))
+    tree = _tree(module)
     imports = _imports(tree, module)
     for name, value in _dict_literal(tree, "MODELS", module).items():
         if isinstance(value, ast.Name) and value.id in imports:
@@ -193,9 +176,7 @@ def option_sections() -> dict[str, tuple[str, list[OptionField]]]:
             if options is not None:
                 out[name] = ("model", _class_fields(where, options))
     module = "vaelab.objectives"
-    path, text = _source(module)
-    tree = ast.parse(text, str(path))
-    for name, value in _dict_literal(tree, "OBJECTIVE_OPTIONS", module).items():
+    for name, value in _dict_literal(_tree(module), "OBJECTIVE_OPTIONS", module).items():
         if isinstance(value, ast.Name):
             out[name] = ("objective", _class_fields(module, value.id))
     return out
