@@ -16,7 +16,9 @@ import torch
 
 import vaelab.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.data import folder
 from vaelab.data.prepare import binarize_fixed
+from vaelab.data.transforms import check_background
 from vaelab.errors import VaelabError, at_least
 from vaelab.html_report import write_report
 from vaelab.pictures import test_image
@@ -24,21 +26,30 @@ from vaelab.plots import save_figure
 from vaelab.runs import Run, RunLike, target
 
 
-def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:
-    """An image file as uint8 ``(C, H, W)`` in the model's channels and size ``shape``."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+def read_image(
+    path: str | Path, shape: Sequence[int], flag: str = "--image",
+    background: object = "white",
+) -> torch.Tensor:  # fmt: skip
+    """An image file as uint8 ``(C, H, W)`` in the model's channels and size ``shape``,
+    decoded as a training image folder is (:func:`vaelab.data.folder.read_image`:
+    transparency laid on ``background``, 16-bit gray scaled), then made gray (ITU-R 601
+    luma, as Pillow's "L") or RGB to match ``C``."""
     c, h, w = shape
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"{flag} {path}: no such file")
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise VaelabError(f"{flag} {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VaelabError(f"{flag} {path}: not a readable image ({exc})") from None
-    return torch.from_numpy(array.copy()).reshape(h, w, c).permute(2, 0, 1).contiguous()
+        array = folder.read_image(path, (h, w), check_background(background))
+    except folder.SkippedImage as exc:
+        raise VaelabError(f"{flag} {exc}") from None
+    x = torch.from_numpy(array.copy())
+    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    if c == 3 and len(x) == 1:
+        x = x.expand(3, -1, -1)
+    elif c == 1 and len(x) == 3:  # Pillow's L: (19595 R + 38470 G + 7471 B + 2^15) >> 16
+        weights = torch.tensor([19595, 38470, 7471]).view(3, 1, 1)
+        x = ((x.long() * weights).sum(0, keepdim=True) + 32768) >> 16
+    return x.to(torch.uint8).contiguous()
 
 
 def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch.Tensor:
@@ -47,7 +58,7 @@ def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch
     try:
         index = int(spec)
     except ValueError:
-        x = read_image(spec, run.image_shape, flag)
+        x = read_image(spec, run.image_shape, flag, run.config.data.background)
         if run.config.data.binarize != "none":
             x = binarize_fixed(x.unsqueeze(0), seed)[0]
         return x
