@@ -93,6 +93,10 @@ def test_train_help_shows_each_fields_comment_choices_and_default(monkeypatch):
     for _, fields in option_sections().values():
         for f in fields:
             assert f"--{f.name.replace('_', '-')} " in text
+    # Each family's own options are grouped under it, after the core ones.
+    hvae = text.index("options of --model hvae only")
+    assert text.index("--z1-dim ", hvae) > hvae > text.index("  --free-bits")
+    assert "options of --model cvae, --model m2 only" in text
     assert flat.count("(default: vae)") == 1
     assert "VALUE" not in text  # every field shows its type (INT, FLOAT, INT,..., NAME)
 
