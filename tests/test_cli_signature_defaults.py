@@ -8,6 +8,13 @@ import inspect
 from vaelab.cli import _options
 from vaelab.cli.table import COMMANDS
 
+# Deliberate differences, each with its reason.
+EXEMPT = {
+    # Python draws fresh z unless seeded (two evaluations pair images, not draws:
+    # test_nll); the command seeds 0 so that its printed figures repeat.
+    ("evaluate", "seed"),
+}
+
 
 def test_each_table_default_is_the_api_functions_default():
     checked, differ = 0, []
@@ -17,6 +24,8 @@ def test_each_table_default_is_the_api_functions_default():
         params = inspect.signature(function).parameters
         for option in _options(cmd):
             if option.default is None or option.name not in params or option.name == cmd.each:
+                continue
+            if (name, option.name) in EXEMPT:
                 continue
             want = params[option.name].default
             if want is inspect.Parameter.empty:

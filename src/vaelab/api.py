@@ -124,7 +124,7 @@ def evaluate(
     samplers: tuple[str, ...] = ("prior",),
     quality_samples: int = 5000,
     components: int = 10,
-    seed: int | None = 0,
+    seed: int | None = None,
     device: str = "cpu",
     record: bool = False,
     json_out: str | Path | None = None,
@@ -132,8 +132,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluation.nll);
     with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
-    sample metrics per sampler (see vaelab.evaluation.extras). ``seed`` seeds the draws
-    (None: the RNG as it is; 0 by default, as the CLI).
+    sample metrics per sampler (see vaelab.evaluation.extras). ``seed`` seeds the draws.
     ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
     refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
     too. The files written are then listed in ``result["files"]``."""
