@@ -107,7 +107,7 @@ def baseline_network(model: nn.Module, config: ModelConfig) -> nn.Module:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     else:
-        net = classifier_net(config, model.image_shape)
+        net = classifier_net(config, model.image_shape, model.num_classes)
     return nn.Sequential(copy.deepcopy(model.features), net).to(next(model.parameters()).device)
 
 

@@ -110,7 +110,7 @@ class M2(CVAE):
             cfg = replace(cfg, arch="mlp")  # features are vectors: only MLP bodies apply
         parts = cls.parts(cfg, image_shape)
         parts["features"] = features
-        return cls(classifier_net(cfg, image_shape), **parts)
+        return cls(classifier_net(cfg, image_shape, parts["num_classes"]), **parts)
 
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|x), ``(B, C)``."""
@@ -149,8 +149,9 @@ class M2(CVAE):
         return self.to_images(super().reconstruct(x, y))
 
 
-def classifier_net(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
-    """q(y|x)'s network: the encoder body of ``cfg.arch`` with C outputs (logits). The
-    supervised-only baseline of :mod:`vaelab.classify` builds the same network."""
-    classes = M2.options_of(cfg).num_classes
-    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, classes, blocks=cfg.blocks)
+def classifier_net(
+    cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """q(y|x)'s network: the encoder body of ``cfg.arch`` with ``num_classes`` outputs
+    (logits). The supervised-only baseline of :mod:`vaelab.classify` builds the same one."""
+    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, num_classes, blocks=cfg.blocks)
