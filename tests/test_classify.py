@@ -124,11 +124,11 @@ def test_cli_classify_and_label_samples(m2_run, tmp_path):
         ({"model": "cvae", "num_classes": 5}, "--num-classes"),
         ({"model": "vae", "objective": "m2"}, "--objective m2"),
         ({"model": "cvae", "objective": "m2"}, "--objective m2"),
-        ({"model": "vae", "alpha": 3.0}, "--alpha"),
+        ({"model": "vae", "alpha": 3.0}, r"alpha: an option of --model m2 only"),
     ],
 )
 def test_label_options_are_checked(options, message, tmp_path):
-    with pytest.raises(VaelabError, match=message):
+    with pytest.raises(VaelabError, match=message):  # the last: where the config is built
         fit(small_config(epochs=0, **options), tmp_path / "r")
 
 

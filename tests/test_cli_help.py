@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from vaelab.cli import COMMANDS, build_parser
-from vaelab.cli.names import field_comments, registry_names
-from vaelab.cli.train import REGISTRIES, choices
+from vaelab.cli.names import field_comments, option_sections, registry_map, registry_names
+from vaelab.cli.train import SUGGESTED, choices
 from vaelab.config import SECTIONS, Config
 
 HEAVY = ("torch", "numpy", "matplotlib", "PIL", "scipy", "sklearn", "safetensors")
@@ -88,13 +88,21 @@ def test_train_help_shows_each_fields_comment_choices_and_default(monkeypatch):
     assert "--latent-dim INT size of the latent code z (default: 20)" in flat
     for section in SECTIONS.values():
         for field in section.__dataclass_fields__:
-            assert f"--{field.replace('_', '-')} " in text
+            if field != "options":  # not a flag: its dataclass's fields are (below)
+                assert f"--{field.replace('_', '-')} " in text
+    for _, fields in option_sections().values():
+        for f in fields:
+            assert f"--{f.name.replace('_', '-')} " in text
+    # Each family's own options are grouped under it, after the core ones.
+    hvae = text.index("options of --model hvae only")
+    assert text.index("--z1-dim ", hvae) > hvae > text.index("  --free-bits")
+    assert "options of --model cvae, --model m2 only" in text
     assert flat.count("(default: vae)") == 1
     assert "VALUE" not in text  # every field shows its type (INT, FLOAT, INT,..., NAME)
 
 
 def test_every_registry_read_from_source_matches_the_imported_one():
-    calls = set(REGISTRIES.values())
+    calls = {*registry_map().values(), *SUGGESTED.values()}
     for path in CLI.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (
@@ -148,3 +156,32 @@ def test_config_fields_are_all_documented():
 def test_registry_names_refuses_what_it_cannot_read(registry):
     with pytest.raises(AssertionError):
         registry_names(*registry)
+
+
+def test_the_registry_map_read_from_source_is_the_one_training_checks():
+    from vaelab.training.options import REGISTRIES
+
+    assert set(registry_map()) == set(REGISTRIES)
+    for field, (module, name) in registry_map().items():
+        assert getattr(importlib.import_module(module), name) is REGISTRIES[field], field
+
+
+def test_option_sections_read_from_source_are_the_ones_the_config_uses():
+    # --help reads each family's/objective's options dataclass from the source; the config
+    # uses the imported classes: the same fields, types, defaults and comments.
+    import dataclasses
+    import typing
+
+    import vaelab.objectives  # noqa: F401  (registers the objectives' sections)
+    from vaelab.config import option_sections as imported
+
+    live = imported()
+    read = option_sections()
+    assert set(read) == set(live) and {"hvae", "deep", "cvae", "m2"} <= set(read)
+    for section, (selector, fields) in read.items():
+        owner, cls = live[section]
+        assert selector == owner.selector
+        hints = typing.get_type_hints(cls)
+        want = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(cls)]
+        assert [(f.name, f.type, f.default) for f in fields] == want, section
+        assert all(f.comment for f in fields), section

@@ -283,8 +283,8 @@ def test_metropolis_within_gibbs_is_exact_for_a_two_layer_vae():
 
     c, t, w, b, s = 1.0, 0.8, (1.0, 1.5), (0.3, 0.2), 0.3
     torch.manual_seed(0)
-    cfg = ModelConfig(model="hvae", hidden=(4,), latent_dim=1, z1_dim=1, z1_hidden=(4,),
-                      likelihood="gaussian-fixed", sigma=s)  # fmt: skip
+    cfg = ModelConfig(model="hvae", hidden=(4,), latent_dim=1, likelihood="gaussian-fixed",
+                      sigma=s, options=HVAE.options(z1_dim=1, z1_hidden=(4,)))  # fmt: skip
     model = HVAE.from_config(cfg, (1, 1, 2)).eval()
     model.down = _linear([[c], [0.0]], [0.0, 2 * math.log(t)])  # z2 -> (mu, logvar) of z1
     model.decoder = torch.nn.Sequential(
@@ -310,8 +310,8 @@ def test_metropolis_within_gibbs_is_exact_for_a_label_model(model_name):
 
     w, s, bs, x1 = (0.5, 0.5), 0.3, ((0.2, 0.1), (0.6, 0.9)), 0.4
     torch.manual_seed(0)
-    cfg = ModelConfig(model=model_name, hidden=(4,), latent_dim=1, num_classes=2,
-                      likelihood="gaussian-fixed", sigma=s)  # fmt: skip
+    cfg = ModelConfig(model=model_name, hidden=(4,), latent_dim=1, likelihood="gaussian-fixed",
+                      sigma=s, options=MODELS[model_name].options(num_classes=2))  # fmt: skip
     model = MODELS[model_name].from_config(cfg, (1, 1, 2)).eval()
     rows = [[w[0], bs[0][0], bs[1][0]], [w[1], bs[0][1], bs[1][1]]]
     model.decoder = torch.nn.Sequential(

@@ -70,3 +70,18 @@ def test_model_is_a_field_as_well_as_a_section(tmp_path):
     bad.write_text("train: 3\n")
     with pytest.raises(VaelabError, match="section 'train' must be a mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("epochs", -3, "--epochs: must be at least 0, got -3"),
+        ("lr", 0.0, "--lr: must be > 0, got 0.0"),
+        ("sigma", -1.0, "--sigma: must be > 0, got -1.0"),
+        ("hidden", "64,0", "--hidden: each value must be at least 1, got (64, 0)"),
+    ],
+)
+def test_each_bad_flag_gets_its_own_message(flag, value, message):
+    with pytest.raises(VaelabError) as err:
+        validate(with_overrides(Config(), {flag: value}, "t"))
+    assert str(err.value) == message

@@ -107,7 +107,8 @@ def test_learned_prior_trains_saves_and_reloads(tmp_path, prior, model):
     from vaelab.training.loop import fit
 
     torch.manual_seed(0)
-    cfg = small_config(prior=prior, prior_components=6, epochs=1, model=model, z1_dim=4)
+    family = {"z1_dim": 4} if model == "hvae" else {}  # an option of hvae only
+    cfg = small_config(prior=prior, prior_components=6, epochs=1, model=model, **family)
     run = fit(cfg, tmp_path / prior)
     model = vaelab.load(run)
     names = list(model.state_dict())
@@ -197,7 +198,7 @@ def test_vamp_prior_on_a_two_layer_vae_mixes_the_top_posteriors():
 
     torch.manual_seed(8)
     cfg = ModelConfig(model="hvae", prior="vamp", prior_components=5, hidden=(8,),
-                      latent_dim=2, z1_dim=3, z1_hidden=(6,))  # fmt: skip
+                      latent_dim=2, options=HVAE.options(z1_dim=3, z1_hidden=(6,)))  # fmt: skip
     model = HVAE.from_config(cfg, (1, 4, 4)).double()
     u = model.prior.pseudo_inputs()
     mu1 = model.encoder(u).chunk(2, -1)[0]  # E[z1 | u_n]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import small_config
-from vaelab.config import _CHOICES, resolve
+from vaelab.config import resolve
 from vaelab.data import load_dataset
 from vaelab.evaluation.gradient_variance import during_training
 from vaelab.training import loop
@@ -53,8 +53,12 @@ def torch_rates(schedule: str, lr: float, epochs: int, steps_per_epoch: int) -> 
     return [*rates, opt.param_groups[0]["lr"]]
 
 
-def test_every_schedule_choice_has_a_function():
-    assert set(_CHOICES["schedule"]) == set(LR_SCHEDULES)
+def test_the_schedule_choices_are_the_registry():
+    from vaelab.cli.train import choices
+    from vaelab.training.options import REGISTRIES
+
+    assert REGISTRIES["schedule"] is LR_SCHEDULES
+    assert choices("schedule") == tuple(LR_SCHEDULES)
 
 
 @pytest.mark.parametrize("schedule", ["none", "cosine", "step"])

@@ -1,10 +1,19 @@
 """Typed, frozen configuration: defaults < config file < command-line flags.
 
-A run is described by one :class:`Config` of three sections. Every field has a
-unique name across sections, so the command line exposes each as
-``--field-name`` (underscores become dashes) and a file may use either the
-nested form ``{model: {latent_dim: 20}}`` or the flat form ``{latent_dim: 20}``.
-Unknown keys are errors, never ignored; values are checked against the type.
+A run is described by one :class:`Config` of three core sections (data, model, train)
+holding what every run has, plus the options of the model family and of the objective it
+uses: each family or objective that has options of its own declares them as a small frozen
+dataclass (``HVAE.options = HVAEOptions``; :data:`vaelab.objectives.OBJECTIVE_OPTIONS`),
+held in ``ModelConfig.options`` / ``TrainConfig.options`` and written to config.yaml as a
+section named after it (``hvae: {z1_dim: 64, z1_hidden: [128]}``). This module cannot import
+the registries (they sit above it), so they register themselves in :data:`OWNERS`.
+
+Every field has a unique name across the core sections, so the command line exposes each as
+``--field-name`` (underscores become dashes), and so do the options' fields; a file may use
+the nested form ``{model: {latent_dim: 20}, hvae: {z1_dim: 8}}`` or the flat form
+``{latent_dim: 20, z1_dim: 8}``. Unknown keys are errors, never ignored; an option of a
+family or objective the run does not use is refused naming who takes it; values are
+checked against the type.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +30,7 @@ from typing import Any
 import tomllib
 import yaml
 
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, all_at_least, at_least, positive, unknown_name
 
 
 @dataclass(frozen=True)
@@ -52,14 +62,9 @@ class ModelConfig:
     estimator: str = "reparam"  # gradient estimator through the draw of z
     baseline_decay: float = 0.9  # score-baseline: EMA decay of the running mean of f
     learned_baseline: bool = False  # score-baseline: add a learned input-dependent b(x)
-    num_classes: int = 10  # cvae | m2: number of classes of the labels
-    m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
-    z1_dim: int = 64  # hvae: size of the lower stochastic layer z1 (z2 is --latent-dim)
-    z1_hidden: tuple[int, ...] = (128,)  # hvae: widths of the MLPs between z1 and z2
-    deep_widths: tuple[int, ...] = (32, 64, 64)  # deep: channels per resolution, finest first
-    deep_groups: tuple[int, ...] = (0, 2, 4)  # deep: latent groups per resolution, finest first
-    group_channels: int = 8  # deep: latent channels per group (group = channels x side x side)
-    deep_blocks: int = 1  # deep: residual cells per resolution in the encoder
+    # The model family's own options (its ``options`` dataclass; None: it has none), stored
+    # as the section named after the family in config.yaml. Not a flag itself: its fields are.
+    options: Any = None  # the family's options dataclass (its fields are the flags)
 
 
 @dataclass(frozen=True)
@@ -83,14 +88,15 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step (declined on CPU for conv bodies)
     progress: bool = True  # tqdm bar with live loss
     report: bool = True  # curves every <=30 s; pictures + report.html at the end
-    alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
-    labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
     ema: float | None = None  # weight-average decay for eval/sampling (None: .999 deep, else off)
     skip_threshold: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     free_bits: float = 0.0  # elbo: floor (nats) on each latent group's batch-mean KL
     deterministic: bool = False  # deterministic CUDA kernels: bit-exact GPU reruns, slower
     track: tuple[str, ...] = ()  # experiment trackers, comma-separated (vaelab[NAME] extras)
     track_every: int = 50  # steps between the trackers' per-step scalars (0: per epoch only)
+    # The objective's own options (OBJECTIVE_OPTIONS' dataclass; None: it has none), stored
+    # as the section named after the objective in config.yaml.
+    options: Any = None  # the objective's options dataclass (its fields are the flags)
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,39 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Nested plain-Python form (tuples become lists), for YAML/JSON."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Nested plain-Python form (tuples become lists), for YAML/JSON: the three core
+        sections, then the model family's and the objective's options each as a section
+        named after it (``hvae: {z1_dim: 64, z1_hidden: [128]}``)."""
+        out: dict[str, dict[str, Any]] = {}
+        extra: dict[str, dict[str, Any]] = {}
+        for name in SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            options = section.pop("options", None)
+            out[name] = section
+            if options is not None:
+                extra[active_entry(self, OWNERS[name])] = options
+        return json.loads(json.dumps({**out, **extra}))
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class OptionOwner:
+    """A registry above this module whose entries may own options: the model families
+    (``ModelConfig.options``, chosen by ``--model``) and the objectives (``TrainConfig.options``,
+    chosen by ``--objective``). ``entries()`` reads the registry when called, so an entry
+    added at run time brings its options with it."""
+
+    section: str  # the core section whose ``options`` field holds the active entry's options
+    selector: str  # the field of that section naming the active entry
+    entries: Callable[[], Mapping[str, type | None]]  # entry name -> its options dataclass
+
+
+# Filled by vaelab.models and vaelab.objectives when they are imported (every program that
+# builds or trains a model has imported them): the config layer cannot import upward.
+OWNERS: dict[str, OptionOwner] = {}
+
 
 # Defaults that follow from another option. Each body has its own widths: the MLP's 400
 # units as one conv layer would be 400 channels and a 78,400-wide linear layer (4.8 M
@@ -123,28 +157,113 @@ def resolve_model(cfg: ModelConfig) -> ModelConfig:
     return cfg
 
 
+def default_objective(model: str) -> str:
+    """The objective ``--model model`` trains with unless told otherwise."""
+    return MODEL_OBJECTIVE.get(model, DEFAULT_OBJECTIVE)
+
+
+def active_entry(config: Config, owner: OptionOwner) -> str:
+    """The registry entry whose options ``owner``'s section holds (the objective resolved)."""
+    value = getattr(getattr(config, owner.section), owner.selector)
+    if value is None and owner.selector == "objective":
+        return default_objective(config.model.model)
+    return value
+
+
+def option_sections() -> dict[str, tuple[OptionOwner, type]]:
+    """Section name (the entry's registry name) -> (its owner, its options dataclass), for
+    every registered entry that has options."""
+    out: dict[str, tuple[OptionOwner, type]] = {}
+    for owner in OWNERS.values():
+        for name, cls in owner.entries().items():
+            if cls is None:
+                continue
+            if name in out or name in SECTIONS:
+                raise AssertionError(f"option section {name!r} is declared twice")
+            out[name] = (owner, cls)
+    return out
+
+
+def option_fields() -> dict[str, list[str]]:
+    """Option field name -> the sections (entries) that declare it. A name may be declared
+    by several (``num_classes``: cvae and m2): the flag sets it in whichever is active."""
+    out: dict[str, list[str]] = {}
+    for section, (_, cls) in option_sections().items():
+        for f in fields(cls):
+            if f.name in _CORE_NAMES:
+                raise AssertionError(f"option {f.name!r} of {section} is a core config field")
+            out.setdefault(f.name, []).append(section)
+    return out
+
+
+def _with_options(
+    config: Config, options: dict[str, tuple[str, Any]], source: str, lenient: frozenset[str]
+) -> Config:
+    """``config`` whose ``options`` are the active entries' dataclasses (defaults where the
+    entry changed), with ``options`` ``{field: (key as written, value)}`` set on them. A field
+    no active entry declares is refused naming who takes it; one in ``lenient`` (a family
+    field of a run folder written before the sections, flat in model:/train:) is dropped."""
+    sections = option_sections()
+    declared = option_fields()
+    active = {}
+    for name, owner in OWNERS.items():
+        entry = active_entry(config, owner)
+        cls = sections[entry][1] if entry in sections and sections[entry][0] is owner else None
+        held = getattr(config, name).options
+        if cls is None:
+            held = None
+        elif type(held) is not cls:
+            held = cls()
+        active[name] = (entry, cls, held)
+    for field_name, (key, value) in options.items():
+        where = key if key.startswith("--") else f"{source}: {key}"
+        takes = {sections[e][1] for e in declared[field_name]}
+        targets = [n for n, (_, cls, _) in active.items() if cls is not None and cls in takes]
+        if not targets:
+            if key in lenient:
+                continue
+            takers = ", ".join(f"--{sections[e][0].selector} {e}" for e in declared[field_name])
+            kinds = sorted({sections[e][0].section for e in declared[field_name]})
+            now = ", ".join(f"--{OWNERS[n].selector} {active[n][0]}" for n in kinds)
+            raise VaelabError(f"{where}: an option of {takers} only (this run: {now})")
+        for n in targets:
+            entry, cls, held = active[n]
+            tp = typing.get_type_hints(cls)[field_name]
+            active[n] = (entry, cls, replace(held, **{field_name: coerce(value, tp, where)}))
+    return replace(
+        config,
+        **{n: replace(getattr(config, n), options=held) for n, (_, _, held) in active.items()},
+    )
+
+
 def resolve(config: Config) -> Config:
     """``config`` with every "follows from another option" default filled in, as recorded
-    in the run's config.yaml."""
-    objective = config.train.objective
-    if objective is None:
-        objective = MODEL_OBJECTIVE.get(config.model.model, DEFAULT_OBJECTIVE)
-    return replace(
+    in the run's config.yaml: the arch's widths, the model's objective, and the active
+    family's and objective's options (their defaults where unset)."""
+    objective = config.train.objective or default_objective(config.model.model)
+    config = replace(
         config,
         model=resolve_model(config.model),
         train=replace(config.train, objective=objective),
     )
+    return _with_options(config, {}, "config", frozenset())
 
 
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
-    """Map each field name to (section, Field); names are unique across sections."""
+    """Map each core field name to (section, Field); names are unique across sections.
+    (``options`` is not a field of its own: its dataclass's fields are.)"""
     index: dict[str, tuple[str, dataclasses.Field]] = {}
     for section, cls in SECTIONS.items():
         for f in fields(cls):
+            if f.name == "options":
+                continue
             if f.name in index:
                 raise AssertionError(f"config field {f.name} appears in two sections")
             index[f.name] = (section, f)
     return index
+
+
+_CORE_NAMES = frozenset(field_index())
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -192,44 +311,61 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise AssertionError(f"unsupported config type {tp}")
 
 
-def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Config:
-    """Return ``config`` with flat ``{field: value}`` overrides applied and type-checked."""
+def with_overrides(
+    config: Config, overrides: dict[str, Any], source: str, lenient: frozenset[str] = frozenset()
+) -> Config:
+    """Return ``config`` with flat ``{field: value}`` overrides applied and type-checked: core
+    fields first, then the options of the model family and objective they select (see
+    :func:`_with_options`; ``lenient``: legacy keys dropped where no active entry takes them)."""
     index = field_index()
+    declared = option_fields()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    options: dict[str, tuple[str, Any]] = {}
     for key, value in overrides.items():
         # A key written as a flag ("--latent-dim") is named as the flag in errors.
         name = key.lstrip("-").replace("-", "_")
+        if name in declared:
+            options[name] = (key, value)
+            continue
         if name not in index:
-            raise unknown_name(source, key, sorted(index), kind="option")
+            raise unknown_name(source, key, sorted([*index, *declared]), kind="option")
         section, _ = index[name]
         tp = _field_type(SECTIONS[section], name)
         where = key if key.startswith("--") else f"{source}: {key}"
         per_section[section][name] = coerce(value, tp, where)
-    return replace(
+    config = replace(
         config,
         **{s: replace(getattr(config, s), **kv) for s, kv in per_section.items() if kv},
     )
+    return _with_options(config, options, source, lenient)
 
 
-def _flatten(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Nested sections merged into one flat mapping. ``model`` is both a section and a field
-    (``--model deep``): a mapping under it is the section, any other value is the field."""
+def flatten(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], frozenset[str]]:
+    """A config file's (or a saved run's) mapping as flat ``{field: value}`` overrides, and
+    the legacy keys among them. ``model`` is both a section and a field (``--model deep``): a
+    mapping under it is the section, any other value is the field. A section named after a
+    family or objective (``hvae: {z1_dim: 8}``) holds its options. Family fields inside
+    ``model:``/``train:`` are how run folders were written before the sections (every
+    family's fields, at their defaults for the others): they are kept for the active family
+    and dropped for the others (the returned legacy keys)."""
     flat: dict[str, Any] = {}
+    legacy: set[str] = set()
+    sections = option_sections()
     for key, value in raw.items():
         if key in SECTIONS and isinstance(value, dict):
             flat.update(value)
-        elif key in SECTIONS and key not in _FIELD_NAMES:
+            legacy.update(k for k in value if k not in _CORE_NAMES)
+        elif key in SECTIONS and key not in _CORE_NAMES:
             raise VaelabError(f"{source}: section {key!r} must be a mapping")
+        elif key in sections and isinstance(value, dict):
+            flat.update(value)
         else:
             flat[key] = value
-    return flat
+    return flat, frozenset(legacy)
 
 
-_FIELD_NAMES = frozenset(f.name for cls in SECTIONS.values() for f in fields(cls))
-
-
-def load_config(path: str | Path, base: Config | None = None) -> Config:
-    """Read a YAML (.yaml/.yml/.json) or TOML (.toml) file onto ``base`` (default: defaults)."""
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], frozenset[str]]:
+    """A YAML (.yaml/.yml/.json) or TOML (.toml) file's options, :func:`flatten`-ed."""
     path = Path(path)
     if not path.is_file():
         raise VaelabError(f"--config {path}: no such file")
@@ -243,7 +379,13 @@ def load_config(path: str | Path, base: Config | None = None) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise VaelabError(f"--config {path}: expected a mapping of options")
-    return with_overrides(base or Config(), _flatten(raw, str(path)), str(path))
+    return flatten(raw, str(path))
+
+
+def load_config(path: str | Path, base: Config | None = None) -> Config:
+    """Read a YAML (.yaml/.yml/.json) or TOML (.toml) file onto ``base`` (default: defaults)."""
+    flat, legacy = read_config_file(path)
+    return with_overrides(base or Config(), flat, str(path), legacy)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -253,43 +395,34 @@ def save_config(config: Config, path: str | Path) -> None:
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Inverse of :meth:`Config.to_dict` (strict: unknown keys are errors)."""
-    return with_overrides(Config(), _flatten(raw, source), source)
+    flat, legacy = flatten(raw, source)
+    return with_overrides(Config(), flat, source, legacy)
 
 
-_POSITIVE = ("latent_dim", "z1_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
+_POSITIVE = ("latent_dim", "batch_size", "samples", "eval_samples", "max_bad_steps")
 _POSITIVE += ("mixtures", "blocks")
-# Likelihoods of 8-bit values (Likelihood.discrete; tests keep the two lists equal): they
-# model the 256 levels of the data, so binarized pixels would be a different data set.
-EIGHT_BIT_LIKELIHOODS = ("dlogistic", "dmol")
+# Choices that are no registry (the registries' names are checked by
+# vaelab.training.options.check_names, the one place a name is checked).
 _CHOICES = {
     "binarize": ("none", "static", "dynamic"),
-    "objective": ("elbo", "iwae", "m2"),
-    "schedule": ("none", "cosine", "step"),
     "precision": ("fp32", "bf16", "fp16"),
 }
 
 
 def validate(config: Config) -> Config:
     """Check values that a type alone cannot (sizes >= 1, choices); names of parts are
-    checked by their registries when the model is built."""
-    flat = {k: v for section in config.to_dict().values() for k, v in section.items()}
+    checked against their registries by :func:`vaelab.training.options.check_names`, and
+    a family's or objective's options by its own ``check_config``."""
+    flat = {k: getattr(getattr(config, s), k) for k, (s, _) in field_index().items()}
     for name in _POSITIVE:
-        if flat[name] < 1:
-            raise VaelabError(f"--{name.replace('_', '-')}: must be at least 1, got {flat[name]}")
+        at_least(f"--{name.replace('_', '-')}", flat[name])
     for name, choices in _CHOICES.items():
-        if flat[name] is not None and flat[name] not in choices:  # None: resolved later
+        if flat[name] not in choices:
             raise unknown_name(f"--{name.replace('_', '-')}", flat[name], choices)
-    for name in ("hidden", "z1_hidden"):
-        if any(h < 1 for h in flat[name] or ()):
-            flag = name.replace("_", "-")
-            raise VaelabError(f"--{flag}: widths must be at least 1, got {flat[name]}")
-    if flat["likelihood"] in EIGHT_BIT_LIKELIHOODS and flat["binarize"] != "none":
-        raise VaelabError(
-            f"--binarize {flat['binarize']}: --likelihood {flat['likelihood']} models the 8-bit"
-            " values 0..255; use --binarize none (or a bernoulli likelihood for binary pixels)"
-        )
-    if flat["epochs"] < 0 or flat["lr"] <= 0 or flat["sigma"] <= 0:
-        raise VaelabError("--epochs must be >= 0, --lr and --sigma > 0")
+    all_at_least("--hidden", flat["hidden"])
+    at_least("--epochs", flat["epochs"], 0)
+    positive("--lr", flat["lr"])
+    positive("--sigma", flat["sigma"])
     if not 0 < flat["test_fraction"] < 1:
         raise VaelabError(f"--test-fraction: must be in (0, 1), got {flat['test_fraction']}")
     return config

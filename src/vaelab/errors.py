@@ -55,3 +55,22 @@ def unknown_name(what: str, value: object, valid: Iterable[str], kind: str = "")
     hint = f"; did you mean {guess!r}?" if guess is not None else ""
     kind = f"{kind} " if kind else ""
     return VaelabError(f"{what}: unknown {kind}{str(value)!r}; valid: {', '.join(names)}{hint}")
+
+
+def at_least(flag: str, value: float | None, low: float = 1) -> None:
+    """Refuse ``value < low`` as ``"--flag: must be at least LOW, got VALUE"`` (None: unset,
+    accepted). The one check of "a count of at least 1" for every flag and option."""
+    if value is not None and value < low:
+        raise VaelabError(f"{flag}: must be at least {low}, got {value}")
+
+
+def positive(flag: str, value: float | None) -> None:
+    """Refuse ``value <= 0`` as ``"--flag: must be > 0, got VALUE"`` (None: unset, accepted)."""
+    if value is not None and not value > 0:
+        raise VaelabError(f"{flag}: must be > 0, got {value}")
+
+
+def all_at_least(flag: str, values: Iterable[float] | None, low: float = 1) -> None:
+    """Refuse a list of sizes (``--hidden 64,0``) with any entry below ``low``."""
+    if values is not None and any(v < low for v in values):
+        raise VaelabError(f"{flag}: each value must be at least {low}, got {tuple(values)}")

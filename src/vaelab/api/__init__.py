@@ -18,7 +18,7 @@ import torch
 from vaelab.config import Config, config_from_dict, load_config, with_overrides
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.extras import extra_metrics
 from vaelab.evaluation.html_report import RUN_DRAWINGS, write_report
 from vaelab.evaluation.nll import evaluate_model
@@ -136,10 +136,8 @@ def evaluate(
     ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
     refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
     too. The files written are then listed in ``result["files"]``."""
-    if samples < 1:
-        raise VaelabError(f"--samples: must be at least 1, got {samples}")
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    at_least("--samples", samples)
+    at_least("--limit", limit)
     if json_out is not None:
         json_out = target(json_out, overwrite, "json_out")  # before any work
     run = as_run(run_or_model, device)
@@ -148,7 +146,7 @@ def evaluate(
         torch.manual_seed(seed)
     if not (model.has_posterior and model.has_prior):  # a plain autoencoder
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
-    if not getattr(model, "on_images", True):
+    if not model.on_images:
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
             "and use vaelab classify for the labels"
@@ -157,7 +155,7 @@ def evaluate(
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
     result = evaluate_model(model, x, samples=samples)
-    if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
+    if model.latent_groups:  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
     if extras:

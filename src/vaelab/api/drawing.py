@@ -17,31 +17,40 @@ import torch
 
 import vaelab.evaluation.pictures as pictures
 from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.data import folder
 from vaelab.data.prepare import binarize_fixed
-from vaelab.errors import VaelabError
+from vaelab.data.transforms import check_background
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.html_report import write_report
 from vaelab.evaluation.pictures import test_image
 from vaelab.evaluation.plots import save_figure
-from vaelab.training.record import Run, target
-
-RunLike = str | Path | Run | torch.nn.Module
+from vaelab.training.record import Run, RunLike, target
 
 
-def read_image(path: str | Path, shape: Sequence[int], flag: str = "--image") -> torch.Tensor:
-    """An image file as uint8 ``(C, H, W)`` in the model's channels and size ``shape``."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+def read_image(
+    path: str | Path, shape: Sequence[int], flag: str = "--image",
+    background: object = "white",
+) -> torch.Tensor:  # fmt: skip
+    """An image file as uint8 ``(C, H, W)`` in the model's channels and size ``shape``,
+    decoded as a training image folder is (:func:`vaelab.data.folder.read_image`:
+    transparency laid on ``background``, 16-bit gray scaled), then made gray (ITU-R 601
+    luma, as Pillow's "L") or RGB to match ``C``."""
     c, h, w = shape
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"{flag} {path}: no such file")
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise VaelabError(f"{flag} {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VaelabError(f"{flag} {path}: not a readable image ({exc})") from None
-    return torch.from_numpy(array.copy()).reshape(h, w, c).permute(2, 0, 1).contiguous()
+        array = folder.read_image(path, (h, w), check_background(background))
+    except folder.SkippedImage as exc:
+        raise VaelabError(f"{flag} {exc}") from None
+    x = torch.from_numpy(array.copy())
+    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    if c == 3 and len(x) == 1:
+        x = x.expand(3, -1, -1)
+    elif c == 1 and len(x) == 3:  # Pillow's L: (19595 R + 38470 G + 7471 B + 2^15) >> 16
+        weights = torch.tensor([19595, 38470, 7471]).view(3, 1, 1)
+        x = ((x.long() * weights).sum(0, keepdim=True) + 32768) >> 16
+    return x.to(torch.uint8).contiguous()
 
 
 def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch.Tensor:
@@ -50,7 +59,7 @@ def input_image(run: Run, spec: int | str | Path, flag: str, seed: int) -> torch
     try:
         index = int(spec)
     except ValueError:
-        x = read_image(spec, run.image_shape, flag)
+        x = read_image(spec, run.image_shape, flag, run.config.data.background)
         if run.config.data.binarize != "none":
             x = binarize_fixed(x.unsqueeze(0), seed)[0]
         return x
@@ -90,8 +99,7 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Test images ``start .. start+n`` and their reconstructions (decoded means at
     z = E_q[z|x]), both ``(n, C, H, W)``; the PNG has rows of 16 inputs above theirs."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     run = as_run(run, device)
     grid = pictures.reconstructions(run.model, prepared_test_images(run)[start : start + n])
     if out is not None:
@@ -104,9 +112,8 @@ def similar(
     seed: int = 0, device: str = "cpu", out: str | Path | None = None, overwrite: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
-    of z = mu + spread * sigma * eps around its posterior q(z|x)."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    of z = mu + spread * sigma * eps around its posterior q(z|x) (``n`` and ``spread``
+    checked by :func:`vaelab.evaluation.generate.similar`, before any draw)."""
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
     grid = pictures.similar(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
@@ -139,8 +146,7 @@ def traverse(
     """Decodings ``(dims * steps, C, H, W)`` around test image ``index``'s posterior mean,
     one row per latent dimension (those with the most KL, or variance for an AE), offsets
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
-    if dims < 1:
-        raise VaelabError(f"--dims: must be at least 1, got {dims}")
+    at_least("--dims", dims)
     run = as_run(run, device)
     fig, shown = pictures.traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
@@ -156,10 +162,8 @@ def latent_plot(
     """The test set's latent means scattered (projected by ``method`` above 2-D):
     ``{figure, coords (N, 2), labels, manifold}``; ``manifold`` is the decoded
     ``grid x grid`` prior-quantile figure of a 2-D VAE (None otherwise)."""
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
-    if grid < 1:
-        raise VaelabError(f"--grid: must be at least 1, got {grid}")
+    at_least("--limit", limit)
+    at_least("--grid", grid)
     run = as_run(run, device)
     fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None

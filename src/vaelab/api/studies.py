@@ -14,7 +14,7 @@ import torch
 
 from vaelab.api import as_run, load_test_images
 from vaelab.data.prepare import eval_images, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.aevae import compare as compare_latents
 from vaelab.evaluation.aevae import train_pair
 from vaelab.evaluation.compare import compare as compare_table
@@ -37,10 +37,8 @@ def gradvar(
     fresh one (``init``), or after each of ``during_training`` epochs of a fresh one.
     With ``out`` (a .png) the chart goes there and the returned dict next to it (.json)."""
     for flag, value in (("--draws", draws), ("--batch-size", batch_size), ("--samples", samples)):
-        if value < 1:
-            raise VaelabError(f"{flag}: must be at least 1, got {value}")
-    if during_training < 0:
-        raise VaelabError(f"--during-training: must be >= 0, got {during_training}")
+        at_least(flag, value)
+    at_least("--during-training", during_training, 0)
     names = list(estimators) if estimators else None
     run = as_run(run, device)
     path = target(out, overwrite) if out is not None else None

@@ -15,15 +15,13 @@ from vaelab.api import as_run, load_test_images, model_of
 from vaelab.api.drawing import input_image
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.classifier import evaluate_classifier, save_confusion
 from vaelab.evaluation.completion import Completion, downscale, load_mask, make_mask, upsample
 from vaelab.evaluation.completion import complete as run_chains
 from vaelab.evaluation.completion_eval import evaluate_completion
 from vaelab.evaluation.plots import save_grid
-from vaelab.training.record import Run, target
-
-RunLike = str | Path | Run | torch.nn.Module
+from vaelab.training.record import Run, RunLike, target
 
 
 def _targets(overwrite: bool, **paths: str | Path | None) -> dict[str, Path | None]:
@@ -44,8 +42,7 @@ def classify(
     (vaelab.classify). ``out``: the confusion matrix PNG (and the label control's beside
     it, ``STEM-label-control.png``, unless ``label_control_out`` names it); ``json_out``:
     the result as JSON."""
-    if limit is not None and limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    at_least("--limit", limit)
     if out is not None and label_control_out is None:
         label_control_out = Path(out).with_name(f"{Path(out).stem}-label-control.png")
     paths = _targets(overwrite, out=out, json_out=json_out,

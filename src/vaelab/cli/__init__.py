@@ -20,7 +20,7 @@ from typing import Any
 from vaelab import __version__
 from vaelab.cli.common import HelpFormatter, new_file, one_line_warnings
 from vaelab.cli.table import COMMANDS, COMMON, Command, Option
-from vaelab.errors import Interrupted, VaelabError
+from vaelab.errors import Interrupted, VaelabError, at_least
 from vaelab.training.record import OUTPUTS, numbered
 
 __all__ = ["COMMANDS", "build_parser", "call", "main"]
@@ -92,8 +92,8 @@ def _keywords(cmd: Command, args: argparse.Namespace) -> dict[str, Any]:
         if option.name in ("run", "out", "overwrite"):
             continue
         value = getattr(args, option.name)
-        if option.positive and value is not None and value < 1:
-            raise VaelabError(f"{_flag(option)}: must be at least 1, got {value}")
+        if option.positive:
+            at_least(_flag(option), value)
         if option.output and value is not None:
             value = new_file(_flag(option), value, args.overwrite)
         if option.convert is not None and (value is not None or option.extra.get("action")):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vaelab.errors import VaelabError
+from vaelab.training.record import new_output
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -63,8 +63,6 @@ def one_line_warnings(command: str) -> Iterator[None]:
 
 
 def new_file(flag: str, path: str | Path, overwrite: bool) -> Path:
-    """``path`` of an explicit output flag; it must not exist unless --overwrite is given."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise VaelabError(f"{flag} {path}: exists; pass --overwrite to replace it")
-    return path
+    """``path`` of an explicit output flag; it must not exist unless --overwrite is given
+    (:func:`vaelab.training.record.new_output`, the one guard)."""
+    return new_output(path, overwrite, flag)

@@ -15,6 +15,7 @@ from typing import Any
 
 from vaelab.cli.names import registry_names
 from vaelab.config import coerce
+from vaelab.training.record import OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,6 @@ def opt(*flags: str, help: str, **kw: Any) -> Option:
     extra = {k: kw.pop(k) for k in list(kw) if k not in known}
     return Option(flags, help, extra=extra, **kw)
 
-
-OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
 
 # Declared once; a command names the ones it takes. ``{out}`` in a help text is the
 # command's default file name.

@@ -1,6 +1,12 @@
 """vaelab train's own flags: every config field is a flag (``--latent-dim 20``), defaults
-shown, generated from the config dataclasses (--out and --overwrite are the table's
-common options, vaelab/cli/table.py)."""
+shown, generated from the config dataclasses, and so is every field of a model family's or
+objective's options (``--z1-dim``), grouped under that family in --help (--out and
+--overwrite are the table's common options, vaelab/cli/table.py).
+
+--help imports no torch: registry names and the option dataclasses are read from the
+source (:mod:`vaelab.cli.names`); training imports the registries, and the config then
+checks every flag against what they hold at run time (a flag of a family the run does not
+use is refused naming who takes it)."""
 
 from __future__ import annotations
 
@@ -11,21 +17,13 @@ import typing
 from dataclasses import MISSING
 from pathlib import Path
 
-from vaelab.cli.names import field_help, registry_names
-from vaelab.config import _CHOICES, SECTIONS, Config, load_config, with_overrides
+from vaelab.cli.names import field_help, option_sections, registry_map, registry_names
+from vaelab.config import _CHOICES, SECTIONS, Config, read_config_file, with_overrides
 from vaelab.errors import VaelabError
 
-# The fields whose value names a registry entry: --help lists the names (read from the
-# source, so that --help does not import torch).
-REGISTRIES = {
+# Names --help suggests beyond the registries (a dataset may also be a path).
+SUGGESTED = {
     "dataset": ("vaelab.data.builtin", "BUILTIN"),
-    "model": ("vaelab.models", "MODELS"),
-    "arch": ("vaelab.nn", "ARCHS"),
-    "likelihood": ("vaelab.likelihoods", "LIKELIHOODS"),
-    "prior": ("vaelab.latents.priors", "PRIORS"),
-    "posterior": ("vaelab.latents", "FAMILIES"),
-    "estimator": ("vaelab.objectives.estimators", "ESTIMATORS"),
-    "objective": ("vaelab.objectives", "OBJECTIVES"),
     "track": ("vaelab.training.trackers", "TRACKERS"),
 }
 _METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
@@ -33,8 +31,9 @@ _METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
 
 def choices(name: str) -> tuple[str, ...]:
     """The accepted values of config field ``name`` (empty where any value of its type is)."""
-    if name in REGISTRIES:
-        return registry_names(*REGISTRIES[name])
+    sources = {**registry_map(), **SUGGESTED}
+    if name in sources:
+        return registry_names(*sources[name])
     return tuple(_CHOICES.get(name, ()))
 
 
@@ -63,6 +62,14 @@ def _flag_help(name: str, comment: str, default: object) -> str:
     return f"{text} (default: {default})"
 
 
+def _add(group: argparse._ArgumentGroup, name: str, tp: object, help_text: str) -> None:
+    extra = {"nargs": "?", "const": "true"} if tp is bool else {}
+    group.add_argument(
+        f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None,
+        metavar=_metavar(name, tp), help=help_text, **extra,
+    )  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="YAML or TOML file of options (flags override it)"
@@ -75,32 +82,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         docs, hints = field_help(cls), typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if f.name == "options":  # the family's/objective's own: their groups below
+                continue
             default = f.default if f.default is not MISSING else f.default_factory()
-            extra = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
-            group.add_argument(
-                f"--{f.name.replace('_', '-')}", dest=f"opt_{f.name}", default=None,
-                metavar=_metavar(f.name, hints[f.name]),
-                help=_flag_help(f.name, docs[f.name], default), **extra,
-            )  # fmt: skip
+            _add(group, f.name, hints[f.name], _flag_help(f.name, docs[f.name], default))
+    # A field several sections declare (num_classes: cvae and m2) is one flag, in the group
+    # of all of them; its default is the first one's.
+    owners: dict[str, list[str]] = {}
+    first: dict[str, tuple[str, object]] = {}
+    for section, (selector, option_fields) in option_sections().items():
+        for f in option_fields:
+            owners.setdefault(f.name, []).append(f"--{selector} {section}")
+            first.setdefault(f.name, (f, None))
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for name, takers in owners.items():
+        key = tuple(takers)
+        if key not in groups:
+            groups[key] = parser.add_argument_group(
+                f"options of {', '.join(takers)} only (config-file section: "
+                f"{', '.join(t.split()[1] for t in takers)})"
+            )
+        f = first[name][0]
+        _add(groups[key], name, f.type, _flag_help(name, f.comment, f.default))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """defaults < the run's saved config (on --resume) < --config file < flags."""
-    from vaelab.training.folder import CONFIG  # imports torch: only when training, not for --help
+    """defaults < the run's saved config (on --resume) < --config file < flags. The file
+    and the flags are applied together, so a file's family options meet the flags' --model."""
+    # Training imports torch anyway; --help does not come here. The registries register
+    # their option sections with the config on import (vaelab.config.OWNERS).
+    from vaelab.training import options  # noqa: F401  (every registry, for the sections)
+    from vaelab.training.folder import CONFIG
 
     if args.resume and args.out and (Path(args.out) / CONFIG).is_file():
-        config = load_config(Path(args.out) / CONFIG)
+        flat, legacy = read_config_file(Path(args.out) / CONFIG)
+        config = with_overrides(Config(), flat, str(Path(args.out) / CONFIG), legacy)
     else:
         config = Config()
+    overrides: dict[str, object] = {}
+    legacy: frozenset[str] = frozenset()
     if args.config:
-        config = load_config(args.config, config)
+        overrides, legacy = read_config_file(args.config)
     # Keyed as flags, so a bad value is reported as "--latent-dim: ...", not the field name.
-    flags = {
-        f"--{k[4:].replace('_', '-')}": v
-        for k, v in vars(args).items()
-        if k.startswith("opt_") and v is not None
-    }
-    return with_overrides(config, flags, "command line")
+    for k, v in vars(args).items():
+        if k.startswith("opt_") and v is not None:
+            overrides.pop(k[4:], None)
+            overrides[f"--{k[4:].replace('_', '-')}"] = v
+    return with_overrides(config, overrides, args.config or "command line", legacy)
 
 
 def keywords(args: argparse.Namespace) -> dict[str, object]:

@@ -32,9 +32,9 @@ from torch import nn
 from torch.distributions import Categorical
 
 from vaelab.errors import VaelabError
+from vaelab.models.base import Model
 from vaelab.models.cvae import CVAE
 from vaelab.models.hvae import HVAE, _gaussian_draw, _gaussian_log_prob
-from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 
 State = tuple[torch.Tensor, ...]
@@ -145,24 +145,19 @@ class _LabelProposal:
         return log_ry + self.model.encode(self.x, y).log_prob(z)
 
 
-# Exact types: a subclass (e.g. the plain autoencoder, whose encode has no density) is a
-# different model and must be added here deliberately.
-CHAINS: dict[type, type[VaeChain]] = {
-    VAE: VaeChain,
-    HVAE: HvaeChain,
-    CVAE: LabelChain,
-    M2: LabelChain,
-}
+# The chain each model declares (``Model.chain``, never inherited: a subclass such as a new
+# family is a different model and names its chain deliberately).
+CHAINS: dict[str, type[VaeChain]] = {"vae": VaeChain, "hvae": HvaeChain, "label": LabelChain}
 
 
-def chain_for(model: nn.Module) -> VaeChain:
+def chain_for(model: Model) -> VaeChain:
     """The Metropolis-within-Gibbs state of ``model``, or a one-line error naming the flag."""
-    if type(model) not in CHAINS:
+    if model.chain not in CHAINS:
         raise VaelabError(
             f"--method mwg: no exact chain for model class {type(model).__name__}; "
             "use --method pseudo-gibbs"
         )
-    return CHAINS[type(model)](model)
+    return CHAINS[model.chain](model)
 
 
 def select(ok: torch.Tensor, new: State, old: State) -> State:

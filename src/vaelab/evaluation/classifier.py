@@ -24,11 +24,11 @@ from torch import nn
 from vaelab.config import Config, ModelConfig
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.plots import save_figure
 from vaelab.evaluation.quality import load_classifier
 from vaelab.evaluation.sample_labels import class_names
-from vaelab.models.m2 import classifier_net
+from vaelab.models.m2 import M2Options, classifier_net
 from vaelab.training.labels import keep_per_class
 from vaelab.training.record import Run
 
@@ -74,16 +74,26 @@ def _scores(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> dict[str, 
     return {"accuracy": acc, "error": 1 - acc, "confusion": cm.tolist()}
 
 
+def labels_per_class(config: Config) -> int:
+    """How many labels per class the run trained with (0: all; only M2 hides labels)."""
+    options = config.model.options
+    return options.labels_per_class if isinstance(options, M2Options) else 0
+
+
+def _m1_run(config: Config) -> str | None:
+    options = config.model.options
+    return options.m1_run if isinstance(options, M2Options) else None
+
+
 def _labelled(config: Config, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images whose labels the run kept, as the run's training saw them."""
     t = config.train
     x = data.train_x
     if config.data.binarize == "static":
         x = binarize_fixed(x, t.seed)
+    per_class = labels_per_class(config)
     keep = (
-        keep_per_class(data.train_y, t.labels_per_class, t.seed)
-        if t.labels_per_class > 0
-        else torch.arange(len(x))
+        keep_per_class(data.train_y, per_class, t.seed) if per_class > 0 else torch.arange(len(x))
     )
     return x[keep], data.train_y[keep]
 
@@ -91,13 +101,13 @@ def _labelled(config: Config, data: ImageData) -> tuple[torch.Tensor, torch.Tens
 def baseline_network(model: nn.Module, config: ModelConfig) -> nn.Module:
     """A freshly initialised copy of the model's classifier network (after M1's features
     for M1+M2); a CVAE gets the encoder-shaped classifier M2 would have."""
-    if hasattr(model, "classifier"):
+    if model.has_classifier:
         net = copy.deepcopy(model.classifier)
         for m in net.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     else:
-        net = classifier_net(config, model.image_shape)
+        net = classifier_net(config, model.image_shape, model.num_classes)
     return nn.Sequential(copy.deepcopy(model.features), net).to(next(model.parameters()).device)
 
 
@@ -138,8 +148,7 @@ def label_control(
             "classify --label-control: this run models M1 features, not images; use a cvae "
             "run or an m2 run without --m1-run"
         )
-    if per_class < 1:
-        raise VaelabError(f"--label-control: must be at least 1, got {per_class}")
+    at_least("--label-control", per_class)
     net, info = load_classifier(data)
     device, classes = next(model.parameters()).device, model.num_classes
     torch.manual_seed(seed)
@@ -164,7 +173,7 @@ def evaluate_classifier(
     """Test accuracy, error and confusion matrix of the model (and of the baseline; with
     ``label_samples`` > 0, also :func:`label_control` with that many images per class)."""
     model, cfg = run.model, run.config
-    if not getattr(model, "uses_labels", False):
+    if not model.uses_labels:
         raise VaelabError("classify: the run's model has no labels; train --model m2 or cvae")
     if data.test_y is None:
         raise VaelabError(f"classify: dataset {data.name} has no test labels")
@@ -176,9 +185,9 @@ def evaluate_classifier(
     device = next(model.parameters()).device
     classes = model.num_classes
     out: dict[str, Any] = {
-        "dataset": data.name, "model": "m1+m2" if cfg.model.m1_run else cfg.model.model,
+        "dataset": data.name, "model": "m1+m2" if _m1_run(cfg) else cfg.model.model,
         "images": len(x),
-        "labels_per_class": cfg.train.labels_per_class,
+        "labels_per_class": labels_per_class(cfg),
         "class_names": class_names(model, run.info.get("class_names")),
         **_scores(_predict(lambda b: model.class_log_probs(b, 4), x, device), truth, classes),
     }  # fmt: skip

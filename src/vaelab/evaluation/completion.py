@@ -127,14 +127,6 @@ class Completion:
     acceptance: float | None = None  # Metropolis-within-Gibbs: share of accepted proposals
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _mean(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    return model.likelihood.mean(model.decode(z))
-
-
 @torch.no_grad()
 def complete(
     model: torch.nn.Module,
@@ -168,7 +160,7 @@ def complete(
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    dev = _device(model)
+    dev = model.device
     b, shape = len(x), x.shape[1:]
     xs = x.to(dev).float().repeat_interleave(n, 0)  # (B*n, C, H, W): chain i*n + j
     if downscale_factor is None:
@@ -195,10 +187,13 @@ FILLS: dict[str, Callable] = {
 
 
 def pseudo_gibbs(model, x_cur, keep, steps, fill):
-    """encode -> z ~ q(z|x) -> decode -> ``fill`` (mean or draw) -> restore the observation."""
+    """encode -> z ~ q(z|x) -> decode -> ``fill`` (mean or draw) -> restore the observation
+    (a conditional model encodes and decodes with the label it infers for x each step)."""
     for _ in range(steps):
-        x_cur = keep(fill(model.likelihood, model.decode(model.encode(x_cur).sample())))
-    return _mean(model, model.encode(x_cur).mean), None
+        y = model.label_args(x_cur)
+        x_cur = keep(fill(model.likelihood, model.decode(model.encode(x_cur, *y).sample(), *y)))
+    y = model.label_args(x_cur)
+    return model.likelihood.mean(model.decode(model.encode(x_cur, *y).mean, *y)), None
 
 
 def metropolis_within_gibbs(model, x_cur, keep, steps, fill):

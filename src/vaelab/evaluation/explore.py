@@ -16,12 +16,8 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.latents.priors import StandardNormalPrior
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -29,7 +25,7 @@ def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
     """E_q[z|x] for uint8 images ``x`` ``(N, C, H, W)``; returns ``(N, D)`` on the CPU."""
     model.eval()
     out = [
-        model.latent_mean(to_unit(x[i : i + batch_size].to(_device(model)))).cpu()
+        model.latent_mean(to_unit(x[i : i + batch_size].to(model.device))).cpu()
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(out)
@@ -56,14 +52,34 @@ def posterior_stats(
 
 
 @torch.no_grad()
-def decode_mean(model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The mean of p(x|z) for latents ``(N, D)``; images ``(N, C, H, W)`` on the CPU."""
+def decode_mean(
+    model: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000,
+    y: torch.Tensor | int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The mean of p(x|z) for latents ``(N, D)``; images ``(N, C, H, W)`` on the CPU. ``y``:
+    the label (an int or ``(N,)``) of a model that ``uses_labels`` (it needs one)."""
     model.eval()
     out = []
     for i in range(0, len(z), batch_size):
-        params = model.decode(z[i : i + batch_size].to(_device(model)))
+        args = ()
+        if model.uses_labels:
+            if y is None:
+                raise VaelabError("--label: a conditional model decodes with a class label")
+            yb = torch.as_tensor(y, device=model.device)
+            args = (yb[i : i + batch_size] if yb.dim() else yb,)
+        params = model.decode(z[i : i + batch_size].to(model.device), *args)
         out.append(model.likelihood.mean(params).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def image_labels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The labels a conditional model infers for uint8 images ``x`` ``(N, C, H, W)`` (what a
+    tool written for a VAE decodes them with), or None for a model without labels."""
+    if not model.uses_labels:
+        return None
+    model.eval()
+    return model.infer_labels(to_unit(x.to(model.device))).cpu()
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -104,16 +120,18 @@ INTERPOLATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tens
 
 def interpolate(
     model: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10,
-    method: str = "linear",
+    method: str = "linear", y: int | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Decodings along the path between the latent means of uint8 images ``x0``, ``x1``
-    ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions."""
+    ``(C, H, W)``; ``(steps, C, H, W)``. The first and last are their reconstructions. A
+    conditional model decodes the path with label ``y`` (default: the one inferred for x0)."""
     if method not in INTERPOLATIONS:
         raise unknown_name("--method", method, INTERPOLATIONS)
-    if steps < 2:
-        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    at_least("--steps", steps, 2)
     z = latent_means(model, torch.stack([x0, x1]))
-    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps))
+    if y is None and model.uses_labels:
+        y = int(image_labels(model, x0[None])[0])
+    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps), y=y)
 
 
 def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
@@ -131,11 +149,13 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
     are unused ("collapsed"); the active ones carry the information about x. With a
     factorized prior the values sum to the ELBO's KL term. Raises VaelabError when the
     prior does not factorize (mixture, VampPrior) or no closed form exists."""
-    model.eval()  # a plain autoencoder's encode() raises: it has no posterior
+    if not (model.has_posterior and model.has_prior):
+        raise VaelabError("KL per dimension needs q(z|x) and p(z); a plain autoencoder has none")
+    model.eval()
     marginals = _prior_marginals(model)
     total = None
     for i in range(0, len(x), batch_size):
-        q = model.encode(to_unit(x[i : i + batch_size].to(_device(model))))
+        q = model.encode(to_unit(x[i : i + batch_size].to(model.device)))
         if marginals is None or not isinstance(q, Independent):
             raise VaelabError("KL per dimension needs a prior that factorizes over dimensions")
         try:
@@ -173,8 +193,7 @@ def traverse(
     steps)`` (units of the prior's standard deviation), the other dimensions fixed.
     ``x`` is one uint8 image ``(C, H, W)``; returns ``(len(dims) * steps, C, H, W)``, one row
     per dimension."""
-    if steps < 2:
-        raise VaelabError(f"--steps: must be at least 2, got {steps}")
+    at_least("--steps", steps, 2)
     if span <= 0:
         raise VaelabError(f"--span: must be > 0, got {span}")
     mu = latent_means(model, x.unsqueeze(0))[0]
@@ -184,14 +203,18 @@ def traverse(
     for row, d in enumerate(dims):
         z[row, :, d] += offsets * scale[d]
     z = z.reshape(-1, len(mu))
-    bounds = getattr(model.prior, "bounds", None)  # Gamma/Beta: stay in the support
-    return decode_mean(model, z.clamp(*bounds) if bounds else z)
+    # Gamma/Beta: stay in the support (a point code has no prior)
+    bounds = getattr(model.prior, "bounds", None) if model.has_prior else None
+    y = image_labels(model, x[None])  # a conditional model: the image's own label
+    return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
 
 
 @torch.no_grad()
 def prior_std(model: torch.nn.Module) -> torch.Tensor:
     """Standard deviation of each latent dimension under p(z), ``(D,)`` (1 for N(0, I);
-    estimated from 20,000 draws for a mixture prior)."""
+    estimated from 20,000 draws for a mixture prior); 1 for a point code without a prior."""
+    if not model.has_prior:
+        return torch.ones(model.latent_dim)
     marginals = _prior_marginals(model)
     if marginals is not None:
         return marginals.stddev.float().cpu().expand(model.latent_dim)
@@ -236,6 +259,8 @@ def prior_quantile_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tens
     ``(n*n, C, H, W)`` and the axis values ``(2, n)`` (z_1's, z_2's, increasing)."""
     if model.latent_dim != 2:
         raise VaelabError(f"manifold grid: needs a 2-D latent, the model has {model.latent_dim}")
+    if not model.has_prior:
+        raise VaelabError("manifold grid: needs a prior p(z); a plain autoencoder has none")
     levels = (torch.arange(n) + 0.5) / n
     if isinstance(model.prior, StandardNormalPrior):
         qx = qy = Normal(0.0, 1.0).icdf(levels)

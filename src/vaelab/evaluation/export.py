@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from vaelab.errors import VaelabError
-from vaelab.models.vae import VAE
 from vaelab.nn.conv import NarrowConvTranspose2d
 
 ENCODER, DECODER, DESCRIPTION = "encoder.onnx", "decoder.onnx", "model.json"
@@ -50,21 +49,9 @@ class DecoderGraph(nn.Module):
 
 
 def why_not(model: nn.Module) -> str | None:
-    """Why ``model``'s parts cannot be exported as the two plain graphs (None: they can).
-    Read from what the model declares and which methods it overrides, not from its name."""
-    base = VAE  # the contract: encoder -> q(z|x) parameters, decoder -> p(x|z) parameters
-    if getattr(model, "uses_labels", False):
-        return ("encoder and decoder: both also take the class label y (the decoder p(x|z,y), "
-                "the encoder q(z|x,y) or q(y|x)); only image -> posterior and z -> image "
-                "graphs are exported")  # fmt: skip
-    if type(model).decode is not base.decode or not hasattr(model, "decoder"):
-        return (f"decoder: {type(model).__name__}.decode is not one network from z to the "
-                "likelihood's parameters (it passes through further stochastic layers or "
-                "latent groups drawn top-down, a sampler loop)")  # fmt: skip
-    if type(model).latent_mean is not base.latent_mean and getattr(model, "has_posterior", True):
-        return (f"encoder: {type(model).__name__}'s posterior is not one network's output "
-                "(it has several stochastic layers)")  # fmt: skip
-    return None
+    """Why ``model``'s parts cannot be exported as the two plain graphs (None: they can):
+    what its family declares (``Model.export_refusal``), not its name."""
+    return model.export_refusal
 
 
 def plain_layers(model: nn.Module) -> nn.Module:
@@ -142,7 +129,7 @@ def export_onnx(
         "mean": float(np.abs(got_mean - mean.numpy()).max()),
     }
     likelihood = model.likelihood
-    family = getattr(model, "family", None)
+    family = model.family if model.has_posterior else None
     description = {
         **describe,
         "format": "vaelab-onnx-1",
@@ -151,11 +138,11 @@ def export_onnx(
             "file": ENCODER, "input": "x", "input_shape": ["batch", *image_shape],
             "input_scaling": "float32 in [0, 1]: uint8 pixel / 255 (binarized runs: 0 or 1)",
             "output": "posterior_params", "output_shape": ["batch", int(codes.shape[-1])],
-            "posterior": (type(family).__name__ if getattr(model, "has_posterior", True)
+            "posterior": (type(family).__name__ if model.has_posterior
                           else "none: the output is the code z"),
             "layout": ("first half mean, second half log-variance"
                        if type(family).__name__ == "NormalFamily"
-                       and getattr(model, "has_posterior", True) else None),
+                       and model.has_posterior else None),
         },
         "decoder": {
             "file": DECODER, "input": "z", "input_shape": ["batch", int(z.shape[-1])],

@@ -11,7 +11,7 @@ import torch
 
 from vaelab.data import ImageData
 from vaelab.data.prepare import train_images
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import at_least, unknown_name
 from vaelab.evaluation.health import latent_health
 from vaelab.evaluation.quality import (
     load_classifier,
@@ -44,8 +44,7 @@ def extra_metrics(
     for name in samplers:
         if name not in SAMPLERS:
             raise unknown_name("--sampler", name, SAMPLERS)
-    if quality_samples < 10:
-        raise VaelabError(f"--quality-samples: must be at least 10, got {quality_samples}")
+    at_least("--quality-samples", quality_samples, 10)
     t0 = time.perf_counter()
     out: dict[str, Any] = {
         "health": latent_health(model, x),

@@ -11,11 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from vaelab.data.prepare import to_unit
-from vaelab.errors import VaelabError
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+from vaelab.errors import VaelabError, at_least
 
 
 @torch.no_grad()
@@ -27,10 +23,9 @@ def sample(
 ) -> torch.Tensor:
     """Decode ``z ~ N(0, temperature^2 I)``; the images are the means of p(x|z). A model with
     latent groups (``--model deep``) also takes one temperature per group, top first."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     if not isinstance(temperature, int | float):
-        if not hasattr(model, "temperatures"):
+        if not model.group_temperatures:
             raise VaelabError("--group-temperature: this model has no latent groups (deep has)")
         model.temperatures(temperature)  # checks the count
     elif temperature <= 0:
@@ -45,7 +40,7 @@ def sample(
 def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Means of p(x|z) at z = E_q[z|x] for uint8 images ``x``."""
     model.eval()
-    return model.reconstruct(to_unit(x.to(_device(model))))
+    return model.reconstruct(to_unit(x.to(model.device)))
 
 
 @torch.no_grad()
@@ -58,12 +53,14 @@ def similar(
     ``spread`` = 1 samples the posterior q(z|x) itself; 0 returns the reconstruction n
     times; larger values wander further from the input.
     """
-    if spread < 0:
-        raise VaelabError(f"--spread: must be >= 0, got {spread}")
+    at_least("-n", n)
+    at_least("--spread", spread, 0)
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    q = model.encode(to_unit(x.unsqueeze(0).to(_device(model))))
+    xu = to_unit(x.unsqueeze(0).to(model.device))
+    labels = model.label_args(xu)  # a conditional model: encode and decode with x's label
+    q = model.encode(xu, *labels)
     mu, std = q.mean, q.stddev
     z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
-    return model.likelihood.mean(model.decode(z))
+    return model.likelihood.mean(model.decode(z, *labels))

@@ -114,7 +114,7 @@ def evaluate_model(
     chunk = min(samples, 256)
     # The same memory for larger images and wider decoder outputs (a dmol decoder emits
     # 40 values per sub-pixel): 4096 decoded images at 784 values each.
-    width = dims * getattr(getattr(model, "likelihood", None), "n_params", 1)
+    width = dims * model.likelihood.n_params
     batch = batch_size or max(1, 4096 * 784 // (chunk * max(width, 784)))
     log_px = log_likelihood(model, x, samples=samples, batch_size=batch, chunk=chunk)
     t2 = time.perf_counter()

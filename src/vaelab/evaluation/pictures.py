@@ -27,7 +27,7 @@ from PIL import Image
 from vaelab.config import Config
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import eval_images, to_unit, train_images
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.explore import (
     INTERPOLATIONS,
     dim_scores,
@@ -148,9 +148,7 @@ def similar(
     nrow: int | None = None,
 ) -> Grid:  # fmt: skip
     """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
-    z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed``."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed`` (``n`` checked there)."""
     near = around(model, x, n, spread, seed=seed).cpu()
     return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
 
@@ -178,8 +176,7 @@ def traversal(
     ``scores`` reuses :func:`vaelab.evaluation.explore.dim_scores` of ``x``), offsets
     linspace(-span, span, steps) prior stds. Returns the figure and ``{grid, dims, names,
     offsets, kind}``."""
-    if dims < 1:
-        raise VaelabError(f"--dims: must be at least 1, got {dims}")
+    at_least("--dims", dims)
     test_image(x, index)
     values, kind = scores if scores is not None else dim_scores(model, x)
     chosen = top_dims(values, dims)
@@ -211,8 +208,7 @@ def latent_plot(
 def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
     """``vaelab latent-plot``'s manifold.png (a 2-D latent with a prior): decodings over an
     ``n x n`` grid of the prior's quantiles, on labelled z axes."""
-    if n < 1:
-        raise VaelabError(f"--grid: must be at least 1, got {n}")
+    at_least("--grid", n)
     tiles, q = prior_quantile_grid(model, n)
     fig = Figure(figsize=(8, 8), layout="constrained")
     # Each tile spans half the gap to its neighbours (one tile: a unit square).

@@ -25,7 +25,7 @@ def resolve_label(
 ) -> int:
     """Class index of ``label``: an index, or one of the run's class ``names``
     (case-insensitive)."""
-    if not getattr(model, "uses_labels", False):
+    if not model.uses_labels:
         raise VaelabError("--label: this run's model has no labels; train --model cvae or m2")
     names = class_names(model, names)
     text = str(label).strip()
@@ -53,7 +53,7 @@ def class_grid(
     z = model.prior.sample(n, temperature)
     labels = torch.arange(model.num_classes, device=z.device)
     params = model.decode(z[None].expand(model.num_classes, -1, -1), labels[:, None])
-    return _to_images(model, model.likelihood.mean(params).flatten(0, 1))
+    return model.to_images(model.likelihood.mean(params).flatten(0, 1))
 
 
 @torch.no_grad()
@@ -65,11 +65,6 @@ def sample_class(
         torch.manual_seed(seed)
     model.eval()
     return model.sample(n, temperature, label)
-
-
-def _to_images(model: torch.nn.Module, out: torch.Tensor) -> torch.Tensor:
-    m1 = getattr(getattr(model, "features", None), "m1", None)
-    return m1.likelihood.mean(m1.decode(out.flatten(1))) if m1 is not None else out
 
 
 def label_samples(

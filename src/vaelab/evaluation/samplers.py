@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vaelab.config import Config
 from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.explore import posterior_stats
 from vaelab.training.checkpoint import tensor_digest
 from vaelab.training.record import Run
@@ -122,7 +122,9 @@ def _gmm_images(model, n, temperature, gmm: GaussianMixture | None = None, **_) 
         )
     param = next(model.parameters())
     z = gmm.sample(n, temperature).to(param.device, param.dtype)
-    return model.likelihood.mean(model.decode(z))
+    # A conditional model: the classes in turn, as its own sample() does.
+    labels = (torch.arange(n, device=z.device) % model.num_classes,) if model.uses_labels else ()
+    return model.likelihood.mean(model.decode(z, *labels))
 
 
 # name -> function(model, n, temperature, **options) -> images (n, C, H, W) in [0, 1]
@@ -160,8 +162,7 @@ def training_images(config: Config, limit: int = 20000) -> torch.Tensor:
 
 def check_draw(n: int, temperature: float) -> None:
     """Refuse ``n`` < 1 images or a temperature <= 0, in the flags' words."""
-    if n < 1:
-        raise VaelabError(f"-n: must be at least 1, got {n}")
+    at_least("-n", n)
     if temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
 

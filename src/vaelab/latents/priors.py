@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.distributions import Beta, Distribution, Gamma, Independent, Normal, kl_divergence
 
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.latents import FAMILIES, standard_normal_log_prob
 
 
@@ -184,8 +184,7 @@ class MixturePrior(Prior):
 
     def __init__(self, latent_dim: int, components: int = 10) -> None:
         super().__init__(latent_dim)
-        if components < 1:
-            raise VaelabError(f"--prior-components: must be at least 1, got {components}")
+        at_least("--prior-components", components)
         self.means = nn.Parameter(torch.randn(components, latent_dim))
         self.logvars = nn.Parameter(torch.zeros(components, latent_dim))
         self.logits = nn.Parameter(torch.zeros(components))
@@ -218,8 +217,7 @@ class VampPrior(Prior):
         image_shape: tuple[int, int, int] = (1, 28, 28),
     ) -> None:
         super().__init__(latent_dim)
-        if components < 1:
-            raise VaelabError(f"--prior-components: must be at least 1, got {components}")
+        at_least("--prior-components", components)
         self.pseudo_logits = nn.Parameter(0.1 * torch.randn(components, *image_shape))
         object.__setattr__(self, "_encode", None)
 

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaelab.errors import unknown_name
+from vaelab.latents import LOG_2PI
 from vaelab.likelihoods.base import Likelihood, sum_pixels
 from vaelab.likelihoods.discrete import DiscretizedLogistic, DiscretizedLogisticMixture, working
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class Bernoulli(Likelihood):

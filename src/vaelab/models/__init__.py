@@ -1,28 +1,34 @@
-"""Model registry: ``--model NAME`` -> class with ``from_config(ModelConfig, image_shape)``."""
+"""Model registry: ``--model NAME`` -> a :class:`~vaelab.models.base.Model` subclass with
+``from_config(ModelConfig, image_shape)``. A new family is one module and one line here;
+its options (``options``, a frozen dataclass) come with it (see docs/architecture.md)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from vaelab.config import ModelConfig, resolve_model
+from vaelab.config import OWNERS, ModelConfig, OptionOwner, resolve_model
 from vaelab.errors import unknown_name
 from vaelab.models.autoencoder import Autoencoder
+from vaelab.models.base import Model
 from vaelab.models.cvae import CVAE
 from vaelab.models.deep import DeepVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 
-MODELS: dict[str, type[VAE]] = {
+MODELS: dict[str, type[Model]] = {
     "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
 }  # fmt: skip
 MODELS["deep"] = DeepVAE
 
+# The config's model section holds the options of the family --model names.
+OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
+
 
 def build_model(
     cfg: ModelConfig, image_shape: tuple[int, int, int], m1: nn.Module | None = None
-) -> nn.Module:
-    """A fresh model of ``cfg``; ``m1``: M1+M2's trained VAE (``cfg.m1_run``), which models
+) -> Model:
+    """A fresh model of ``cfg``; ``m1``: M1+M2's trained VAE (``--m1-run``), which models
     do not load themselves (see :func:`vaelab.training.load.build_run_model`)."""
     if cfg.model not in MODELS:
         raise unknown_name("--model", cfg.model, MODELS)
@@ -31,4 +37,6 @@ def build_model(
     return MODELS[cfg.model].from_config(resolve_model(cfg), image_shape, **deps)
 
 
-__all__ = ["CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "build_model"]
+__all__ = [
+    "CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "Model", "build_model",
+]  # fmt: skip

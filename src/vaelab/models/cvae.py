@@ -20,6 +20,7 @@ Shapes: x ``(B, C, H, W)``, y ``(B,)`` int64, z ``(K, B, D)``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +28,19 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.latents import FAMILIES, NormalFamily
 from vaelab.latents.priors import Prior, build_prior
-from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.likelihoods import Likelihood
+from vaelab.models.base import likelihood_of
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
+
+
+@dataclass(frozen=True)
+class CVAEOptions:
+    num_classes: int = 10  # cvae | m2: number of classes of the labels
 
 
 class CVAE(VAE):
@@ -41,6 +48,12 @@ class CVAE(VAE):
 
     uses_labels = True
     any_estimator = False  # one reparameterized draw per class inside forward
+    chain = "label"
+    export_refusal = (
+        "encoder and decoder: both also take the class label y (the decoder p(x|z,y), the "
+        "encoder q(z|x,y) or q(y|x)); only image -> posterior and z -> image graphs are exported"
+    )
+    options = CVAEOptions
 
     def __init__(
         self,
@@ -59,7 +72,6 @@ class CVAE(VAE):
         # ``encoder`` maps that to a feature vector, ``head`` maps [feature, one-hot y] to q.
         self.features, self.head = features, head
         self.num_classes = num_classes
-        self.context_y: torch.Tensor | None = None  # labels inferred by the last encode(x)
 
     @property
     def on_images(self) -> bool:
@@ -67,28 +79,32 @@ class CVAE(VAE):
         return isinstance(self.features, nn.Identity)
 
     @classmethod
-    def parts(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> dict:
-        """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""
-        if cfg.num_classes < 2:
-            raise VaelabError(f"--num-classes: must be at least 2, got {cfg.num_classes}")
+    def check_config(cls, cfg: ModelConfig) -> None:
+        at_least("--num-classes", cls.options_of(cfg).num_classes, 2)
         if cfg.prior != "normal" or cfg.posterior != "normal":
             raise VaelabError(
                 f"--model {cfg.model}: supports --prior normal and --posterior normal only"
             )
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
+
+    @classmethod
+    def parts(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> dict:
+        """The networks shared by CVAE and M2 (keyword arguments of ``__init__``)."""
+        cls.check_config(cfg)
+        num_classes = cls.options_of(cfg).num_classes
+        likelihood = likelihood_of(cfg, image_shape)
         family = FAMILIES["normal"]()
         width = cfg.hidden[-1]
         encoder, decoder = build_bodies(
-            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + cfg.num_classes, width,
+            cfg.arch, image_shape, cfg.hidden, cfg.latent_dim + num_classes, width,
             likelihood.n_params, blocks=cfg.blocks,
         )  # fmt: skip
         head = nn.Sequential(
-            nn.ReLU(), nn.Linear(width + cfg.num_classes, family.params_size(cfg.latent_dim))
+            nn.ReLU(), nn.Linear(width + num_classes, family.params_size(cfg.latent_dim))
         )
         return {
             "features": nn.Identity(), "encoder": encoder, "head": head, "decoder": decoder,
             "prior": build_prior(cfg.prior, cfg.latent_dim), "likelihood": likelihood,
-            "image_shape": image_shape, "num_classes": cfg.num_classes, "family": family,
+            "image_shape": image_shape, "num_classes": num_classes, "family": family,
         }  # fmt: skip
 
     @classmethod
@@ -98,18 +114,16 @@ class CVAE(VAE):
     def _onehot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, self.num_classes).to(like.dtype)
 
-    def _require(self, y: torch.Tensor | None, what: str) -> torch.Tensor:
-        if y is None:
-            raise VaelabError(f"{what}: a conditional model needs a label y (or an encode first)")
-        return y
+    def infer_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """y = argmax of :meth:`class_log_probs`, ``(B,)``: the label a tool written for a VAE
+        (similar images, interpolation, traversal, completion) passes for an image."""
+        return self.class_log_probs(x).argmax(-1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z|x,y): batch shape ``(B,)``, event ``(D,)``. Without ``y`` the label is inferred,
-        y = argmax of :meth:`class_log_probs`, and kept as the context of the next
-        label-less :meth:`decode`: tools written for a VAE (similar images, interpolation,
-        traversal, completion) then treat the model as the VAE of the inferred class."""
+        """q(z|x,y): batch shape ``(B,)``, event ``(D,)``; without ``y`` the label is inferred
+        (:meth:`infer_labels`). Nothing is kept: the label travels as an argument."""
         if y is None:
-            y = self.context_y = self.class_log_probs(x).argmax(-1)
+            y = self.infer_labels(x)
         h = self.encoder(self.features(x))
         return self.family.dist(self.head(torch.cat([h, self._onehot(y, h)], -1)))
 
@@ -122,18 +136,14 @@ class CVAE(VAE):
         )
         return self.family.dist(self.head(hy))
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | int) -> torch.Tensor:
         """Likelihood parameters ``(..., n_params, C, H, W)`` for z ``(..., D)`` and labels
-        ``y`` broadcastable to z's leading shape."""
-        if y is None:
-            y = self._require(self.context_y, "decode")
-            y = y if len(y) == (z.shape[-2] if z.dim() > 1 else 1) else y[:1]
+        ``y`` (an int, or a tensor broadcastable to z's leading shape)."""
+        y = torch.as_tensor(y, device=z.device)
         onehot = self._onehot(y, z).expand(*z.shape[:-1], self.num_classes)
         return super().decode(torch.cat([z, onehot], -1))
 
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None:
-            y = self.class_log_probs(x).argmax(-1)
         return self.encode(x, y).mean
 
     def class_terms(self, x: torch.Tensor, samples: int) -> dict[str, torch.Tensor]:
@@ -227,5 +237,5 @@ class CVAE(VAE):
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(x|z,y) at z = E_q[z|x,y]; without labels y = argmax r(y|x)."""
         if y is None:
-            y = self.class_log_probs(x).argmax(-1)
+            y = self.infer_labels(x)
         return self.likelihood.mean(self.decode(self.encode(x, y).mean, y))

@@ -31,21 +31,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
-from vaelab.latents import full_precision
+from vaelab.errors import VaelabError, at_least
+from vaelab.latents import LOG_2PI, full_precision
 from vaelab.latents.priors import StandardNormalPrior
-from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.likelihoods import Likelihood
+from vaelab.models.base import likelihood_of
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn.cells import Activation, BottomUp, ResidualCell, Up, bottleneck, sides
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def _split(params: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,18 +109,35 @@ class GroupBlock(nn.Module):
         return self.cell(h if extra is None else h + extra)
 
 
+@dataclass(frozen=True)
+class DeepOptions:
+    deep_widths: tuple[int, ...] = (32, 64, 64)  # deep: channels per resolution, finest first
+    deep_groups: tuple[int, ...] = (0, 2, 4)  # deep: latent groups per resolution, finest first
+    group_channels: int = 8  # deep: latent channels per group (group = channels x side x side)
+    deep_blocks: int = 1  # deep: residual cells per resolution in the encoder
+
+
 class DeepVAE(VAE):
     """See the module docstring. ``widths``/``groups``: per resolution level, finest first."""
 
+    export_refusal = (
+        "decoder: DeepVAE.decode is not one network from z to the likelihood's parameters "
+        "(latent groups are drawn top-down through the decoder)"
+    )
+
     any_estimator = False  # one reparameterized draw per latent group inside forward
     default_ema = 0.999  # VDVAE/NVAE evaluate and sample with a weight average
+    latent_groups = True
+    group_temperatures = True
+    options = DeepOptions
 
     @classmethod
     def describe(cls, cfg: ModelConfig) -> str:
         """--arch, --hidden and --latent-dim do not apply: the hierarchy's own options."""
-        widths = ",".join(map(str, cfg.deep_widths))
-        groups = ",".join(map(str, cfg.deep_groups))
-        return (f"deep widths {widths}, latent groups {groups} of {cfg.group_channels} "
+        o = cls.options_of(cfg)
+        widths = ",".join(map(str, o.deep_widths))
+        groups = ",".join(map(str, o.deep_groups))
+        return (f"deep widths {widths}, latent groups {groups} of {o.group_channels} "
                 "channels per resolution")  # fmt: skip
 
     def __init__(
@@ -155,15 +172,16 @@ class DeepVAE(VAE):
             (channels, hs[s.level], ws[s.level]) for s in stages if isinstance(s, GroupBlock)
         ]
 
-    @staticmethod
-    def check_config(cfg: ModelConfig) -> None:
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
         """The ``--deep-*`` options and the parts the model supports (no image needed)."""
         if (cfg.posterior, cfg.prior) != ("normal", "normal"):
             raise VaelabError(
                 "--model deep: needs --posterior normal and --prior normal "
                 f"(got {cfg.posterior}, {cfg.prior})"
             )
-        widths, groups = cfg.deep_widths, cfg.deep_groups
+        o = cls.options_of(cfg)
+        widths, groups = o.deep_widths, o.deep_groups
         if len(widths) != len(groups):
             raise VaelabError(
                 f"--deep-groups: one count per resolution of --deep-widths ({len(widths)}), "
@@ -174,16 +192,16 @@ class DeepVAE(VAE):
                 f"--deep-widths/--deep-groups: widths >= 1, counts >= 0 and at least one group "
                 f"at the coarsest resolution (got {widths}, {groups})"
             )
-        if cfg.group_channels < 1 or cfg.deep_blocks < 0:
-            raise VaelabError("--group-channels must be >= 1 and --deep-blocks >= 0")
+        at_least("--group-channels", o.group_channels)
+        at_least("--deep-blocks", o.deep_blocks, 0)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> DeepVAE:
         cls.check_config(cfg)
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
+        o = cls.options_of(cfg)
         return cls(
-            image_shape, likelihood, cfg.deep_widths, cfg.deep_groups, cfg.group_channels,
-            cfg.deep_blocks,
+            image_shape, likelihood_of(cfg, image_shape), o.deep_widths, o.deep_groups,
+            o.group_channels, o.deep_blocks,
         )  # fmt: skip
 
     @property

@@ -18,15 +18,18 @@ decodes z1 = E[z1|z2]; ``sample`` draws z2, then z1, then shows the mean of p(x|
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, all_at_least, at_least
 from vaelab.latents import NormalFamily, standard_normal_log_prob
 from vaelab.latents.priors import Prior, build_prior, resolve_prior
-from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.likelihoods import Likelihood
+from vaelab.models.base import likelihood_of
 from vaelab.models.terms import Terms
 from vaelab.models.vae import VAE
 from vaelab.nn import build_bodies
@@ -48,10 +51,22 @@ def _gaussian_log_prob(z: torch.Tensor, params: torch.Tensor, family: NormalFami
     return standard_normal_log_prob((z - mu) * torch.exp(-0.5 * logvar)) - 0.5 * logvar.sum(-1)
 
 
+@dataclass(frozen=True)
+class HVAEOptions:
+    z1_dim: int = 64  # hvae: size of the lower stochastic layer z1 (z2 is --latent-dim)
+    z1_hidden: tuple[int, ...] = (128,)  # hvae: widths of the MLPs between z1 and z2
+
+
 class HVAE(VAE):
     """Two stochastic layers; see the module docstring. Gaussian q with reparameterization."""
 
     any_estimator = False  # two sample sites, both reparameterized inside forward
+    chain = "hvae"
+    export_refusal = (
+        "decoder: HVAE.decode is not one network from z to the likelihood's parameters (it "
+        "passes through the lower stochastic layer z1); nor is its posterior one network's"
+    )
+    options = HVAEOptions
 
     def __init__(
         self,
@@ -69,11 +84,19 @@ class HVAE(VAE):
         getattr(prior, "bind", lambda *_: None)(self._top_params, self.family)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> HVAE:
+    def check_config(cls, cfg: ModelConfig) -> None:
         if cfg.posterior != "normal":
             raise VaelabError(f"--model hvae: needs --posterior normal (got {cfg.posterior})")
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
-        d1, d2, widths = cfg.z1_dim, cfg.latent_dim, list(cfg.z1_hidden)
+        options = cls.options_of(cfg)
+        at_least("--z1-dim", options.z1_dim)
+        all_at_least("--z1-hidden", options.z1_hidden)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> HVAE:
+        cls.check_config(cfg)
+        likelihood = likelihood_of(cfg, image_shape)
+        options = cls.options_of(cfg)
+        d1, d2, widths = options.z1_dim, cfg.latent_dim, list(options.z1_hidden)
         encoder, decoder = build_bodies(
             cfg.arch, image_shape, cfg.hidden, d1, 2 * d1, likelihood.n_params, blocks=cfg.blocks
         )

@@ -30,14 +30,14 @@ a model does not read run folders.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.models.cvae import CVAE
 from vaelab.models.terms import Terms
 from vaelab.nn import ARCHS
@@ -64,22 +64,44 @@ class M1Features(nn.Module):
             return self.m1.latent_mean(x)[:, None, None, :]
 
 
+@dataclass(frozen=True)
+class M2Options:
+    num_classes: int = 10  # cvae | m2: number of classes of the labels
+    m1_run: str | None = None  # m2: run folder of a trained VAE (M1); M2 models its latents
+    alpha: float | None = None  # m2: weight of the classification loss (None: 10 * N)
+    labels_per_class: int = 0  # m2: keep this many labels per class, hide the rest (0: all)
+
+
 class M2(CVAE):
     """CVAE + classifier q(y|x); see the module docstring."""
 
     semi_supervised = True
+    has_classifier = True
+    chain = "label"
+    export_refusal = (
+        "encoder and decoder: both also take the class label y (the decoder p(x|z,y), the "
+        "encoder q(z|x,y) or q(y|x)); only image -> posterior and z -> image graphs are exported"
+    )
+    options = M2Options
 
     def __init__(self, classifier: nn.Module, **parts) -> None:
         super().__init__(**parts)
         self.classifier = classifier
 
     @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        super().check_config(cfg)
+        options = cls.options_of(cfg)
+        at_least("--labels-per-class", options.labels_per_class, 0)
+        at_least("--alpha", options.alpha, 0)
+
+    @classmethod
     def from_config(
         cls, cfg: ModelConfig, image_shape: tuple[int, int, int], m1: nn.Module | None = None
     ) -> M2:
-        """M2 of ``cfg``; with ``cfg.m1_run``, ``m1`` is that run's trained VAE."""
+        """M2 of ``cfg``; with ``--m1-run``, ``m1`` is that run's trained VAE."""
         features: nn.Module = nn.Identity()
-        if cfg.m1_run:
+        if cls.options_of(cfg).m1_run:
             if not cfg.likelihood.startswith("gaussian"):
                 raise VaelabError(
                     "--likelihood: M1+M2 models real-valued M1 features; pass gaussian-learned "
@@ -92,7 +114,7 @@ class M2(CVAE):
             cfg = replace(cfg, arch="mlp")  # features are vectors: only MLP bodies apply
         parts = cls.parts(cfg, image_shape)
         parts["features"] = features
-        return cls(classifier_net(cfg, image_shape), **parts)
+        return cls(classifier_net(cfg, image_shape, parts["num_classes"]), **parts)
 
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|x), ``(B, C)``."""
@@ -117,22 +139,23 @@ class M2(CVAE):
     def sample(
         self, n: int, temperature: float = 1.0, y: torch.Tensor | int | None = None
     ) -> torch.Tensor:
-        out = super().sample(n, temperature, y)
-        if isinstance(self.features, M1Features):  # M2 drew M1 latents: decode them with M1
+        return self.to_images(super().sample(n, temperature, y))
+
+    def to_images(self, out: torch.Tensor) -> torch.Tensor:
+        """Means of p(x|z,y): images, or for M1+M2 M1 latents, decoded by M1."""
+        if isinstance(self.features, M1Features):
             m1 = self.features.m1
             return m1.likelihood.mean(m1.decode(out.flatten(1)))
         return out
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out = super().reconstruct(x, y)
-        if isinstance(self.features, M1Features):
-            m1 = self.features.m1
-            return m1.likelihood.mean(m1.decode(out.flatten(1)))
-        return out
+        return self.to_images(super().reconstruct(x, y))
 
 
-def classifier_net(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
-    """q(y|x)'s network: the encoder body of ``cfg.arch`` with C outputs (logits). The
-    supervised-only baseline of :mod:`vaelab.classify` builds the same network."""
-    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, cfg.num_classes, blocks=cfg.blocks)
+def classifier_net(
+    cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """q(y|x)'s network: the encoder body of ``cfg.arch`` with ``num_classes`` outputs
+    (logits). The supervised-only baseline of :mod:`vaelab.classify` builds the same one."""
+    return ARCHS[cfg.arch][0](image_shape, cfg.hidden, num_classes, blocks=cfg.blocks)

@@ -9,14 +9,7 @@ for a gradient estimator other than reparameterization is the objective's busine
 (:mod:`vaelab.objectives`): it calls ``encode`` and ``terms_at`` itself. Images ``x`` are
 floats in [0, 1], ``(B, C, H, W)``; latents are ``(K, B, D)``.
 
-Capability flags on the class say what a model offers, so that callers never test model
-names: ``has_posterior`` (a distribution q(z|x), not a point code), ``has_prior`` (a p(z)
-to sample from), ``any_estimator`` (one posterior sample site that ``encode``/``terms_at``
-expose, so every gradient estimator applies; False: the model draws its latents by
-reparameterization inside ``forward`` only), ``uses_labels`` (``forward(x, K, y=)``),
-``semi_supervised`` (a classifier q(y|x) trained with a class loss, M2) and ``on_images``
-(False where the model sees features of another model, M1+M2); ``default_ema`` is the
-weight-average decay training uses when ``--ema`` is unset.
+Its capabilities (class attributes) are those of :mod:`vaelab.models.base`'s contract.
 """
 
 from __future__ import annotations
@@ -28,21 +21,20 @@ from torch.distributions import Distribution
 from vaelab.config import ModelConfig
 from vaelab.latents import FAMILIES, NormalFamily, standard_normal_log_prob
 from vaelab.latents.priors import Prior, build_prior, resolve_prior
-from vaelab.likelihoods import Likelihood, build_likelihood
+from vaelab.likelihoods import Likelihood
+from vaelab.models.base import Model, flat_decode, likelihood_of
 from vaelab.models.terms import Terms
 from vaelab.nn import build_bodies
 
 
-class VAE(nn.Module):
+class VAE(Model):
     """A latent-variable model p(z) p(x|z) with an amortised posterior q(z|x)."""
 
     has_posterior = True
     has_prior = True
     any_estimator = True
-    uses_labels = False
-    semi_supervised = False
-    on_images = True
-    default_ema = 0.0  # training's weight average when --ema is unset (0: none)
+    chain = "vae"
+    export_refusal = None  # encoder -> q(z|x) parameters, decoder -> p(x|z) parameters
 
     def __init__(
         self,
@@ -62,13 +54,8 @@ class VAE(nn.Module):
         self.latent_dim = prior.latent_dim
 
     @classmethod
-    def describe(cls, cfg: ModelConfig) -> str:
-        """The model of ``cfg`` in a few words, for titles (the report's heading)."""
-        return f"{cfg.model} {cfg.arch} latent {cfg.latent_dim}"
-
-    @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-        likelihood = build_likelihood(cfg.likelihood, image_shape, cfg.sigma, cfg.mixtures)
+        likelihood = likelihood_of(cfg, image_shape)
         prior_name = resolve_prior(cfg.posterior, cfg.prior)  # also checks cfg.posterior
         family = FAMILIES[cfg.posterior]()
         encoder, decoder = build_bodies(
@@ -86,10 +73,6 @@ class VAE(nn.Module):
         )  # fmt: skip
         return cls(encoder, decoder, prior, likelihood, image_shape, family)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z|x) for a batch ``(B, C, H, W)``; its event shape is ``(D,)``."""
         return self.family.dist(self.encoder(x))
@@ -100,9 +83,7 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood parameters ``(..., n_params, C, H, W)`` for latents ``(..., D)``."""
-        lead = z.shape[:-1]
-        params = self.decoder(z.reshape(-1, z.shape[-1]))
-        return params.reshape(*lead, *params.shape[1:])
+        return flat_decode(self.decoder, z)
 
     def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
         """Terms at K reparameterized draws z ~ q(z|x): for a Normal q the closed-form path,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vaelab.nn.cells import sides
+
 # Below this many output channels PyTorch's own transposed convolution (a GEMM and a col2im)
 # beats oneDNN's on CPU. Measured at 1 thread, batch 128, 32 channels 14x14 -> 28x28, forward
 # + backward (CPU ms): 1 output channel 3.2 vs 6.4, 2: 4.2 vs 7.3, 3: 4.9 vs 7.6, 6: 8.4 vs
@@ -46,10 +48,8 @@ def transposed_conv(c_in: int, c_out: int, output_padding: tuple[int, int]) -> n
 
 
 def _sides(size: int, layers: int) -> list[int]:
-    sides = [size]
-    for _ in range(layers):
-        sides.append((sides[-1] + 1) // 2)
-    return sides
+    """The side before and after each of ``layers`` stride-2 layers (:func:`cells.sides`)."""
+    return sides(size, layers + 1)
 
 
 def conv_encoder(

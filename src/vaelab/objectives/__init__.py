@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab.config import Config, resolve
+from vaelab.config import OWNERS, Config, OptionOwner, resolve
 from vaelab.errors import VaelabError, unknown_name
-from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE
+from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
 from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
 
@@ -102,6 +102,12 @@ def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.T
 Reduction = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 OBJECTIVES: dict[str, Reduction] = {"elbo": elbo, "iwae": iwae, "m2": m2}
+# Objectives with options of their own: name -> frozen dataclass, whose fields become flags
+# and the objective's section in config.yaml (``TrainConfig.options`` holds the active one;
+# its terms builder, :data:`EXTRA_TERMS`, reads them). None of the built-in ones has any:
+# M2's alpha is the m2 family's (it weighs M2's classifier).
+OBJECTIVE_OPTIONS: dict[str, type] = {}
+OWNERS["train"] = OptionOwner("train", "objective", lambda: OBJECTIVE_OPTIONS)
 # The reductions a score-type estimator can drive: name -> learning signal f (K, B).
 SIGNALS: dict[str, Callable[[Terms, float], torch.Tensor]] = {"elbo": elbo_signal}
 
@@ -204,9 +210,10 @@ def build_objective(config: Config, model: Any, n_train: int | None = None) -> O
 
 
 def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
-    """The ``m2`` objective's class loss, weighted alpha / N (``--alpha``; the default
-    :data:`~vaelab.models.m2.DEFAULT_ALPHA_PER_IMAGE` per image needs no N)."""
-    alpha = config.train.alpha
+    """The ``m2`` objective's class loss, weighted alpha / N (``--alpha``, an option of the
+    m2 family; the default :data:`~vaelab.models.m2.DEFAULT_ALPHA_PER_IMAGE` per image needs
+    no N)."""
+    alpha = M2.options_of(config.model).alpha
     if alpha is None:
         return (ClassLoss(DEFAULT_ALPHA_PER_IMAGE),)
     if not n_train:  # a caller's mistake: alpha / N needs N
@@ -214,5 +221,6 @@ def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
     return (ClassLoss(alpha / n_train),)
 
 
-# Objectives with loss terms beyond their reduction: name -> (config, N) -> terms.
+# Objectives with loss terms beyond their reduction: name -> (config, N) -> terms (a term:
+# ``(model, x, y, labelled) -> (value, stats)``, added to the reduction's loss).
 EXTRA_TERMS: dict[str, Callable[[Config, int | None], tuple]] = {"m2": m2_terms}

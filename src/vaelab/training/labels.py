@@ -51,10 +51,6 @@ def prepare_labels(model: torch.nn.Module, config: Config, data: ImageData) -> I
     data to train on (unchanged for models without ``semi_supervised``)."""
     t = config.train
     uses, semi = model.uses_labels, model.semi_supervised
-    if t.labels_per_class and not semi:
-        raise VaelabError("--labels-per-class: only --model m2 learns from unlabelled images")
-    if t.alpha is not None and not semi:
-        raise VaelabError("--alpha: weights M2's classification loss; use it with --model m2")
     if t.objective == "m2" and not semi:
         raise VaelabError("--objective m2: needs --model m2")
     if not uses:
@@ -70,11 +66,8 @@ def prepare_labels(model: torch.nn.Module, config: Config, data: ImageData) -> I
         return data
     if t.objective != "m2":
         raise VaelabError("--model m2: train it with --objective m2 (bound + alpha * class loss)")
-    if t.labels_per_class < 0:
-        raise VaelabError(f"--labels-per-class: must be >= 0, got {t.labels_per_class}")
-    if t.alpha is not None and t.alpha < 0:
-        raise VaelabError(f"--alpha: must be >= 0, got {t.alpha}")
-    train_y = hide_labels(data.train_y, t.labels_per_class, t.seed)
+    per_class = type(model).options_of(config.model).labels_per_class
+    train_y = hide_labels(data.train_y, per_class, t.seed)
     return dataclasses.replace(data, train_y=train_y)
 
 

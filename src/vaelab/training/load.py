@@ -15,7 +15,7 @@ from torch import nn
 
 from vaelab.config import Config, ModelConfig, config_from_dict
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, build_model
+from vaelab.models import M2, build_model
 from vaelab.objectives.estimators import Estimator, build_estimator
 from vaelab.training.checkpoint import CHECKPOINT, load_checkpoint
 from vaelab.training.ema import averaged_state
@@ -60,13 +60,15 @@ def load_m1(run: str) -> nn.Module:
     by M2's own copy when an M2 checkpoint is loaded)."""
     if not Path(run).is_dir():
         raise VaelabError(f"--m1-run {run}: no such run folder (train a VAE there first)")
-    m1 = read_run(run).model
-    if type(m1) is not VAE:  # the exact class: HVAE, CVAE, ... subclass VAE
-        raise VaelabError(f"--m1-run {run}: expected a --model vae run, got {type(m1).__name__}")
-    return m1
+    m1 = read_run(run)
+    if m1.config.model.model != "vae":  # its latent_mean is what M2 models
+        raise VaelabError(f"--m1-run {run}: expected a --model vae run, got --model "
+                          f"{m1.config.model.model}")  # fmt: skip
+    return m1.model
 
 
 def build_run_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
-    """:func:`vaelab.models.build_model`, with M1+M2's M1 loaded from ``cfg.m1_run``: what
+    """:func:`vaelab.models.build_model`, with M1+M2's M1 loaded from ``--m1-run``: what
     training and loading build, so a model never loads a run folder itself."""
-    return build_model(cfg, image_shape, m1=load_m1(cfg.m1_run) if cfg.m1_run else None)
+    m1_run = M2.options_of(cfg).m1_run if cfg.model == "m2" else None
+    return build_model(cfg, image_shape, m1=load_m1(m1_run) if m1_run else None)

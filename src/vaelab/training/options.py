@@ -29,12 +29,16 @@ from vaelab.models import MODELS
 from vaelab.nn import ARCHS
 from vaelab.objectives import OBJECTIVES
 from vaelab.objectives.estimators import ESTIMATORS
+from vaelab.training.schedule import LR_SCHEDULES
 from vaelab.training.trackers import check_trackers
 
-# config field -> the registry its value must name
+# Config field -> the registry its value must name: the one map of registries. The CLI's
+# --help reads it from this file's source (vaelab.cli.names.registry_map: no torch import),
+# so every value is a registry imported by name above.
 REGISTRIES: dict[str, Mapping[str, Any]] = {
     "model": MODELS, "arch": ARCHS, "likelihood": LIKELIHOODS, "prior": PRIORS,
     "posterior": FAMILIES, "estimator": ESTIMATORS, "objective": OBJECTIVES,
+    "schedule": LR_SCHEDULES,
 }  # fmt: skip
 
 RESUMABLE: frozenset[str] = frozenset({
@@ -46,11 +50,19 @@ RESUMABLE: frozenset[str] = frozenset({
 
 
 def check_names(config: Config) -> None:
-    """Every registry name and the dataset, before any data is read or folder made."""
+    """Every registry name and the dataset, before any data is read or folder made: the one
+    place a name is checked (``config`` resolved: the objective is set)."""
     flat = _flat(config.to_dict())
     for name, registry in REGISTRIES.items():
         if flat[name] is not None and flat[name] not in registry:
             raise unknown_name(f"--{name}", flat[name], registry)
+    likelihood, binarize = config.model.likelihood, config.data.binarize
+    if LIKELIHOODS[likelihood].discrete and binarize != "none":
+        # They model the 256 levels of the data: binarized pixels would be another data set.
+        raise VaelabError(
+            f"--binarize {binarize}: --likelihood {likelihood} models the 8-bit values 0..255;"
+            " use --binarize none (or a bernoulli likelihood for binary pixels)"
+        )
     check_dataset(config.data.dataset)
     check_trackers(config.train.track)
 

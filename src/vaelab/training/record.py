@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from vaelab.errors import VaelabError
 
@@ -20,14 +20,24 @@ if TYPE_CHECKING:  # annotations only: this module must stay light
     from vaelab.config import Config
 
 
+# What the API functions take as "a run": its folder, an opened Run, or a bare model.
+RunLike: TypeAlias = "str | Path | Run | torch.nn.Module"
 OUTPUTS = "outputs"  # RUN/outputs/: what commands made, apart from training's own pictures
 
 
-def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
-    """``out`` as a Path whose folder exists; an existing file needs ``overwrite``."""
+def new_output(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
+    """``out`` as a Path; an existing file needs ``overwrite``: the one output-file guard of
+    the API and the CLI (``flag``: ``--npy`` on the command line, ``out`` in Python)."""
     path = Path(out)
     if path.exists() and not overwrite:
-        raise VaelabError(f"{flag} {path}: exists; pass overwrite=True to replace it")
+        how = "--overwrite" if flag.startswith("-") else "overwrite=True"
+        raise VaelabError(f"{flag} {path}: exists; pass {how} to replace it")
+    return path
+
+
+def target(out: str | Path, overwrite: bool, flag: str = "out") -> Path:
+    """``out`` as a Path whose folder exists (:func:`new_output`, then its folder made)."""
+    path = new_output(out, overwrite, flag)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

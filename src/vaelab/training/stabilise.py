@@ -23,7 +23,7 @@ from vaelab.training.ema import ema_decay
 
 def check_stabilisers(config: Config) -> None:
     """Values a type cannot check (before anything is created); also the model's own
-    option checks when its class has ``check_config`` (e.g. ``--deep-groups``)."""
+    option checks (``Model.check_config``, e.g. ``--deep-groups``)."""
     t = config.train
     ema_decay(config)
     if t.skip_threshold is not None and not t.skip_threshold > 0:
@@ -34,9 +34,7 @@ def check_stabilisers(config: Config) -> None:
         raise VaelabError(
             f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
         )
-    check = getattr(MODELS.get(config.model.model), "check_config", None)
-    if check is not None:
-        check(config.model)
+    MODELS[config.model.model].check_config(config.model)  # the name is checked already
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:

@@ -86,12 +86,11 @@ def pictures(s: Session) -> dict[str, np.ndarray]:
         torch.manual_seed(s.config.train.seed)
         model.eval()
         try:
-            if getattr(model, "has_prior", True) and hasattr(model, "sample"):
+            if model.has_prior:
                 grids["samples"] = tile(model.sample(GRID_IMAGES))
-            if hasattr(model, "reconstruct"):
-                x = to_unit(s.test_x[: GRID_IMAGES // 2])
-                pairs = torch.cat([x.cpu(), model.reconstruct(x).cpu()])
-                grids["reconstructions"] = tile(pairs, nrow=len(x) // 2 or 1)
+            x = to_unit(s.test_x[: GRID_IMAGES // 2])
+            pairs = torch.cat([x.cpu(), model.reconstruct(x).cpu()])
+            grids["reconstructions"] = tile(pairs, nrow=len(x) // 2 or 1)
         finally:
             model.train(was_training)
     return grids

@@ -3,21 +3,20 @@
 Each operation is a thin call to the library's free functions (``explore``, ``generate``,
 ``samplers``, ``labels``, ``complete``) on a run opened by ``vaelab.open_run``; images come
 back as floats in [0, 1], ``(N, C, H, W)`` on the CPU. One lock serializes the model: the
-server answers requests on threads, and a conditional model keeps the label of its last
-``encode`` as the context of the next ``decode`` (``CVAE.context_y``), as the seeds do.
+server answers requests on threads. A conditional model's label travels as an argument
+(``decode_mean(..., y=)``): the page's chosen class, class 0 when none is chosen.
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.completion import METHODS as COMPLETIONS
 from vaelab.evaluation.completion import complete
 from vaelab.evaluation.explore import (
@@ -48,10 +47,9 @@ class Explorer:
         dims: int = 8, seed: int = 0,
     ) -> None:  # fmt: skip
         model = run.model
-        if not getattr(model, "on_images", True):
+        if not model.on_images:
             raise VaelabError("serve: an M1+M2 run models M1's features, not images; serve M1")
-        if limit < 2:
-            raise VaelabError(f"--limit: must be at least 2, got {limit}")
+        at_least("--limit", limit, 2)
         self.model, self.config, self.lock = model, run.config, threading.Lock()
         cfg = run.config
         self.image_shape: tuple[int, int, int] = tuple(model.image_shape)
@@ -60,7 +58,7 @@ class Explorer:
         self.dataset = data.name
         self.class_names = list(data.class_names or [])
         self.is_ae = not (model.has_posterior and model.has_prior)  # no spread, no p(z)
-        self.conditional = bool(getattr(model, "uses_labels", False))
+        self.conditional = model.uses_labels
         if self.conditional and not self.class_names:
             self.class_names = [str(i) for i in range(model.num_classes)]
         z = latent_means(model, self.images)
@@ -130,14 +128,11 @@ class Explorer:
         """Index of the test image whose code is closest to ``z`` ``(D,)``."""
         return int(((self.map.z - z.double()) ** 2).sum(1).argmin())
 
-    @contextmanager
-    def _label(self, label: int | None):
-        """Hold the model; for a conditional model, decode label-less z as class ``label``."""
-        with self.lock:
-            if self.conditional:
-                device = next(self.model.parameters()).device
-                self.model.context_y = torch.tensor([label or 0], device=device)
-            yield
+    def _decode_label(self, label: int | None) -> int | None:
+        """The label a conditional model decodes a latent with (class 0 when none is
+        chosen); None for a model without labels."""
+        label = self.check_label(label)
+        return (label or 0) if self.conditional else None
 
     def check_label(self, label: int | None) -> int | None:
         if label is None:
@@ -156,13 +151,15 @@ class Explorer:
     def in_support(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` clamped to the prior's support (Gamma/Beta latents, as ``vaelab traverse``
         does): a slider or a map point may reach past it."""
+        if not self.model.has_prior:  # a point code: no support to stay in
+            return z
         bounds = getattr(self.model.prior, "bounds", None)
         return z.clamp(*bounds) if bounds else z
 
     def decode(self, z: torch.Tensor, label: int | None = None) -> torch.Tensor:
         """The mean of p(x|z) for one latent ``z`` ``(D,)`` (in the support); ``(C, H, W)``."""
-        with self._label(self.check_label(label)):
-            return decode_mean(self.model, z[None])[0]
+        with self.lock:
+            return decode_mean(self.model, z[None], y=self._decode_label(label))[0]
 
     def sample(
         self, n: int, temperature: float, seed: int, label: int | None = None
@@ -190,8 +187,8 @@ class Explorer:
         if method not in INTERPOLATIONS:
             raise unknown_name("method", method, INTERPOLATIONS)
         x0, x1 = self.test_image(a), self.test_image(b)
-        with self._label(self.check_label(label)):
-            return interpolate(self.model, x0, x1, steps, method)
+        with self.lock:
+            return interpolate(self.model, x0, x1, steps, method, y=self._decode_label(label))
 
     def complete(
         self, i: int, missing: torch.Tensor, n: int, steps: int, method: str, seed: int
