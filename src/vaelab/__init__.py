@@ -18,6 +18,7 @@ __all__ = [
     "classify",
     "compare",
     "complete",
+    "disentanglement",
     "evaluate",
     "gradvar",
     "interpolate",
@@ -54,6 +55,7 @@ class _Package(types.ModuleType):
     classify = _api_function("classify")
     compare = _api_function("compare")
     complete = _api_function("complete")
+    disentanglement = _api_function("disentanglement")
     evaluate = _api_function("evaluate")
     gradvar = _api_function("gradvar")
     interpolate = _api_function("interpolate")

@@ -214,7 +214,7 @@ _ELSEWHERE = {
         ("interpolate", "latent_plot", "reconstruct", "report", "sample", "similar", "traverse"),
         "vaelab.api_pictures",
     ),
-    **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api_studies"),
+    **dict.fromkeys(("ae_vs_vae", "compare", "disentanglement", "gradvar"), "vaelab.api_studies"),
 }
 
 
