@@ -81,3 +81,16 @@ def test_bad_input_is_one_line(run):
     assert "--metrics" in proc.stderr and "bogus" in proc.stderr
     proc = vaelab_cli("disentanglement", run, "--pool", "5", check=False)
     assert proc.returncode == 2 and "--pool" in proc.stderr
+
+
+def test_evaluate_and_report_include_it(run):
+    from vaelab.html_report import write_report
+
+    result = vaelab.evaluate(run, samples=2, limit=50, quality=False)
+    d = result["disentanglement"]
+    assert d["factor_names"][0] == "shape" and "mig_exact" in d["summary"]
+    vaelab_cli("disentanglement", run, "--pool", "300", "--seeds", "1", "--votes", "50",
+               "--mig-samples", "100", "--metrics", "mig")  # fmt: skip
+    page = write_report(run).read_text()
+    section = page.split('<section id="disentanglement">')[1]
+    assert "mig_exact" in section and section.count("<img ") == 2

@@ -165,9 +165,9 @@ def disentanglement(
             fig, shown = traversal_by_factor(run.model, x, result, index=index)
             save_figure(fig, paths["out"])
             result["traversal"] = shown
+    result["files"] = {k: str(p) for k, p in paths.items()}
     text = json.dumps(result, indent=1) + "\n"
     for key in ("record_out", "json_out"):
         if key in paths:
             paths[key].write_text(text)
-    result["files"] = {k: str(p) for k, p in paths.items()}
     return result
