@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--votes", type=int, default=5000, help="training votes (as the CLI)")
-    parser.add_argument("--mig-samples", type=int, default=10000)
+    parser.add_argument("--mig-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render", choices=("none", "small", "full"), default="none",
                         help="also time rendering dsprites-small or the full dSprites")  # fmt: skip

@@ -124,7 +124,7 @@ def compare(
 
 def disentanglement(
     run: str | Path | Run, pool: int = 10000, seeds: int = 3,
-    metrics: Sequence[str] | None = None, votes: int = 5000, mig_samples: int = 10000,
+    metrics: Sequence[str] | None = None, votes: int = 5000, mig_samples: int = 1000,
     bins: int = 20, importance: str = "forest", index: int = 0, *, seed: int = 0,
     device: str = "cpu", out: str | Path | None = None, matrix_out: str | Path | None = None,
     record_out: str | Path | None = None, json_out: str | Path | None = None,

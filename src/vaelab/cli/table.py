@@ -271,7 +271,7 @@ COMMANDS: dict[str, Command] = {
                 "correlation)"),
             opt("--votes", type=int, default=5000,
                 help="training votes of the beta-VAE / FactorVAE scores (2/5 as many held out)"),
-            opt("--mig-samples", type=int, default=10000,
+            opt("--mig-samples", type=int, default=1000,
                 help="draws of the exact MIG's entropy estimates"),
             opt("--bins", type=int, default=20, help="bins of the binned MIG"),
             opt("--importance", choices=("forest", "lasso"), default="forest",

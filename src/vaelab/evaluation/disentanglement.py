@@ -123,7 +123,7 @@ def factor_vae_score(
 
 def mig(
     codes: np.ndarray, factors: np.ndarray, std: np.ndarray | None = None, *,
-    samples: int = 10000, bins: int = 20, seed: int = 0,
+    samples: int = 1000, bins: int = 20, seed: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """MIG by the paper's estimator (needs ``std``) and the binned one; the MI matrices
     ``(D, F)`` in nats and the total correlation of q(z) (paper's estimator)."""
@@ -262,7 +262,7 @@ def score(
     codes: np.ndarray, factors: np.ndarray, std: np.ndarray | None = None, *,
     metrics: tuple[str, ...] = METRICS, seeds: tuple[int, ...] = (0, 1, 2),
     pool: int | None = None, batch: int = 64, votes: tuple[int, int] = (5000, 2000),
-    mig_samples: int = 10000, bins: int = 20, importance: str = "forest",
+    mig_samples: int = 1000, bins: int = 20, importance: str = "forest",
 ) -> dict[str, Any]:  # fmt: skip
     """Every metric in ``metrics`` once per seed, each seed on its own random ``pool`` of the
     N images (all of them when None), and each number's mean, std and standard error over

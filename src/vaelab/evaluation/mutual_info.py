@@ -65,9 +65,12 @@ def binned_mi_matrix(codes: np.ndarray, factors: np.ndarray, bins: int = 20) -> 
     )  # fmt: skip
 
 
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    # z (S, 1, D) against components (1, M, D): log N(z; mu, std^2) per dimension, (S, M, D)
-    return -0.5 * (((z - mu) / std) ** 2 + LOG_2PI) - std.log()
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, inv: torch.Tensor, const: torch.Tensor):
+    # z (S, 1, D) against components (1, M, D): log N(z; mu, std^2) per dimension, (S, M, D),
+    # with inv = 1 / std and const = -log std - log(2 pi) / 2 computed once (in place ops:
+    # this is the whole cost of the exact MIG)
+    t = (z - mu).mul_(inv)
+    return t.square_().mul_(-0.5).add_(const)
 
 
 @torch.no_grad()
@@ -82,9 +85,10 @@ def mixture_log_density(
     m, d = mu.shape
     step = max(1, chunk_elems // max(1, m * d))
     joint, marg = [], []
-    mu_, std_ = mu.unsqueeze(0), std.unsqueeze(0)
+    mu_, inv = mu.unsqueeze(0), std.reciprocal().unsqueeze(0)
+    const = -std.log().unsqueeze(0) - 0.5 * LOG_2PI
     for i in range(0, len(z), step):
-        lp = _log_normal(z[i : i + step].unsqueeze(1), mu_, std_)  # (s, M, D)
+        lp = _log_normal(z[i : i + step].unsqueeze(1), mu_, inv, const)  # (s, M, D)
         marg.append(torch.logsumexp(lp, dim=1).double() - math.log(m))
         joint.append(torch.logsumexp(lp.sum(2), dim=1).double() - math.log(m))
     return torch.cat(joint), torch.cat(marg)
@@ -97,12 +101,15 @@ def _draw(mu: torch.Tensor, std: torch.Tensor, count: int, gen: torch.Generator)
 
 
 def exact_mi_matrix(
-    mu: np.ndarray, std: np.ndarray, factors: np.ndarray, samples: int = 10000, seed: int = 0
+    mu: np.ndarray, std: np.ndarray, factors: np.ndarray, samples: int = 1000, seed: int = 0
 ) -> dict[str, np.ndarray | float]:
     """Chen et al.'s estimate of I(z_j; v_k) ``(D, F)`` in nats, H(z_j) ``(D,)`` and the total
     correlation of q(z), from posterior means and standard deviations ``(N, D)`` and factor
     classes ``(N, F)``. ``samples`` draws estimate H(z_j) and TC; each factor value v gets
-    ``samples * p(v)`` draws (at least 10) from its own images for H(z_j | v_k = v)."""
+    ``samples * p(v)`` draws (at least 10) from its own images for H(z_j | v_k = v). The
+    cost is ``samples * N * D`` Gaussian log-densities (10 s for 1,000 x 10,000 x 10 on one
+    busy CPU core); the Monte Carlo error of each entropy is sd(log q) / sqrt(samples),
+    about 0.03 nats at 1,000 for a unit-scale code."""
     gen = torch.Generator().manual_seed(seed)
     m = torch.as_tensor(mu, dtype=torch.float32)
     s = torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6)
