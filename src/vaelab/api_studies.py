@@ -135,7 +135,8 @@ def disentanglement(
     ``seed + 1``, ...), each on ``pool`` images, with ``votes`` training votes (and 2/5 as
     many held out) for the vote scores and ``mig_samples`` draws for the exact MIG; mean,
     std and standard error over seeds in ``result["summary"]``. ``out``: a traversal per
-    latent dimension around image ``index`` labelled with the factor it captures best;
+    latent dimension around image ``index`` of 2,000 drawn with ``seed`` (the KL ranking
+    uses all 2,000), each row labelled with the factor it captures best;
     ``matrix_out``: the MI matrix picture; ``record_out``/``json_out``: the JSON."""
     if seeds < 1 or votes < 10 or mig_samples < 10 or bins < 2:
         raise VaelabError(
@@ -159,7 +160,8 @@ def disentanglement(
             save_figure(mi_figure(result), paths["matrix_out"])
         if "out" in paths:
             x, _, _ = factors_of(data)
-            x = eval_images(x[:2000], run.config.data.binarize, run.config.train.seed)
+            picks = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+            x = eval_images(x[picks[:2000]], run.config.data.binarize, run.config.train.seed)
             if not 0 <= index < len(x):
                 raise VaelabError(f"--index: expected 0..{len(x) - 1}, got {index}")
             fig, shown = traversal_by_factor(run.model, x, result, index=index)

@@ -276,7 +276,8 @@ COMMANDS: dict[str, Command] = {
             opt("--bins", type=int, default=20, help="bins of the binned MIG"),
             opt("--importance", choices=("forest", "lasso"), default="forest",
                 help="DCI importances: random forests or lasso"),
-            opt("--index", type=int, default=0, help="image traversed in the picture"),
+            opt("--index", type=int, default=0,
+                help="image traversed in the picture: the INDEX-th of 2,000 drawn with --seed"),
         ),
     ),
     "report": Command(
