@@ -186,3 +186,27 @@ def test_cli_names_the_dataset_in_train_help() -> None:
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode != 0 and "dsprites-small" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_colour_set_colours_the_same_sprites(tmp_path) -> None:
+    from vaelab.data.dsprites import COLOURS, DSPRITES_COLOUR
+
+    x, classes = load_sprites(DSPRITES_COLOUR, tmp_path)
+    spec = DSPRITES_COLOUR
+    assert x.shape == (spec.count, 3, 32, 32) == (46080, 3, 32, 32)
+    assert spec.factor_sizes == (4, 3, 6, 10, 8, 8)
+    assert (classes @ _strides(spec.factor_sizes) == np.arange(spec.count)).all()
+    per = spec.count // 4
+    for i in np.random.default_rng(0).choice(per, 20, replace=False):
+        masks = [x[i + c * per].max(0) > 0 for c in range(4)]
+        assert all((m == masks[0]).all() for m in masks) and masks[0].any()
+        for c in range(4):  # every lit pixel has exactly the colour of its color class
+            lit = x[i + c * per][:, masks[0]]
+            assert (lit == np.asarray(COLOURS[c])[:, None]).all()
+    # positions two pixels apart: the centre of mass moves by 2 per step
+    base = np.array([1, 2, 5, 0, 0, 0]) @ _strides(spec.factor_sizes)
+    x0, y0, _ = _moments(x[base, :1].astype(bool).any(0, keepdims=True).astype(np.uint8))
+    x1, y1, _ = _moments(
+        x[base + 8 * 3 + 1, :1].astype(bool).any(0, keepdims=True).astype(np.uint8)
+    )
+    assert (x1 - x0, y1 - y0) == pytest.approx((6.0, 2.0))

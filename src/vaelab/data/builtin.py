@@ -1,5 +1,5 @@
 """The named datasets: ``fashion-mnist``, ``mnist-5k``, ``digits``, ``emoji``, ``cifar10``,
-``dsprites`` and ``dsprites-small``.
+``dsprites``, ``dsprites-small`` and ``dsprites-colour``.
 
 Each is a function taking the keyword options of :func:`vaelab.data.load_dataset` (minus the
 name) and returning an :class:`~vaelab.data.ImageData`; ``BUILTIN`` maps names to them.
@@ -18,6 +18,7 @@ from vaelab.data.cifar import fetch_cifar10, load_cifar_dir
 from vaelab.data.download import download as download_file
 from vaelab.data.dsprites import (
     DSPRITES,
+    DSPRITES_COLOUR,
     DSPRITES_SMALL,
     FACTOR_NAMES,
     SHAPES,
@@ -190,8 +191,9 @@ def _sprites(spec: SpriteSpec, name: str) -> Callable[..., ImageData]:
         )  # fmt: skip
 
     load.__doc__ = (
-        f"dSprites rendered by vaelab from its definition ({spec.count:,} binary images "
-        f"{spec.size}x{spec.size}, factors {FACTOR_NAMES}); see :mod:`vaelab.data.dsprites`. "
+        f"dSprites rendered by vaelab from its definition ({spec.count:,} images "
+        f"{spec.size}x{spec.size}, {spec.colors} colour(s), factors {FACTOR_NAMES}); see "
+        ":mod:`vaelab.data.dsprites`. "
         "Labels are the shape; the test set is a seeded ``test_fraction``."
     )
     return load
@@ -199,6 +201,7 @@ def _sprites(spec: SpriteSpec, name: str) -> Callable[..., ImageData]:
 
 dsprites = _sprites(DSPRITES, "dsprites")
 dsprites_small = _sprites(DSPRITES_SMALL, "dsprites-small")
+dsprites_colour = _sprites(DSPRITES_COLOUR, "dsprites-colour")
 
 BUILTIN: dict[str, Callable[..., ImageData]] = {
     "fashion-mnist": fashion_mnist,
@@ -208,4 +211,5 @@ BUILTIN: dict[str, Callable[..., ImageData]] = {
     "cifar10": cifar10,
     "dsprites": dsprites,
     "dsprites-small": dsprites_small,
+    "dsprites-colour": dsprites_colour,
 }

@@ -20,7 +20,10 @@ it down, one pixel per step (32 steps across the middle of a 64-pixel image), so
 are exact translations: each (shape, scale, orientation) is drawn once and shifted.
 
 ``dsprites-small`` is the same definition at 32x32 with 10 orientations and 16 x 16
-positions (46,080 images), quick enough for tests and a CPU demo.
+positions (46,080 images), quick enough for tests and a CPU demo. ``dsprites-colour`` gives
+the color factor 4 values (white, red, green, blue sprites on black, RGB) at 32x32 with 8 x 8
+positions two pixels apart (46,080 images); the masks are rendered and cached once, the
+colours applied at load.
 """
 
 from __future__ import annotations
@@ -35,20 +38,26 @@ FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
 SHAPES = ("square", "ellipse", "heart")
 RENDER_VERSION = 1  # bump when the rendering changes: old caches are then ignored
 SUPERSAMPLE = 4
+COLOURS = ((255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255))  # the color factor's RGB
 
 
 @dataclass(frozen=True)
 class SpriteSpec:
-    """The factor grid of a dSprites-like set: image side, orientation and position counts."""
+    """The factor grid of a dSprites-like set: image side, orientation and position counts,
+    pixels between positions (``step``) and colours (1: white, grey images; more: RGB,
+    the first ``colors`` of :data:`COLOURS`)."""
 
     size: int = 64
     scales: int = 6
     orientations: int = 40
     positions: int = 32
+    step: int = 1
+    colors: int = 1
 
     @property
     def factor_sizes(self) -> tuple[int, ...]:
-        return (1, len(SHAPES), self.scales, self.orientations, self.positions, self.positions)
+        return (self.colors, len(SHAPES), self.scales, self.orientations, self.positions,
+                self.positions)  # fmt: skip
 
     @property
     def count(self) -> int:
@@ -58,7 +67,7 @@ class SpriteSpec:
         """The value of each class of each factor, as in the official ``latents_values``
         (color 1; shape 1, 2, 3; scale; orientation in radians; positions in [0, 1])."""
         return (
-            np.ones(1),
+            np.arange(1.0, self.colors + 1),
             np.arange(1.0, len(SHAPES) + 1),
             np.linspace(0.5, 1.0, self.scales),
             np.linspace(0.0, 2 * np.pi, self.orientations, endpoint=False),
@@ -67,12 +76,15 @@ class SpriteSpec:
         )
 
     def key(self) -> str:
+        """The cache key of the shape masks (colours are applied at load)."""
         grid = f"sc{self.scales}-or{self.orientations}-p{self.positions}"
-        return f"v{RENDER_VERSION}-{self.size}px-{grid}"
+        step = f"-s{self.step}" if self.step != 1 else ""
+        return f"v{RENDER_VERSION}-{self.size}px-{grid}{step}"
 
 
 DSPRITES = SpriteSpec()
 DSPRITES_SMALL = SpriteSpec(size=32, scales=6, orientations=10, positions=16)
+DSPRITES_COLOUR = SpriteSpec(size=32, scales=6, orientations=10, positions=8, step=2, colors=4)
 
 
 def all_classes(sizes: tuple[int, ...]) -> np.ndarray:
@@ -126,34 +138,37 @@ def sprite_patches(spec: SpriteSpec) -> tuple[np.ndarray, int]:
 
 
 def render(spec: SpriteSpec = DSPRITES, progress: bool = True) -> np.ndarray:
-    """All ``spec.count`` images, uint8 ``(N, 1, size, size)`` in {0, 255}, in dSprites order.
+    """The white sprite masks of one color, uint8 ``(spec.count // spec.colors, 1, size,
+    size)`` in {0, 255}, in dSprites order.
 
     Positions are integer shifts of one drawing per (shape, scale, orientation): centre
-    pixel ``size // 4 + index`` for posX (columns) and posY (rows)."""
+    pixel ``size // 2 - positions * step // 2 + index * step`` for posX (columns) and posY
+    (rows)."""
     from tqdm import tqdm  # a dependency of vaelab already; imported when rendering
 
     patches, patch = sprite_patches(spec)
     p, size = spec.positions, spec.size
     images = np.zeros((len(SHAPES), spec.scales, spec.orientations, p, p, size, size), np.uint8)
-    start = size // 2 - p // 2  # centre pixel of position 0; position p-1 is start + p - 1
+    start = size // 2 - p * spec.step // 2  # centre pixel of position 0
     bar = tqdm(total=p, desc=f"rendering dSprites {size}x{size}", unit="column",
                disable=not progress)  # fmt: skip
     values = patches.astype(np.uint8) * np.uint8(255)
     for ix in range(p):
-        col = start + ix - patch // 2
+        col = start + ix * spec.step - patch // 2
         for iy in range(p):
-            row = start + iy - patch // 2
+            row = start + iy * spec.step - patch // 2
             images[:, :, :, ix, iy, row : row + patch, col : col + patch] = values
         bar.update(1)
     bar.close()
-    return images.reshape(spec.count, 1, size, size)
+    return images.reshape(-1, 1, size, size)
 
 
 def load_sprites(spec: SpriteSpec, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(images (N, 1, S, S) uint8, classes (N, 6) int64)``: rendered once, then read from
-    ``cache`` (bit-packed uint8, 1/8 of the pixels' bytes, written atomically)."""
+    """``(images (N, C, S, S) uint8, classes (N, 6) int64)``: the masks rendered once, then
+    read from ``cache`` (bit-packed uint8, 1/8 of the pixels' bytes, written atomically);
+    with several colours, one RGB copy per colour (the slowest factor)."""
     file = cache / f"dsprites-{spec.key()}.npz"
-    shape = (spec.count, 1, spec.size, spec.size)
+    shape = (spec.count // spec.colors, 1, spec.size, spec.size)
     images = None
     if file.is_file():
         try:
@@ -166,6 +181,10 @@ def load_sprites(spec: SpriteSpec, cache: Path) -> tuple[np.ndarray, np.ndarray]
     if images is None:
         images = render(spec)
         _save(file, _pack(images))
+    if spec.colors > 1:
+        on = images > 0
+        images = np.concatenate([on * np.asarray(COLOURS[c], np.uint8)[None, :, None, None]
+                                 for c in range(spec.colors)])  # fmt: skip
     return images, all_classes(spec.factor_sizes)
 
 
