@@ -94,3 +94,13 @@ def test_evaluate_and_report_include_it(run):
     page = write_report(run).read_text()
     section = page.split('<section id="disentanglement">')[1]
     assert "mig_exact" in section and section.count("<img ") == 2
+
+
+def test_autoencoder_codes_are_scored_without_the_gaussian_parts(tmp_path):
+    run = vaelab.train({"dataset": "digits", "model": "ae", "hidden": "32", "latent_dim": 3,
+                        "epochs": 1, "progress": False, "report": False}, out=tmp_path / "ae")  # fmt: skip
+    r = vaelab.disentanglement(run, pool=400, seeds=1, out=tmp_path / "t.png",
+                               matrix_out=tmp_path / "m.png")  # fmt: skip
+    assert "mig_binned" in r["summary"] and "mig_exact" not in r["summary"]
+    assert {"mig_exact", "total_correlation", "traversal"} <= set(r["omitted"])
+    assert (tmp_path / "m.png").is_file() and not (tmp_path / "t.png").exists()

@@ -158,6 +158,9 @@ def disentanglement(
             raise VaelabError("disentanglement: the pictures need --metrics to include mig")
         if "matrix_out" in paths:
             save_figure(mi_figure(result), paths["matrix_out"])
+        if "out" in paths and not (run.model.has_posterior and run.model.has_prior):
+            del paths["out"]  # an autoencoder: no prior scale to traverse in
+            result["omitted"]["traversal"] = "a plain autoencoder has no p(z) to traverse"
         if "out" in paths:
             x, _, _ = factors_of(data)
             picks = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))

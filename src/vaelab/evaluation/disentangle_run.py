@@ -58,12 +58,17 @@ def is_factorial(factors: np.ndarray) -> bool:
 def encode(
     model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Posterior means ``(N, D)`` of uint8 images, and standard deviations when q(z|x) is a
-    diagonal Gaussian (else None: the exact MIG and the total correlation need them)."""
+    """Posterior means ``(N, D)`` of uint8 images (an autoencoder's codes), and standard
+    deviations when q(z|x) is a diagonal Gaussian (else None: the exact MIG and the total
+    correlation need them)."""
     param = next(model.parameters())
     means, stds = [], []
     for start in range(0, len(x), batch_size):
-        q = model.encode(to_unit(x[start : start + batch_size].to(param.device), param.dtype))
+        xb = to_unit(x[start : start + batch_size].to(param.device), param.dtype)
+        if not getattr(model, "has_posterior", True):  # an autoencoder: its point codes
+            means.append(model.latent_mean(xb).double().cpu())
+            continue
+        q = model.encode(xb)
         base = q.base_dist if isinstance(q, Independent) else q
         means.append(q.mean.double().cpu())
         if isinstance(base, Normal):
@@ -82,8 +87,8 @@ def disentanglement_of(
     smaller). ``options`` go to :func:`~vaelab.evaluation.disentanglement.score` (batch,
     votes, mig_samples, bins, importance). Returns its output plus the dataset, factor
     names, which metrics were left out and why, and the codes' posterior statistics."""
-    if not getattr(model, "has_posterior", True):
-        raise VaelabError("disentanglement: the model has no encoder q(z|x) to score")
+    if not getattr(model, "on_images", True):
+        raise VaelabError("disentanglement: an M1+M2 run encodes M1's features; score the M1 run")
     if pool < 100:
         raise VaelabError(f"--pool: must be at least 100 images, got {pool}")
     if not seeds:
