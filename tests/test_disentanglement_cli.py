@@ -97,8 +97,9 @@ def test_evaluate_and_report_include_it(run):
 
 
 def test_autoencoder_codes_are_scored_without_the_gaussian_parts(tmp_path):
-    run = vaelab.train({"dataset": "digits", "model": "ae", "hidden": "32", "latent_dim": 3,
-                        "epochs": 1, "progress": False, "report": False}, out=tmp_path / "ae")  # fmt: skip
+    config = {"dataset": "digits", "model": "ae", "hidden": "32", "latent_dim": 3,
+              "epochs": 1, "progress": False, "report": False}  # fmt: skip
+    run = vaelab.train(config, out=tmp_path / "ae")
     r = vaelab.disentanglement(run, pool=400, seeds=1, out=tmp_path / "t.png",
                                matrix_out=tmp_path / "m.png")  # fmt: skip
     assert "mig_binned" in r["summary"] and "mig_exact" not in r["summary"]
