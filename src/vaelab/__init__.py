@@ -18,6 +18,7 @@ __all__ = [
     "classify",
     "compare",
     "complete",
+    "disentanglement",
     "evaluate",
     "export",
     "gradvar",
@@ -57,6 +58,7 @@ class _Package(types.ModuleType):
     classify = _api_function("classify")
     compare = _api_function("compare")
     complete = _api_function("complete")
+    disentanglement = _api_function("disentanglement")
     evaluate = _api_function("evaluate")
     export = _api_function("export")
     gradvar = _api_function("gradvar")

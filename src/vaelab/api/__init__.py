@@ -212,7 +212,7 @@ _ELSEWHERE = {
         ("interpolate", "latent_plot", "reconstruct", "report", "sample", "similar", "traverse"),
         "vaelab.api.drawing",
     ),
-    **dict.fromkeys(("ae_vs_vae", "compare", "gradvar"), "vaelab.api.studies"),
+    **dict.fromkeys(("ae_vs_vae", "compare", "disentanglement", "gradvar"), "vaelab.api.studies"),
     **dict.fromkeys(("export", "runs", "sweep"), "vaelab.api.tools"),
 }
 

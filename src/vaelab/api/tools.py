@@ -1,5 +1,5 @@
 """The commands that fit vaelab into the tools users already run, as Python functions:
-``vaelab.runs`` (``vaelab runs``: every run under some folders as one table),
+``vaelab.training.record`` (``vaelab runs``: every run under some folders as one table),
 ``vaelab.sweep`` (one run per value of a numeric option, and the rate–distortion picture)
 and ``vaelab.export`` (ONNX files of the encoder and decoder). Experiment tracking is an
 option of training (``--track``, :mod:`vaelab.training.tracking`).

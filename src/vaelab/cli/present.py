@@ -147,3 +147,16 @@ def export(job: dict[str, Any], result: dict, first: bool) -> None:
         f"onnxruntime vs PyTorch on {result['checked_on_images']} test images, largest "
         f"|difference|: {diff}"
     )
+
+
+def disentanglement(job: dict[str, Any], result: dict, first: bool) -> None:
+    seeds = len(result["seeds"])
+    print(f"{result['dataset']}: factors {', '.join(result['factor_names'])}; "
+          f"{result['runs'][0]['pool']} images per seed, {seeds} seed(s)")  # fmt: skip
+    print(f"{'metric':<24}{'mean':>9}{'std':>9}{'s.e.':>9}")
+    for name, s in result["summary"].items():
+        print(f"{name:<24}{s['mean']:>9.3f}{s['std']:>9.3f}{s['se']:>9.3f}")
+    for name, why in result["omitted"].items():
+        print(f"{name}: left out, {why}")
+    for path in result["files"].values():
+        print(f"wrote {path}")

@@ -262,6 +262,31 @@ COMMANDS: dict[str, Command] = {
                 "labelled data, else reconstruction)"),
         ),
     ),
+    "disentanglement": Command(
+        "disentanglement metrics on the data's ground-truth factors (beta-VAE and FactorVAE "
+        "scores, MIG exact and binned, SAP, DCI, total correlation) over seeds; a traversal "
+        "per latent labelled by factor and an MI matrix picture",
+        (STUDIES, "disentanglement"), out="disentanglement-traverse.png",
+        beside={"matrix_out": "disentanglement-mi.png", "record_out": "disentanglement.json"},
+        common=("run", "device", "seed", "out", "overwrite", "json"), present="disentanglement",
+        help_of={"seed": "first seed (then seed+1, ...)"},
+        options=(
+            opt("--pool", type=int, default=10000, help="images scored per seed"),
+            opt("--seeds", type=int, default=3, help="repetitions (for the spread)"),
+            opt("--metrics", convert=_names, help="comma-separated subset of beta_vae, "
+                "factor_vae, mig, sap, dci (default: all; mig also gives the total "
+                "correlation)"),
+            opt("--votes", type=int, default=5000,
+                help="training votes of the beta-VAE / FactorVAE scores (2/5 as many held out)"),
+            opt("--mig-samples", type=int, default=1000,
+                help="draws of the exact MIG's entropy estimates"),
+            opt("--bins", type=int, default=20, help="bins of the binned MIG"),
+            opt("--importance", choices=("forest", "lasso"), default="forest",
+                help="DCI importances: random forests or lasso"),
+            opt("--index", type=int, default=0,
+                help="image traversed in the picture: the INDEX-th of 2,000 drawn with --seed"),
+        ),
+    ),
     "report": Command(
         "write a self-contained HTML report of a run (images embedded)", (PICTURES, "report"),
         out="report.html",

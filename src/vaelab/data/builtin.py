@@ -1,4 +1,5 @@
-"""The named datasets: ``fashion-mnist``, ``mnist-5k``, ``digits``, ``emoji`` and ``cifar10``.
+"""The named datasets: ``fashion-mnist``, ``mnist-5k``, ``digits``, ``emoji``, ``cifar10``,
+``dsprites``, ``dsprites-small`` and ``dsprites-colour``.
 
 Each is a function taking the keyword options of :func:`vaelab.data.load_dataset` (minus the
 name) and returning an :class:`~vaelab.data.ImageData`; ``BUILTIN`` maps names to them.
@@ -15,9 +16,18 @@ import numpy as np
 from vaelab.data.arrays import as_images, as_labels
 from vaelab.data.cifar import fetch_cifar10, load_cifar_dir
 from vaelab.data.download import download as download_file
+from vaelab.data.dsprites import (
+    DSPRITES,
+    DSPRITES_COLOUR,
+    DSPRITES_SMALL,
+    FACTOR_NAMES,
+    SHAPES,
+    SpriteSpec,
+    load_sprites,
+)
 from vaelab.data.emoji import EMOJI_CLASSES, load_emoji
 from vaelab.data.idx import read_pair
-from vaelab.data.imagedata import ImageData, LoadOptions, assemble
+from vaelab.data.imagedata import Factors, ImageData, LoadOptions, assemble
 from vaelab.errors import VaelabError
 
 # Debian's dataset-fashion-mnist package (`apt-get install dataset-fashion-mnist`).
@@ -169,10 +179,37 @@ def cifar10(
     return load_cifar_dir(folder, options, name="cifar10")
 
 
+def _sprites(spec: SpriteSpec, name: str) -> Callable[..., ImageData]:
+    def load(
+        options: LoadOptions, *, download: bool = True, cache_dir: str | Path | None = None
+    ) -> ImageData:
+        x, classes = load_sprites(spec, cache_root(cache_dir) / "dsprites")
+        values = tuple(tuple(float(v) for v in vals) for vals in spec.factor_values())
+        return assemble(
+            name, (x, classes[:, 1].copy()), None, options, SHAPES,
+            factors=Factors(classes, None, FACTOR_NAMES, values),
+        )  # fmt: skip
+
+    load.__doc__ = (
+        f"dSprites rendered by vaelab from its definition ({spec.count:,} images "
+        f"{spec.size}x{spec.size}, {spec.colors} colour(s), factors {FACTOR_NAMES}); see "
+        ":mod:`vaelab.data.dsprites`. "
+        "Labels are the shape; the test set is a seeded ``test_fraction``."
+    )
+    return load
+
+
+dsprites = _sprites(DSPRITES, "dsprites")
+dsprites_small = _sprites(DSPRITES_SMALL, "dsprites-small")
+dsprites_colour = _sprites(DSPRITES_COLOUR, "dsprites-colour")
+
 BUILTIN: dict[str, Callable[..., ImageData]] = {
     "fashion-mnist": fashion_mnist,
     "mnist-5k": mnist_5k,
     "digits": digits,
     "emoji": emoji,
     "cifar10": cifar10,
+    "dsprites": dsprites,
+    "dsprites-small": dsprites_small,
+    "dsprites-colour": dsprites_colour,
 }

@@ -26,6 +26,10 @@ class ImageData:
     ``train_x`` is ``(N, C, H, W)`` and ``test_x`` ``(M, C, H, W)``, C in {1, 3}, both
     contiguous uint8 in 0..255 (scale or binarize inside the training step). Labels, when
     known, are int64 ``(N,)`` / ``(M,)`` class indices; ``class_names[i]`` names class ``i``.
+
+    Ground-truth factors, when known (dSprites, an NPZ with ``factors``), are int64
+    ``(N, F)`` / ``(M, F)`` class indices per factor; ``factor_names[f]`` names factor f and
+    ``factor_values[f][k]`` is the value of its class k (e.g. the scale 0.5), when known.
     """
 
     name: str
@@ -34,6 +38,10 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor | None
     class_names: tuple[str, ...] | None
+    train_factors: torch.Tensor | None = None
+    test_factors: torch.Tensor | None = None
+    factor_names: tuple[str, ...] | None = None
+    factor_values: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         # Loaders validate user input with VaelabError; failing here means a loader bug.
@@ -51,12 +59,42 @@ class ImageData:
             raise ValueError("train_x and test_x must share (C, H, W)")
         if (self.train_y is None) != (self.test_y is None):
             raise ValueError("train_y and test_y must both be set or both be None")
+        self._check_factors()
+
+    def _check_factors(self) -> None:
+        f_train, f_test = self.train_factors, self.test_factors
+        if f_train is None and f_test is None:
+            return
+        if f_train is None or f_test is None or self.factor_names is None:
+            raise ValueError("train_factors, test_factors and factor_names go together")
+        for part, x, f in (("train", self.train_x, f_train), ("test", self.test_x, f_test)):
+            if f.dtype != torch.int64 or f.dim() != 2 or f.shape[0] != x.shape[0]:
+                raise ValueError(f"{part}_factors must be int64 ({x.shape[0]}, F), got {f.shape}")
+            if f.shape[1] != len(self.factor_names):
+                raise ValueError(f"{part}_factors must have one column per factor name")
+        if self.factor_values is not None and len(self.factor_values) != len(self.factor_names):
+            raise ValueError("factor_values must hold one tuple per factor")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every image."""
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
+
+    @property
+    def has_factors(self) -> bool:
+        """Whether ground-truth factors are known for every image."""
+        return self.train_factors is not None
+
+    @property
+    def factor_sizes(self) -> tuple[int, ...] | None:
+        """Classes per factor: ``len(factor_values[f])`` when known, else max class + 1."""
+        if self.train_factors is None or self.test_factors is None:
+            return None
+        if self.factor_values is not None:
+            return tuple(len(v) for v in self.factor_values)
+        top = torch.maximum(self.train_factors.max(0).values, self.test_factors.max(0).values)
+        return tuple(int(t) + 1 for t in top)
 
     @property
     def num_classes(self) -> int | None:
@@ -96,6 +134,7 @@ def assemble(
     test: tuple[np.ndarray, np.ndarray | None] | None,
     options: LoadOptions,
     class_names: tuple[str, ...] | None = None,
+    factors: Factors | None = None,
 ) -> ImageData:
     """Build an :class:`ImageData` from checked arrays (see :mod:`vaelab.data.arrays`).
 
@@ -103,15 +142,20 @@ def assemble(
     ``test`` a seeded ``test_fraction`` of ``train`` becomes the test set. Then images are
     converted to ``channels`` (default: 3 if either part is RGB, else 1), cropped to their
     centre (``center_crop``) and resized to ``resize = (H, W)`` (``options``).
+    ``factors`` (see :class:`Factors`) follow their images through the split.
     """
     checked = options.checked()
     resize, channels = checked.resize, checked.channels
     test_fraction, seed = checked.test_fraction, checked.seed
     train_x, train_y = _tensor(train[0]), _tensor(train[1])
+    f_train = _tensor(factors.train) if factors is not None else None
+    f_test = _tensor(factors.test) if factors is not None else None
     if test is None:
         train_idx, test_idx = split_indices(len(train_x), test_fraction, seed, name)
         test_x, test_y = train_x[test_idx], None if train_y is None else train_y[test_idx]
         train_x, train_y = train_x[train_idx], None if train_y is None else train_y[train_idx]
+        if f_train is not None:
+            f_train, f_test = f_train[train_idx], f_train[test_idx]
     else:
         test_x, test_y = _tensor(test[0]), _tensor(test[1])
     if (train_y is None) != (test_y is None):
@@ -135,7 +179,26 @@ def assemble(
             f"{name}: train images are {_hw(train_x)} but test images are {_hw(test_x)} (HxW);"
             " pass --resize HxW"
         )
-    return ImageData(name, train_x, train_y, test_x, test_y, class_names)
+    if factors is None:
+        return ImageData(name, train_x, train_y, test_x, test_y, class_names)
+    if f_test is None:
+        raise VaelabError(f"{name}: the train images have factors but the test images do not")
+    return ImageData(
+        name, train_x, train_y, test_x, test_y, class_names,
+        f_train.contiguous(), f_test.contiguous(), factors.names, factors.values,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Per-image ground-truth factors for :func:`assemble`: class indices int64 ``(N, F)``
+    for the train images (and ``(M, F)`` for the test images when those are given apart),
+    the factor names and, when known, each factor's class values."""
+
+    train: np.ndarray
+    test: np.ndarray | None
+    names: tuple[str, ...]
+    values: tuple[tuple[float, ...], ...] | None = None
 
 
 def _tensor(arr: np.ndarray | None) -> torch.Tensor | None:

@@ -46,6 +46,7 @@ SECTIONS = (
     ("interpolations", "Interpolations"),
     ("traversals", "Latent traversals"),
     ("latent", "Latent space"),
+    ("disentanglement", "Disentanglement"),
 )
 METRIC_COLUMNS = (
     ("epoch", "epoch", "{:d}"), ("train_bound", "train ELBO", "{:.2f}"),
@@ -153,6 +154,34 @@ def _evaluation_section(run: Path) -> str:
     )
 
 
+def _disentanglement_section(run: Path) -> str:
+    """The newest RUN/outputs/disentanglement*.json (vaelab disentanglement) and its two
+    pictures, or a note saying how to make them."""
+    found = sorted((run / "outputs").glob("disentanglement*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return _note(f"not measured: `vaelab disentanglement {run}` scores the latents against "
+                     "the data's ground-truth factors (dsprites, an NPZ with factors)")  # fmt: skip
+    try:
+        result = json.loads(found[-1].read_text())
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th><td>{v['mean']:.3f}</td><td>{v['std']:.3f}</td>"
+            f"<td>{v['n']}</td></tr>" for name, v in result["summary"].items()
+        )  # fmt: skip
+        names = ", ".join(result["factor_names"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _note(f"{found[-1].name}: not readable ({type(exc).__name__})")
+    part = (f"<table><tr><th>metric</th><th>mean</th><th>std over seeds</th><th>seeds</th></tr>"
+            f"{rows}</table>" + _note(f"from {found[-1].name}; factors: {names}"))  # fmt: skip
+    for key, caption in (("matrix_out", "I(z_j; v_k) / H(v_k) per latent dimension and factor"),
+                         ("out", "one row per latent dimension, labelled with the factor it "
+                                 "captures best")):  # fmt: skip
+        name = Path(result.get("files", {}).get(key, "")).name
+        picture = run / "outputs" / name  # the path as written may be relative to elsewhere
+        if name and picture.is_file():
+            part += _img(picture.read_bytes(), caption, caption)
+    return part
+
+
 def build_sections(
     run: Run, data: ImageData, rows: list[dict[str, Any]], seed: int = 0
 ) -> dict[str, str]:
@@ -248,6 +277,7 @@ def write_report(
         with torch.no_grad(), torch.random.fork_rng(devices=gpus):  # caller's RNG untouched
             sections = build_sections(run, data, runfs.read_metrics(folder), seed)
         sections["evaluation"] = _evaluation_section(folder)
+        sections["disentanglement"] = _disentanglement_section(folder)
     finally:
         model.train(was_training)
     path = Path(out) if out else folder / REPORT
