@@ -10,17 +10,20 @@ Unicode block of the first code point (``EMOJI_CLASSES``). The split is fixed: a
 10% of the emoji is the test set whatever ``--seed`` and ``--test-fraction`` are, so
 bits/dim are comparable across runs; it splits emoji, not images, so the five skin tones
 of one emoji all fall on the same side (no test image has a recoloured twin in training).
-Rendering takes about 20 seconds; the result is cached as uint8 ``.npz`` in the vaelab
-cache, keyed by the size and the font file's size and mtime.
+Rendering takes about 20 seconds (one line says so first, and a progress bar runs on a
+terminal); the result is cached as uint8 ``.npz`` in the vaelab cache, keyed by the size and
+the font file's size and mtime.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vaelab.data.transforms import split_indices
 from vaelab.errors import VaelabError
@@ -110,7 +113,8 @@ def render(
     height, width = size
     one = font.getlength("\U0001f600") if "\U0001f600" in texts else FONT_SIZE * 1.25
     images, labels, kept = [], [], []
-    for text in texts:
+    bar = tqdm(texts, desc="rendering emoji", leave=False, disable=not sys.stderr.isatty())
+    for text in bar:
         if font.getlength(text) > one * 1.01:  # not shaped into one glyph
             continue
         canvas = Image.new("RGBA", (2 * FONT_SIZE, 2 * FONT_SIZE), (0, 0, 0, 0))
@@ -152,6 +156,11 @@ def load_emoji(
         with np.load(file, allow_pickle=False) as saved:
             x, y, texts = saved["images"], saved["labels"], saved["texts"].tolist()
     else:
+        print(
+            f"emoji: rendering every emoji of {path} at {size[0]}x{size[1]} once (about 20 s);"
+            f" cached as {file}",
+            file=sys.stderr,
+        )
         x, y, texts = render(path, size)
         _save(file, x, y, texts)
     test = torch.from_numpy(test_mask(texts))
