@@ -112,6 +112,11 @@ def render(
         raise VaelabError(f"{path}: Pillow cannot load it at size {FONT_SIZE} ({err})") from None
     height, width = size
     one = font.getlength("\U0001f600") if "\U0001f600" in texts else FONT_SIZE * 1.25
+    print(
+        f"emoji: rendering {len(texts)} emoji of {path.name} at {width}x{height} (once: the"
+        " images are cached; about 20 s)",
+        file=sys.stderr,
+    )
     images, labels, kept = [], [], []
     bar = tqdm(texts, desc="rendering emoji", leave=False, disable=not sys.stderr.isatty())
     for text in bar:
@@ -156,11 +161,6 @@ def load_emoji(
         with np.load(file, allow_pickle=False) as saved:
             x, y, texts = saved["images"], saved["labels"], saved["texts"].tolist()
     else:
-        print(
-            f"emoji: rendering every emoji of {path} at {size[0]}x{size[1]} once (about 20 s);"
-            f" cached as {file}",
-            file=sys.stderr,
-        )
         x, y, texts = render(path, size)
         _save(file, x, y, texts)
     test = torch.from_numpy(test_mask(texts))
