@@ -4,7 +4,8 @@ Trains every pair the README recommends for colour images, at a stated equal bud
 per data set, and records per run the test-set KL (nats per image), the active latent units
 (vaelab.evaluation.health: Cov_x E[z|x] > 0.01, of the exploring latent; the deep model's top
 group), the test -ELBO in bits/dim (an upper bound on the NLL over the 8-bit values) and
-whether it collapsed (KL < 1 nat or no active unit), with sample and reconstruction grids:
+whether it collapsed (KL < 1 nat or no active unit), with sample and reconstruction grids
+(OUT/DATA-PAIR-samples.png, OUT/DATA-PAIR-reconstructions.png):
 
     resnet-dmol       --arch resnet --hidden 32,64,128 --blocks 1 --likelihood dmol --mixtures 5
                       (the README's worked example)
@@ -93,8 +94,10 @@ def run_one(name: str, options: dict, epochs: int, folder: Path) -> dict:
     health = latent_health(run.model, test)
     dims = math.prod(run.info["image_shape"])
     kl = float(last["test_kl"])
-    vaelab.sample(run, 64, out=folder / "samples.png", overwrite=True)
-    vaelab.reconstruct(run, 32, out=folder / "reconstructions.png", overwrite=True)
+    grids = {kind: folder.parent.parent / f"{folder.name}-{kind}.png"
+             for kind in ("samples", "reconstructions")}  # fmt: skip
+    vaelab.sample(run, 64, out=grids["samples"], overwrite=True)
+    vaelab.reconstruct(run, 32, out=grids["reconstructions"], overwrite=True)
     return {
         "pair": name, "options": {**options, **PAIRS[name]}, "epochs": last["epoch"],
         "steps": last["step"], "test_kl_nats": kl, "active_units": health["active_units"],
@@ -103,8 +106,8 @@ def run_one(name: str, options: dict, epochs: int, folder: Path) -> dict:
         "kl_per_epoch": [round(float(r["test_kl"]), 3) for r in rows],
         "collapsed": kl < KL_COLLAPSED or health["active_units"] == 0,
         "wall_seconds_this_call": time.time() - started,
-        "samples": str(folder / "samples.png"),
-        "reconstructions": str(folder / "reconstructions.png"),
+        "samples": grids["samples"].name,
+        "reconstructions": grids["reconstructions"].name,
     }  # fmt: skip
 
 
