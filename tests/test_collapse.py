@@ -55,7 +55,7 @@ def test_collapse_watch_warns_once_after_two_low_epochs_past_the_warmup():
     assert said == [None, None, said[2], None, None] and said[2] is not None
     assert len(caught) == 1
     text = said[2]
-    assert "0.40 nats per image at epoch 3" in text and "--free-bits" in text
+    assert "0.40 nats per image at epoch 3" in text and "try --arch resnet" in text
     assert "\n" not in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning fails these
@@ -71,7 +71,8 @@ def test_training_warns_while_it_trains_when_the_kl_vanishes(tmp_path):
     with one_thread():
         with pytest.warns(UserWarning, match="posterior collapse") as caught:
             fit(small_config(beta=300.0, epochs=4), tmp_path / "collapsed")
-        assert sum("posterior collapse" in str(w.message) for w in caught) == 1
+        said = [str(w.message) for w in caught if "posterior collapse" in str(w.message)]
+        assert len(said) == 1 and "lower --beta (now 300" in said[0]
         with warnings.catch_warnings(record=True) as quiet:
             warnings.simplefilter("always")
             fit(small_config(epochs=4), tmp_path / "fine")
