@@ -10,17 +10,20 @@ Unicode block of the first code point (``EMOJI_CLASSES``). The split is fixed: a
 10% of the emoji is the test set whatever ``--seed`` and ``--test-fraction`` are, so
 bits/dim are comparable across runs; it splits emoji, not images, so the five skin tones
 of one emoji all fall on the same side (no test image has a recoloured twin in training).
-Rendering takes about 20 seconds; the result is cached as uint8 ``.npz`` in the vaelab
-cache, keyed by the size and the font file's size and mtime.
+Rendering takes about 20 seconds (one line says so first, and a progress bar runs on a
+terminal); the result is cached as uint8 ``.npz`` in the vaelab cache, keyed by the size and
+the font file's size and mtime.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vaelab.data.transforms import split_indices
 from vaelab.errors import VaelabError
@@ -109,8 +112,14 @@ def render(
         raise VaelabError(f"{path}: Pillow cannot load it at size {FONT_SIZE} ({err})") from None
     height, width = size
     one = font.getlength("\U0001f600") if "\U0001f600" in texts else FONT_SIZE * 1.25
+    print(
+        f"emoji: rendering {len(texts)} emoji of {path.name} at {width}x{height} (once: the"
+        " images are cached; about 20 s)",
+        file=sys.stderr,
+    )
     images, labels, kept = [], [], []
-    for text in texts:
+    bar = tqdm(texts, desc="rendering emoji", leave=False, disable=not sys.stderr.isatty())
+    for text in bar:
         if font.getlength(text) > one * 1.01:  # not shaped into one glyph
             continue
         canvas = Image.new("RGBA", (2 * FONT_SIZE, 2 * FONT_SIZE), (0, 0, 0, 0))

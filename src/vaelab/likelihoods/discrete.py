@@ -9,16 +9,25 @@ and the edge bins take the tails: P(0) = sigma(a), P(255) = 1 - sigma(b), so the
 probabilities sum to exactly 1. In log space, without the cancellation of sigma(a) - sigma(b)
 in float32 (both near 0 or near 1 when mu is far from y or s is small),
 
-    log P(v) = a - softplus(a) - softplus(b) + log(-expm1(b - a)),
+    log P(v) = log sigma(a) + log sigma(-b) + log(-expm1(b - a)),
 
-which is exact wherever the terms are finite. PixelCNN++ guards the same cancellation by
-falling back to the density at the bin centre times the bin width when the difference is
-below 1e-5; the identity above needs no fallback and is exact in that regime too (the
-tests compare it with a float64 brute force at far-off means).
+which is exact wherever the terms are finite (log sigma is ``F.logsigmoid``, exact in float64
+too; ``-softplus(-t)`` is not: softplus returns its input above t = 20, dropping log1p(e^-t),
+up to e^-20). PixelCNN++ guards the same cancellation by falling back to the density at the
+bin centre times the bin width when the difference is below 1e-5; the identity above needs no
+fallback and is exact in that regime too (the tests compare it with a float64 brute force at
+far-off means).
 
 Images reach a likelihood as floats x in [0, 1] (the uint8 values / 255); ``round(255 x)``
 recovers the 8-bit value, so the NLL is over the 8-bit data, neither dequantized nor
-binarized. Log scales are floored at -7 (PixelCNN++): below that a bin holds all the mass.
+binarized. Log scales are clamped to [-7, 7]. The floor is PixelCNN++'s: at log s = -7 a
+logistic centred on a bin puts sigma(e^7/255) - sigma(-e^7/255) = 0.97 of its mass in that
+bin (not all of it), so an interior bin's probability stays below 0.97 (an edge bin, which
+takes a tail, can come close to 1). The
+ceiling keeps 1/s = e^-log s a normal float32 (it underflows near log s = 87, where the
+interior bins' log(-expm1(b - a)) turns -inf and the gradient NaN while an image of edge
+values still has a finite loss); at s = e^7 the logistic is flat over [-1, 1] to better than
+1e-3, so no model needs more.
 """
 
 from __future__ import annotations
@@ -32,7 +41,12 @@ from vaelab.errors import VaelabError
 from vaelab.likelihoods.base import Likelihood, sum_pixels
 
 HALF_BIN = 1.0 / 255.0  # half a bin in the [-1, 1] scale
-LOG_SCALE_MIN = -7.0
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
+
+
+def clamp_log_scale(log_s: torch.Tensor) -> torch.Tensor:
+    """Log scales clamped to [LOG_SCALE_MIN, LOG_SCALE_MAX] (module docstring)."""
+    return log_s.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
 
 
 def working(t: torch.Tensor) -> torch.Tensor:
@@ -54,10 +68,8 @@ def log_bin_prob(
     inv_s = torch.exp(-log_s)
     a = (y - mu + HALF_BIN) * inv_s
     b = (y - mu - HALF_BIN) * inv_s
-    # -softplus(-t) is log sigma(t) without the float64 error of t - softplus(t) (softplus
-    # returns t itself above t = 20, dropping ~e^-20).
-    log_cdf_a = -F.softplus(-a)  # log sigma(a): bin 0 takes all of (-inf, upper edge]
-    log_sf_b = -F.softplus(b)  # log (1 - sigma(b)): bin 255 takes [lower edge, inf)
+    log_cdf_a = F.logsigmoid(a)  # log sigma(a): bin 0 takes all of (-inf, upper edge]
+    log_sf_b = F.logsigmoid(-b)  # log (1 - sigma(b)): bin 255 takes [lower edge, inf)
     interior = log_cdf_a + log_sf_b + torch.log(-torch.expm1(b - a))
     return torch.where(v == 0, log_cdf_a, torch.where(v == 255, log_sf_b, interior))
 
@@ -92,7 +104,7 @@ class DiscretizedLogistic(Likelihood):
 
     def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = working(params)
-        return params[..., 0, :, :, :], params[..., 1, :, :, :].clamp(min=LOG_SCALE_MIN)
+        return params[..., 0, :, :, :], clamp_log_scale(params[..., 1, :, :, :])
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         mu, log_s = self._split(params)
@@ -144,7 +156,7 @@ class DiscretizedLogisticMixture(Likelihood):
         m = self.mixtures
         log_pi = torch.log_softmax(params[..., :m, :, :, :].sum(-3), dim=-3)
         mu = params[..., m : 2 * m, :, :, :]
-        log_s = params[..., 2 * m : 3 * m, :, :, :].clamp(min=LOG_SCALE_MIN)
+        log_s = clamp_log_scale(params[..., 2 * m : 3 * m, :, :, :])
         slots = params[..., 3 * m :, :, :, :]  # (..., G*M, C, H, W)
         lead, (h, w) = slots.shape[:-4], slots.shape[-2:]
         c = slots.shape[-3]

@@ -39,6 +39,7 @@ from vaelab.data.prepare import epoch_permutation
 from vaelab.errors import VaelabError
 from vaelab.training import folder as runfs
 from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.collapse import CollapseWatch
 from vaelab.training.distributed import joined
 from vaelab.training.schedule import beta_at, lr_at
 from vaelab.training.session import Session, check_config, run_folder, save, setup
@@ -83,6 +84,7 @@ def fit(
         if s is None:  # finished already (setup said so)
             return out
         stop = runfs.StopRequest(enabled=not world.distributed)  # Ctrl-C: at a step boundary
+        watch = CollapseWatch(config, enabled=world.is_main and s.model.has_posterior)
         with stop.armed(), tracked(s) as tracker:  # status.json and --track (rank 0)
             for epoch in range(s.state.epoch, t.epochs):
                 perm = epoch_permutation(len(s.train_x), t.seed, epoch, world.device)
@@ -103,7 +105,9 @@ def fit(
                         save_mid_epoch(s, epoch, b, tally)  # once, when a Ctrl-C lands on one too
                         if stop.requested:
                             raise stop.interrupted(out, s.state, s.steps_per_epoch, t.epochs)
-                tracker.epoch(s, end_of_epoch(s, epoch, tally, drawings if report else None))
+                row = end_of_epoch(s, epoch, tally, drawings if report else None)
+                watch.see(row)
+                tracker.epoch(s, row)
                 if stop.requested and epoch + 1 < t.epochs:
                     raise stop.interrupted(out, s.state, s.steps_per_epoch, t.epochs)
         # Trained: a Ctrl-C from here on stops at once (the checkpoint is final).
