@@ -22,6 +22,7 @@ from vaelab.errors import VaelabError
 from vaelab.evaluation.extras import extra_metrics
 from vaelab.evaluation.nll import evaluate_model
 from vaelab.html_report import RUN_DRAWINGS, write_report
+from vaelab.likelihoods import nll_meaning
 from vaelab.runs import Run, numbered, target
 from vaelab.training.load import read_run
 from vaelab.training.loop import fit
@@ -157,6 +158,7 @@ def evaluate(
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
     result = evaluate_model(model, x, samples=samples)
+    result.update(nll_meaning(config.model.likelihood, config.data.binarize))
     if hasattr(model, "group_kl"):  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
@@ -172,7 +174,7 @@ def evaluate(
     if seed is not None:
         result["seed"] = seed
     if record or json_out is not None:
-        result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
+        result["files"] = _write_evaluation(run, result, record, json_out, seed or 0, data)
     return result
 
 
@@ -186,8 +188,9 @@ def evaluation_json(result: dict[str, Any]) -> str:
 
 
 def _write_evaluation(
-    run: Run, result: dict[str, Any], record: bool, json_out: Path | None, seed: int
-) -> list[str]:
+    run: Run, result: dict[str, Any], record: bool, json_out: Path | None, seed: int,
+    data: ImageData | None = None,
+) -> list[str]:  # fmt: skip
     """RUN/evaluation.json (numbered) and report.html where ``record``, and ``json_out``."""
     text, written = evaluation_json(result), []
     if record:
@@ -201,7 +204,7 @@ def _write_evaluation(
         written.append(json_out)
     report = Path(run.folder or ".") / "report.html"
     if record and report.is_file():  # training wrote one: it now shows these numbers too
-        write_report(run, report, seed=seed)
+        write_report(run, report, data=data, seed=seed)  # data: not read (and announced) twice
         written.append(report)
     return [str(p) for p in written]
 

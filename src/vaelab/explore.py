@@ -202,7 +202,9 @@ def _pca(z: np.ndarray, seed: int) -> np.ndarray:
     """Projection on the two leading principal axes (SVD of the centred points)."""
     centred = z - z.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    coords = centred @ vt[:2].T
+    # One point (or one test image) has a single axis: the second coordinate is 0.
+    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
 
 
 def _tsne(z: np.ndarray, seed: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -180,16 +181,27 @@ def build_sections(
                                "decodings of z = mu(x) + sigma(x) * eps")  # fmt: skip
     else:
         out["similar"] = no_prior
-    grids = [pictures.interpolation(model, test[picks[2 * k]], test[picks[2 * k + 1]], 10)
-             for k in range(3)]  # fmt: skip
-    out["interpolations"] = _grid(pictures.stack(grids), "three pairs of test images (first "
-                                  "and last column); for each, a linear then a spherical path "
-                                  "of 10 decodings between their latent means (the second and "
-                                  "eleventh columns are their reconstructions)")  # fmt: skip
+    out["interpolations"] = _interpolations(model, test, picks)
     out["traversals"] = _traversals(model, test, picks[:2]) if is_vae else _note(
         "a plain autoencoder has no posterior to rank dimensions by KL")  # fmt: skip
     out["latent"] = _latent_section(run, data, is_vae)
     return out
+
+
+def _interpolations(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) -> str:
+    """Up to three pairs of test images; a test set of one image has no pair (said in a
+    note and in one warning, so training on a small folder still finishes its report)."""
+    pairs = min(3, len(picks) // 2)
+    if pairs == 0:
+        warnings.warn(f"report: no interpolations (they need 2 test images; the test set has "
+                      f"{len(test)}); raise --test-fraction for more", stacklevel=2)  # fmt: skip
+        return _note(f"interpolations need 2 test images; the test set has {len(test)}")
+    grids = [pictures.interpolation(model, test[picks[2 * k]], test[picks[2 * k + 1]], 10)
+             for k in range(pairs)]  # fmt: skip
+    what = {1: "one pair", 2: "two pairs", 3: "three pairs"}[pairs]
+    return _grid(pictures.stack(grids), f"{what} of test images (first and last column); for "
+                 "each, a linear then a spherical path of 10 decodings between their latent "
+                 "means (the second and eleventh columns are their reconstructions)")  # fmt: skip
 
 
 def _traversals(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) -> str:
