@@ -132,8 +132,8 @@ class CVAE(VAE):
         return super().decode(torch.cat([z, onehot], -1))
 
     def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None:
-            y = self.class_log_probs(x).argmax(-1)
+        if y is None:  # inferred, and kept for the next label-less decode (as in encode)
+            y = self.context_y = self.class_log_probs(x).argmax(-1)
         return self.encode(x, y).mean
 
     def class_terms(self, x: torch.Tensor, samples: int) -> dict[str, torch.Tensor]:
