@@ -107,8 +107,12 @@ def explorer_answers(run: Path, images: int, h: int, w: int) -> list[int]:
 
 
 # No shrinking: each example trains a model (seconds); a failure prints its spec as drawn.
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck),
-          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 @given(spec=datasets(), model=MODELS)
 def test_every_command_works_or_refuses_in_one_line(spec, model):
     tmp = Path(tempfile.mkdtemp(prefix="vaelab-any-"))
