@@ -152,3 +152,17 @@ def test_first_paint_shows_no_broken_image(tmp_path):
     shown = json.loads(html.unescape(dom.split('<pre id="probe">')[1].split("</pre>")[0]))
     assert any(name == "similar-input" for name, _ in shown)  # the image in question
     assert all(visibility == "hidden" for _, visibility in shown), shown
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"GET /api/info\r\n\r\n", 400),  # HTTP/0.9: once answered with no status line at all
+        (b"GET /api/info HTTP/1.1\r\nHost: [\r\n\r\n", 403),  # once a 500 (urlsplit's error)
+    ],
+)
+def test_fuzz_findings_get_a_status_line_and_a_4xx(url, payload, status):
+    # found by benchmarks/fuzz.py
+    with connect(url) as sock:
+        got, headers, body = ask(sock, payload, bytearray())
+        assert got == status and json.loads(body)["error"]

@@ -108,3 +108,24 @@ def test_nll_meaning_follows_the_likelihood_and_binarization(name):
         got = nll_meaning(name, binarize)["bits_per_dim_comparable"]
         expected = name in ("dlogistic", "dmol") or (name == "bernoulli" and binarize != "none")
         assert got is expected, (name, binarize)
+
+
+def test_fuzz_findings_are_one_line_errors(tmp_path):
+    # found by benchmarks/fuzz.py: a YAML key that is a number or null, and an IDX header
+    # with an empty dimension beside huge ones (numpy: "array is too big")
+    import struct
+
+    from vaelab.config import load_config
+    from vaelab.data import load_dataset
+    from vaelab.errors import VaelabError
+
+    for text in ("1: 2\n", "~: 3\n"):
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(VaelabError, match="unknown option") as err:
+            load_config(path)
+        assert "\n" not in str(err.value)
+    idx = tmp_path / "x-images-idx3-ubyte"
+    idx.write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", 393216, 83886080, 2970657282, 0))
+    with pytest.raises(VaelabError, match="none at all"):
+        load_dataset(str(idx))

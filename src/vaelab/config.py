@@ -194,6 +194,7 @@ def with_overrides(config: Config, overrides: dict[str, Any], source: str) -> Co
     index = field_index()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in overrides.items():
+        key = str(key)  # a config file's key may be a number or null (YAML "1:", "~:")
         # A key written as a flag ("--latent-dim") is named as the flag in errors.
         name = key.lstrip("-").replace("-", "_")
         if name not in index:

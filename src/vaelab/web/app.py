@@ -227,7 +227,10 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
             # DNS rebinding: a web page can point its own name at 127.0.0.1 and then read
             # this server as "same origin"; its requests still carry its name in Host.
             if self.server.loopback:
-                host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+                try:
+                    host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+                except ValueError:  # e.g. "Host: [" (an unclosed IPv6 bracket)
+                    host = None
                 if host not in LOCAL_NAMES:  # a foreign page: no second request on this one
                     self.close_connection = True
                     raise f.BadRequest(f"Host {host!r}: this server answers to localhost only", 403)
@@ -268,7 +271,12 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
                 if self.raw_requestline not in (b"\r\n", b"\n"):
                     break
                 self.raw_requestline = self.rfile.readline(65537)
-            return super().parse_request()
+            if not super().parse_request():
+                return False
+            if self.request_version == "HTTP/0.9":  # "GET /path": an answer with no status
+                self.send_error(400, "HTTP/0.9 requests are not supported; use HTTP/1.x")
+                return False
+            return True
 
         def version_string(self) -> str:
             return self.server_version
