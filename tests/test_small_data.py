@@ -88,6 +88,8 @@ def test_bits_per_dim_says_what_it_is(tmp_path, capsys):
     assert lines[at + 1].split()[-1] == f"{result['bits_per_dim_se']:.3f}"
     assert "standard error" in lines[at + 1]
     assert "cross-entropy" in lines[at + 2] and "not comparable" in lines[at + 2]
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert "not comparable with published figures" in (tmp_path / "r.html").read_text()
     # an 8-bit likelihood: bits/dim of the -ELBO each epoch, and no caveat
     run8 = tmp_path / "eight"
     assert main(["train", *args, "--likelihood", "dlogistic", "--out", str(run8),

@@ -148,9 +148,17 @@ def _evaluation_section(run: Path) -> str:
         for name, value, fmt in zip(header[1:], row[1:], fmts, strict=False)
         if value is not None and name not in paired
     )
-    return f"<table>{body}</table>" + _note(
-        f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "
-        "per image (lower is better); FD/prec/rec: sample quality per latent sampler"
+    caveat = ""
+    if result.get("bits_per_dim_comparable") is False:
+        caveat = _note(f"bits/dim here is not comparable with published figures: this NLL is "
+                       f"{result.get('nll_is', 'not a likelihood of the 8-bit data')}")  # fmt: skip
+    return (
+        f"<table>{body}</table>"
+        + _note(
+            f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "
+            "per image (lower is better); FD/prec/rec: sample quality per latent sampler"
+        )
+        + caveat
     )
 
 
