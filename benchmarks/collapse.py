@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import torch
-from vaelab.training.run import read_metrics
 
 import vaelab
 from icon_folder import make_folder  # benchmarks/icon_folder.py
@@ -49,6 +48,7 @@ from vaelab.data import dataset_for
 from vaelab.data.prepare import eval_images
 from vaelab.evaluation.health import latent_health
 from vaelab.training.checkpoint import CHECKPOINT
+from vaelab.training.folder import read_metrics
 from vaelab.training.loop import fit
 
 BASE = {"latent_dim": 32, "batch_size": 128, "lr": 1e-3, "progress": False, "report": False}

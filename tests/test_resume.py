@@ -76,7 +76,7 @@ def test_resume_refuses_other_changes_naming_each_flag(tmp_path, capsys):
 def test_resume_without_checkpoint_starts_from_scratch(tmp_path, capsys):
     # A job killed in its first epoch leaves config.yaml and run.json (and possibly a
     # metrics row) but no checkpoint; the requeued command, with --resume, must just train.
-    fresh, killed, never = tmp_path / "fresh", tmp_path / "killed", tmp_path / "never"
+    fresh, killed = tmp_path / "fresh", tmp_path / "killed"
     assert train(fresh, "--epochs", 2) == 0
     killed.mkdir()
     for name in ("config.yaml", "run.json"):
@@ -87,8 +87,16 @@ def test_resume_without_checkpoint_starts_from_scratch(tmp_path, capsys):
     assert "starting the run from scratch" in capsys.readouterr().err
     assert same_weights(killed, fresh)  # the same run as one never interrupted
     assert [r["epoch"] for r in read_metrics(killed)] == [1, 2]  # the lost row is gone
-    assert train(never, "--epochs", 1, "--resume") == 0  # the folder did not even exist
-    assert (never / "checkpoint.safetensors").is_file()
+
+
+def test_resume_of_a_folder_that_never_existed_is_refused(tmp_path, capsys):
+    # A typo in --out (runs/demoo) once printed "starting the run from scratch" and trained
+    # a new run; a folder that does not exist holds no run to continue.
+    never = tmp_path / "demoo"
+    assert train(never, "--epochs", 1, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--resume: {never} does not exist" in err, err
+    assert "from scratch" not in err and not never.exists()
 
 
 def test_resume_on_a_finished_run_says_how_to_train_further(tmp_path, capsys):
@@ -141,3 +149,20 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path):
     assert train(reference, "--epochs", epochs) == 0
     assert same_weights(run, reference)
     assert [r["epoch"] for r in read_metrics(run)] == list(range(1, epochs + 1))
+
+
+def test_ctrl_c_before_the_run_folder_exists_says_what_to_do(tmp_path, capsys, monkeypatch):
+    # Ctrl-C while the data is read once printed only "interrupted": no folder was left, and a
+    # later --resume then trained a default run instead of the one asked for.
+    import vaelab.training.session as session
+
+    def stopped(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(session, "dataset_for", stopped)
+    run = tmp_path / "r"
+    assert train(run, "--epochs", 2) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "nothing was written: run the same command again" in err
+    assert "--resume" not in err and not run.exists()

@@ -322,6 +322,7 @@ def with_overrides(
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     options: dict[str, tuple[str, Any]] = {}
     for key, value in overrides.items():
+        key = str(key)  # a config file's key may be a number or null (YAML "1:", "~:")
         # A key written as a flag ("--latent-dim") is named as the flag in errors.
         name = key.lstrip("-").replace("-", "_")
         if name in declared:

@@ -16,12 +16,16 @@ class VaelabError(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C at a step boundary; ``str()`` says where, ``run_dir`` is
-    the run folder to resume (a KeyboardInterrupt, so code that catches those still does)."""
+    """A command stopped by Ctrl-C where its work can be continued: ``str()`` says where,
+    ``run_dir`` is the run folder, ``resume_with`` the command line that continues (None:
+    the message itself says what to do). A KeyboardInterrupt, so code that catches those
+    still does."""
 
-    def __init__(self, message: str, run_dir: object) -> None:
+    def __init__(self, message: str, run_dir: object, resume_with: str | None = "") -> None:
         super().__init__(message)
         self.run_dir = run_dir
+        # "" (the default): training's own resume line, built from run_dir by the CLI
+        self.resume_with = resume_with
 
 
 def _norm(name: str) -> str:

@@ -10,6 +10,7 @@ report = vaelab.evaluate(run, samples=1000)                  # dict: ELBO, NLL, 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from vaelab.data.prepare import eval_images
 from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.extras import extra_metrics
 from vaelab.evaluation.html_report import RUN_DRAWINGS, write_report
-from vaelab.evaluation.nll import evaluate_model
+from vaelab.evaluation.nll import evaluate_model, images_fingerprint, nll_batching
+from vaelab.evaluation.resume import Progress, interrupted, run_identity
+from vaelab.likelihoods import nll_meaning
 from vaelab.training.folder import CONFIG
 from vaelab.training.load import read_run
 from vaelab.training.loop import fit
@@ -129,13 +132,16 @@ def evaluate(
     record: bool = False,
     json_out: str | Path | None = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Test-set ELBO, its terms and the importance-sampled NLL (see vaelab.evaluation.nll);
     with ``extras``, latent health, reconstruction MSE/PSNR and (``quality``) classifier
     sample metrics per sampler (see vaelab.evaluation.extras). ``seed`` seeds the draws.
     ``record`` writes RUN/evaluation.json (numbered; what compare and the report read) and
     refreshes RUN/report.html if training wrote one; ``json_out`` writes the result there
-    too. The files written are then listed in ``result["files"]``."""
+    too. The files written are then listed in ``result["files"]``. With a run folder the
+    partial sums are saved as they go (vaelab.evaluation.resume): after Ctrl-C or a kill,
+    ``resume`` continues to the numbers an uninterrupted evaluation gives."""
     at_least("--samples", samples)
     at_least("--limit", limit)
     if json_out is not None:
@@ -154,7 +160,44 @@ def evaluate(
     data = load_test_images(run, data)
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
-    result = evaluate_model(model, x, samples=samples)
+    settings = {
+        "samples": samples, "limit": limit, "seed": seed, "device": device, "images": len(x),
+        "images_fingerprint": images_fingerprint(x), "batching": nll_batching(model, x, samples),
+        "extras": extras, "quality": quality, "samplers": list(samplers),
+        "quality_samples": quality_samples, "components": components,
+        "checkpoint": run_identity(run.folder) if run.folder else None,
+    }  # fmt: skip
+    progress = None
+    if run.folder is not None:
+        param = next(model.parameters())
+        progress, note = Progress.start(run.folder, settings, param.device, resume)
+        if note:
+            print(f"vaelab: {note}", file=sys.stderr)
+    try:
+        result = evaluate_model(model, x, samples=samples, progress=progress)
+    except KeyboardInterrupt:
+        raise interrupted(progress, run.folder, settings) from None
+    try:
+        _evaluate_rest(result, run, data, x, extras, quality, samplers, quality_samples,
+                       components)  # fmt: skip
+    except KeyboardInterrupt:  # the NLL is saved: a resume recomputes only what follows
+        raise interrupted(progress, run.folder, settings) from None
+    if seed is not None:
+        result["seed"] = seed
+    if record or json_out is not None:
+        result["files"] = _write_evaluation(run, result, record, json_out, seed or 0, data)
+    if progress is not None:
+        progress.remove()
+    return result
+
+
+def _evaluate_rest(
+    result: dict[str, Any], run: Run, data: ImageData, x: torch.Tensor, extras: bool,
+    quality: bool, samplers: tuple[str, ...], quality_samples: int, components: int,
+) -> None:  # fmt: skip
+    """What ``evaluate`` adds after the NLL: the deep model's KL per group, the extras."""
+    model, config = run.model, run.config
+    result.update(nll_meaning(config.model.likelihood, config.data.binarize))
     if model.latent_groups:  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name
@@ -167,11 +210,6 @@ def evaluate(
                 binarize=config.data.binarize, seed=config.train.seed,
             )
         )  # fmt: skip
-    if seed is not None:
-        result["seed"] = seed
-    if record or json_out is not None:
-        result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
-    return result
 
 
 def evaluation_json(result: dict[str, Any]) -> str:
@@ -184,8 +222,9 @@ def evaluation_json(result: dict[str, Any]) -> str:
 
 
 def _write_evaluation(
-    run: Run, result: dict[str, Any], record: bool, json_out: Path | None, seed: int
-) -> list[str]:
+    run: Run, result: dict[str, Any], record: bool, json_out: Path | None, seed: int,
+    data: ImageData | None = None,
+) -> list[str]:  # fmt: skip
     """RUN/evaluation.json (numbered) and report.html where ``record``, and ``json_out``."""
     text, written = evaluation_json(result), []
     if record:
@@ -199,7 +238,7 @@ def _write_evaluation(
         written.append(json_out)
     report = Path(run.folder or ".") / "report.html"
     if record and report.is_file():  # training wrote one: it now shows these numbers too
-        write_report(run, report, seed=seed)
+        write_report(run, report, data=data, seed=seed)  # data: not read (and announced) twice
         written.append(report)
     return [str(p) for p in written]
 

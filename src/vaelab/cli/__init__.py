@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     except VaelabError as exc:
         print(f"vaelab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Interrupted as stop:  # Ctrl-C in training: the checkpoint is written
-        print(f"vaelab {args.command}: {stop}", file=sys.stderr)
-        print(f"resume with: vaelab train --resume --out {stop.run_dir}", file=sys.stderr)
+    except Interrupted as stop:  # Ctrl-C where the work can be continued (checkpoint written)
+        how = f"vaelab train --resume --out {stop.run_dir}" if stop.resume_with == "" else (
+            stop.resume_with)  # fmt: skip
+        print(f"vaelab {args.command}: {stop}" + (f"; resume with: {how}" if how else ""),
+              file=sys.stderr)  # fmt: skip
         return 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
     except KeyboardInterrupt:
         print(f"vaelab {args.command}: interrupted", file=sys.stderr)

@@ -75,7 +75,8 @@ def ae_vs_vae(job: dict[str, Any], result: dict, first: bool) -> None:
 EVALUATION_ROWS = (
     ("test ELBO (nats/image)", "elbo"), ("  E_q log p(x|z)", "recon"), ("  KL(q || p)", "kl"),
     ("NLL, K={samples} (nats/image)", "nll_nats"), ("  standard error", "nll_nats_se"),
-    ("NLL (bits/dim)", "bits_per_dim"), ("gap NLL - (-ELBO)", "gap_nats"),
+    ("NLL (bits/dim)", "bits_per_dim"), ("  standard error", "bits_per_dim_se"),
+    ("gap NLL - (-ELBO)", "gap_nats"),
 )  # fmt: skip
 
 
@@ -83,7 +84,11 @@ def evaluate(job: dict[str, Any], result: dict, first: bool) -> None:
     from vaelab.evaluation.extras import print_extras
 
     for name, key in EVALUATION_ROWS:
-        print(f"{name.format(samples=result['samples']):<32}{result[key]:>12.3f}")
+        value = result[key]
+        shown = f"{value:>12.3f}" if value == value else f"{'-':>12}  (one test image: no spread)"
+        print(f"{name.format(samples=result['samples']):<32}{shown}")
+        if key == "bits_per_dim_se" and result.get("bits_per_dim_comparable") is False:
+            print(f"  not comparable with published bits/dim: this NLL is {result['nll_is']}")
     if "kl_per_group" in result:  # deep: which latent groups carry information
         groups = "  ".join(f"{v:.2f}" for v in result["kl_per_group"])
         print(f"{'  KL per group, top first':<32}{groups}")

@@ -178,6 +178,10 @@ COMMANDS: dict[str, Command] = {
             opt("--components", type=int, default=10, help="GMM sampler components"),
             opt("--quality-samples", type=int, default=5000,
                 help="generated and test images compared"),
+            opt("--resume", action="store_true",
+                help="continue the evaluation Ctrl-C or a kill stopped (its partial sums are "
+                "in RUN_DIR/evaluation.partial.safetensors); the same numbers as one run "
+                "uninterrupted"),
         ),
     ),
     "gradvar": Command(

@@ -88,6 +88,10 @@ def _parse(stream: BinaryIO, path: Path, file_size: int | None) -> np.ndarray:
     if len(head) < 4 * ndim:
         raise VaelabError(f"{path}: truncated IDX header; expected {ndim} dimension sizes")
     dims = struct.unpack(f">{ndim}I", head)
+    if 0 in dims:  # no data (and other sizes may overflow a reshape): refuse in one line
+        shape = "x".join(map(str, dims))
+        raise VaelabError(f"{path}: IDX header declares {shape} items, none at all; expected "
+                          "a non-empty array")  # fmt: skip
     dtype = np.dtype(_DTYPES[code])
     nbytes = math.prod(dims) * dtype.itemsize
     if file_size is not None:

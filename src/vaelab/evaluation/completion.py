@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vaelab.errors import VaelabError, unknown_name
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.chains import chain_for, select
+from vaelab.evaluation.generate import no_posterior
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -149,14 +150,18 @@ def complete(
         raise unknown_name("--method", method, METHODS)
     if fill not in FILLS:
         raise unknown_name("--fill", fill, FILLS)
-    if n < 1 or steps < 0:
-        raise VaelabError(f"-n must be >= 1 and --steps >= 0, got {n} and {steps}")
+    at_least("-n", n)
+    at_least("--steps", steps, 0)
     if not model.on_images:
         raise VaelabError("complete: an M1+M2 run models M1's latents; complete with the M1 run")
     if (missing is None) == (downscale_factor is None):
         raise VaelabError("complete: give a mask or a --downscale factor (one of them)")
     if method == "mwg":
         chain_for(model)  # refuses a model without an exact chain before any work
+    if not model.has_posterior:
+        raise no_posterior(
+            model, "complete", "completion alternates q(z|x) and p(x|z); train with --model vae"
+        )
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()

@@ -36,8 +36,11 @@ def posterior_stats(
     model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Posterior means ``(N, D)`` of uint8 images ``x``, and the per-image, per-dimension KL
-    against a standard normal prior ``(N, D)`` (None when q or p is not of that form)."""
+    against a standard normal prior ``(N, D)`` (None when q or p is not of that form). A
+    model with a point code (``has_posterior`` False) gives its codes and no KL."""
     param = next(model.parameters())
+    if not model.has_posterior:
+        return latent_means(model, x, batch_size).double(), None
     means, kls = [], []
     factorised = isinstance(model.prior, StandardNormalPrior)
     for start in range(0, len(x), batch_size):
@@ -225,7 +228,9 @@ def _pca(z: np.ndarray, seed: int) -> np.ndarray:
     """Projection on the two leading principal axes (SVD of the centred points)."""
     centred = z - z.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    coords = centred @ vt[:2].T
+    # One point (or one test image) has a single axis: the second coordinate is 0.
+    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
 
 
 def _tsne(z: np.ndarray, seed: int) -> np.ndarray:

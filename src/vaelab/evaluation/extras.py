@@ -4,6 +4,7 @@ sample quality, gathered into one JSON-ready dict."""
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,12 @@ def extra_metrics(
         "health": latent_health(model, x),
         "reconstruction": reconstruction_quality(model, x),
     }
+    if quality and (data.train_y is None or (data.num_classes or 0) < 2):
+        # Does what it can: the likelihood, health and reconstruction need no labels.
+        warnings.warn(f"{data.name}: sample-quality metrics left out (they need a classifier "
+                      "trained on two or more labelled classes); pass --no-quality to skip "
+                      "them without this note", stacklevel=2)  # fmt: skip
+        quality = False
     if quality:
         net, info = load_classifier(data)
         reference = data.test_x[:quality_samples]
@@ -79,7 +86,9 @@ def print_extras(result: dict[str, Any]) -> None:
     if "health" not in result:
         return
     h, r = result["health"], result["reconstruction"]
-    print(f"{'active units (Cov E[z|x] > 0.01)':<32}{h['active_units']:>8d} / {h['latent_dim']}")
+    if h["active_units"] is not None:
+        active = f"{h['active_units']:>8d} / {h['latent_dim']}"
+        print(f"{'active units (Cov E[z|x] > 0.01)':<32}{active}")
     for warning in h["warnings"]:
         print(f"warning: {warning}")
     print(f"{'reconstruction MSE / pixel':<32}{r['mse']:>12.5f}")

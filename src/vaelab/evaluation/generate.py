@@ -14,6 +14,28 @@ from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, at_least
 
 
+def _a(model: torch.nn.Module) -> str:
+    name = type(model).__name__
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
+
+def no_posterior(model: torch.nn.Module, command: str, instead: str) -> VaelabError:
+    """The one-line refusal for a tool that needs q(z|x) on a model with a point code."""
+    return VaelabError(
+        f"{command}: {_a(model)} run has a point code, no posterior q(z|x) to draw from; {instead}"
+    )
+
+
+def no_prior(model: torch.nn.Module, flag: str) -> VaelabError:
+    """The one-line refusal for drawing from the prior of a model that declares none
+    (``has_prior`` False: a point code, whose latent space has holes)."""
+    return VaelabError(
+        f"{flag}: {_a(model)} run has no prior p(z) to sample from (its codes "
+        "leave holes in the latent space); use --sampler gmm, a mixture fitted to its codes, "
+        "or train with --model vae"
+    )
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -30,6 +52,8 @@ def sample(
         model.temperatures(temperature)  # checks the count
     elif temperature <= 0:
         raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+    if not model.has_prior:
+        raise no_prior(model, "sample")
     if seed is not None:
         torch.manual_seed(seed)
     model.eval()
@@ -59,6 +83,8 @@ def similar(
         torch.manual_seed(seed)
     model.eval()
     xu = to_unit(x.unsqueeze(0).to(model.device))
+    if not model.has_posterior:
+        raise no_posterior(model, "similar", "use interpolate, or train with --model vae")
     labels = model.label_args(xu)  # a conditional model: encode and decode with x's label
     q = model.encode(xu, *labels)
     mu, std = q.mean, q.stddev

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 
 from vaelab.data.prepare import epoch_permutation, to_unit
 from vaelab.errors import VaelabError
+from vaelab.evaluation.generate import no_posterior
 from vaelab.evaluation.plots import save_figure
 from vaelab.latents import FAMILIES
 from vaelab.objectives import Objective
@@ -46,6 +47,12 @@ from vaelab.training.session import build_session
 
 
 def posterior_name(model: torch.nn.Module) -> str:
+    if not model.has_posterior:
+        raise no_posterior(
+            model,
+            "gradvar",
+            "its encoder's gradient has no sampling noise to measure; train with --model vae",
+        )
     return next(n for n, cls in FAMILIES.items() if isinstance(model.family, cls))
 
 

@@ -27,6 +27,12 @@ def unit_activity(means: torch.Tensor) -> torch.Tensor:
 def latent_health(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """KL per dimension, activity per dimension, the active-unit count and warnings."""
     means, kl = posterior_stats(model, x)
+    if len(means) < 2:  # a variance across images needs two of them
+        return {
+            "active_units": None, "latent_dim": means.shape[1], "activity_per_dim": None,
+            "kl_per_dim": kl.mean(0).tolist() if kl is not None else None, "collapsed": None,
+            "warnings": ["active units left out: they need 2 test images or more, got 1"],
+        }  # fmt: skip
     activity = unit_activity(means)
     active = int((activity > ACTIVE_THRESHOLD).sum())
     dims = means.shape[1]

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,17 @@ def _evaluation_section(run: Path) -> str:
         for name, value, fmt in zip(header[1:], row[1:], fmts, strict=False)
         if value is not None and name not in paired
     )
-    return f"<table>{body}</table>" + _note(
-        f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "
-        "per image (lower is better); FD/prec/rec: sample quality per latent sampler"
+    caveat = ""
+    if result.get("bits_per_dim_comparable") is False:
+        caveat = _note(f"bits/dim here is not comparable with published figures: this NLL is "
+                       f"{result.get('nll_is', 'not a likelihood of the 8-bit data')}")  # fmt: skip
+    return (
+        f"<table>{body}</table>"
+        + _note(
+            f"from {found[-1].name}: NLL by importance sampling with K samples per image, in nats "
+            "per image (lower is better); FD/prec/rec: sample quality per latent sampler"
+        )
+        + caveat
     )
 
 
@@ -209,16 +218,27 @@ def build_sections(
                                "decodings of z = mu(x) + sigma(x) * eps")  # fmt: skip
     else:
         out["similar"] = no_prior
-    grids = [pictures.interpolation(model, test[picks[2 * k]], test[picks[2 * k + 1]], 10)
-             for k in range(3)]  # fmt: skip
-    out["interpolations"] = _grid(pictures.stack(grids), "three pairs of test images (first "
-                                  "and last column); for each, a linear then a spherical path "
-                                  "of 10 decodings between their latent means (the second and "
-                                  "eleventh columns are their reconstructions)")  # fmt: skip
+    out["interpolations"] = _interpolations(model, test, picks)
     out["traversals"] = _traversals(model, test, picks[:2]) if is_vae else _note(
         "a plain autoencoder has no posterior to rank dimensions by KL")  # fmt: skip
     out["latent"] = _latent_section(run, data, is_vae)
     return out
+
+
+def _interpolations(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) -> str:
+    """Up to three pairs of test images; a test set of one image has no pair (said in a
+    note and in one warning, so training on a small folder still finishes its report)."""
+    pairs = min(3, len(picks) // 2)
+    if pairs == 0:
+        warnings.warn(f"report: no interpolations (they need 2 test images; the test set has "
+                      f"{len(test)}); raise --test-fraction for more", stacklevel=2)  # fmt: skip
+        return _note(f"interpolations need 2 test images; the test set has {len(test)}")
+    grids = [pictures.interpolation(model, test[picks[2 * k]], test[picks[2 * k + 1]], 10)
+             for k in range(pairs)]  # fmt: skip
+    what = {1: "one pair", 2: "two pairs", 3: "three pairs"}[pairs]
+    return _grid(pictures.stack(grids), f"{what} of test images (first and last column); for "
+                 "each, a linear then a spherical path of 10 decodings between their latent "
+                 "means (the second and eleventh columns are their reconstructions)")  # fmt: skip
 
 
 def _traversals(model: torch.nn.Module, test: torch.Tensor, picks: list[int]) -> str:

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from vaelab.data.prepare import to_unit
+from vaelab.evaluation.resume import Progress
 from vaelab.objectives import logmeanexp
 from vaelab.training.bound import test_bound  # the ELBO part of evaluate_model
 
@@ -37,28 +38,36 @@ def log_likelihood(
     samples: int = 1000,
     batch_size: int = 16,
     chunk: int = 256,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Per-image importance-sampled log p(x), ``(N,)`` float64, for uint8 images ``x``.
 
     Each image gets ``samples`` draws from q(z|x), taken ``chunk`` at a time
     (``model.log_weights``); the log weights of all chunks are combined with one logsumexp.
+    ``progress`` (:mod:`vaelab.evaluation.resume`) starts after the batches it holds and
+    records each finished one.
     """
     was_training = model.training
     model.eval()
     param = next(model.parameters())
-    out = []
+    out = list(progress.log_px) if progress is not None else []
+    first = sum(len(t) for t in out)
     bar = tqdm(  # a terminal only, as in training: K=1000 on 10,000 images takes minutes
-        _batches(x, batch_size), desc=f"importance sampling, K={samples}", unit="batch",
-        total=-(-len(x) // batch_size), disable=not sys.stderr.isatty(), leave=False,
-        dynamic_ncols=True,
+        _batches(x[first:], batch_size), desc=f"importance sampling, K={samples}",
+        unit="batch", total=-(-(len(x) - first) // batch_size),
+        disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True,
     )  # fmt: skip
-    for xb in bar:
-        xf = to_unit(xb.to(param.device), param.dtype)
-        log_w = [
-            model.log_weights(xf, min(chunk, samples - start)) for start in range(0, samples, chunk)
-        ]
-        out.append(logmeanexp(torch.cat(log_w).double(), 0).cpu())
-    model.train(was_training)
+    try:
+        for xb in bar:
+            xf = to_unit(xb.to(param.device), param.dtype)
+            log_w = [model.log_weights(xf, min(chunk, samples - start))
+                     for start in range(0, samples, chunk)]  # fmt: skip
+            out.append(logmeanexp(torch.cat(log_w).double(), 0).cpu())
+            if progress is not None:
+                progress.batch_done(out[-1])
+    finally:
+        bar.close()
+        model.train(was_training)
     return torch.cat(out)
 
 
@@ -100,14 +109,9 @@ def paired_difference(log_px_a: list[float], log_px_b: list[float]) -> dict[str,
     return {"nll_difference": diff.mean().item(), "nll_difference_se": se}
 
 
-def evaluate_model(
-    model: torch.nn.Module, x: torch.Tensor, samples: int = 1000, batch_size: int | None = None
-) -> dict[str, Any]:
-    """ELBO terms and importance-sampled NLL of uint8 images ``x``, with timings."""
+def nll_batching(model: torch.nn.Module, x: torch.Tensor, samples: int) -> tuple[int, int]:
+    """(images per batch, samples per chunk) of :func:`evaluate_model` for images ``x``."""
     dims = math.prod(x.shape[1:])
-    t0 = time.perf_counter()
-    bound = test_bound(model, x, samples=1)
-    t1 = time.perf_counter()
     # ~4k decoded images per chunk (16 images x 256 samples): measured fastest on CPU
     # (6.5 s per 1000 images at K=1000 vs 10 s with 100k-row chunks that spill the cache),
     # and memory stays bounded whatever K is.
@@ -115,8 +119,35 @@ def evaluate_model(
     # The same memory for larger images and wider decoder outputs (a dmol decoder emits
     # 40 values per sub-pixel): 4096 decoded images at 784 values each.
     width = dims * model.likelihood.n_params
-    batch = batch_size or max(1, 4096 * 784 // (chunk * max(width, 784)))
-    log_px = log_likelihood(model, x, samples=samples, batch_size=batch, chunk=chunk)
+    return max(1, 4096 * 784 // (chunk * max(width, 784))), chunk
+
+
+def evaluate_model(
+    model: torch.nn.Module, x: torch.Tensor, samples: int = 1000, batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """ELBO terms and importance-sampled NLL of uint8 images ``x``, with timings.
+    ``progress``: the saved part of an interrupted evaluation to go on from, and where to
+    record this one's (its batch size is the one it was saved with)."""
+    dims = math.prod(x.shape[1:])
+    t0 = time.perf_counter()
+    if progress is not None and progress.bound is not None:
+        bound = progress.bound  # and the random state as it was after it
+        progress.restore_random()
+    else:
+        bound = test_bound(model, x, samples=1)
+        if progress is not None:
+            progress.bound_done(bound)
+    t1 = time.perf_counter()
+    batch, chunk = nll_batching(model, x, samples)
+    batch = batch_size or batch
+    if progress is not None and progress.nll_done:
+        log_px = torch.cat(progress.log_px)
+        progress.restore_random()
+    else:
+        log_px = log_likelihood(model, x, samples, batch, chunk, progress)
+        if progress is not None:
+            progress.nll_finished()
     t2 = time.perf_counter()
     nll = summarize_nll(log_px, dims)
     return {

@@ -230,8 +230,8 @@ def quality_caveat(test_accuracy: float, images: int) -> str | None:
         )
     if images < MIN_IMAGES:
         return (
-            f"only {images} test images (below {MIN_IMAGES}): the covariance of {FEATURES} "
-            "classifier features is singular with fewer"
+            f"only {images} test images: the covariance of {FEATURES} classifier features "
+            f"needs at least {MIN_IMAGES} images to be non-singular"
         )
     return None
 

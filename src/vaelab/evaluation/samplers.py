@@ -25,6 +25,7 @@ from vaelab.data import dataset_for
 from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.explore import posterior_stats
+from vaelab.evaluation.generate import no_prior
 from vaelab.training.checkpoint import tensor_digest
 from vaelab.training.record import Run
 
@@ -111,6 +112,8 @@ def gmm_for(
 
 
 def _prior_images(model, n, temperature, **_) -> torch.Tensor:
+    if not model.has_prior:
+        raise no_prior(model, "--sampler prior")
     # The model's own sample(): models that condition on more than z (CVAE) override it.
     return model.sample(n, temperature)
 

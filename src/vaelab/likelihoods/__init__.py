@@ -15,6 +15,7 @@ other side: sigma^2 = beta / 2 reproduces "MSE sum + beta * KL".
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -135,3 +136,22 @@ def build_likelihood(
     if name not in LIKELIHOODS:
         raise unknown_name("--likelihood", name, LIKELIHOODS)
     return LIKELIHOODS[name](image_shape, sigma, mixtures)
+
+
+def nll_meaning(likelihood: str, binarize: str) -> dict[str, Any]:
+    """What the NLL of ``likelihood`` on data binarized as ``binarize`` is, as
+    ``{"bits_per_dim_comparable": bool, "nll_is": str}``. Only -log P(x) of the data as
+    stored (the 256 levels of 8-bit values for a ``discrete`` likelihood, or 0/1 pixels
+    after binarization under a Bernoulli) compares with published bits/dim; a Bernoulli on
+    grey levels gives a cross-entropy, a Gaussian a density of continuous values (README,
+    "Which numbers compare")."""
+    if LIKELIHOODS[likelihood].discrete:
+        return {"bits_per_dim_comparable": True, "nll_is": "-log P(x) of the 8-bit values"}
+    if likelihood == "bernoulli" and binarize != "none":
+        return {"bits_per_dim_comparable": True, "nll_is": "-log P(x) of the binarized images"}
+    if likelihood == "bernoulli":
+        return {"bits_per_dim_comparable": False, "nll_is": (
+            "a cross-entropy of grey levels under a Bernoulli, not a likelihood")}  # fmt: skip
+    return {"bits_per_dim_comparable": False, "nll_is": (
+        f"a density of continuous values under {likelihood}, not a probability of the "
+        "8-bit data")}  # fmt: skip

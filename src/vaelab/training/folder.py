@@ -9,10 +9,12 @@
 
 A new run refuses an existing non-empty folder unless told ``overwrite``. ``resume``
 continues from the checkpoint there; without one (the job was killed before its first
-checkpoint, or never started) it starts the run from scratch in that folder and says so,
-so a scheduler can requeue one command. A run that has done its epochs is left alone.
+checkpoint) it starts the run from scratch in that folder and says so, so a scheduler can
+requeue one command; a folder that does not exist at all is refused (a typo in ``--out``
+must not start a new run). A run that has done its epochs is left alone.
 Ctrl-C during training stops at the next step boundary with a checkpoint there
-(:class:`StopRequest`).
+(:class:`StopRequest`); before the folder exists it says that nothing was written
+(:func:`interrupted_in_setup`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,30 @@ def default_run_dir(dataset: str, model: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(dataset).name if "/" in dataset else dataset
     return Path("runs") / f"{stamp}-{name}-{model}"
+
+
+def check_resume_target(out: Path, resume: bool) -> None:
+    """``--resume`` names a folder that exists (checked before any work is done)."""
+    if resume and not Path(out).exists():
+        raise VaelabError(
+            f"--resume: {out} does not exist, so there is no run to continue; check --out, "
+            "or drop --resume to start a new run there"
+        )
+
+
+def interrupted_in_setup(out: Path, resuming: bool) -> Interrupted:
+    """Ctrl-C while the data is read and the model built, before training started: what is
+    on disk and the command that continues (the same command when nothing was written)."""
+    if resuming:
+        return Interrupted(
+            f"interrupted before training resumed; {out / CHECKPOINT} is unchanged", out
+        )
+    return Interrupted(
+        "interrupted before training started (while reading the data and building the "
+        "model); nothing was written: run the same command again",
+        out,
+        None,
+    )
 
 
 def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:

@@ -21,6 +21,7 @@ evaluation layer through :class:`Drawings` the caller passes: training imports n
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from vaelab.config import Config
 from vaelab.data import ImageData
 from vaelab.data.prepare import epoch_permutation
 from vaelab.errors import VaelabError
+from vaelab.likelihoods import nll_meaning
 from vaelab.training import folder as runfs
 from vaelab.training.checkpoint import CHECKPOINT
 from vaelab.training.collapse import CollapseWatch
@@ -263,8 +265,18 @@ def end_of_epoch(
     if t.progress and world.is_main:
         tqdm.write(
             f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
-            f"(recon {test['recon']:.2f}, KL {test['kl']:.2f})  {seconds:.1f}s"
+            f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}){_bits(s, test['elbo'])}  "
+            f"{seconds:.1f}s"
         )
     s.state.epoch, s.state.batch = epoch + 1, 0
     save(s)
     return row
+
+
+def _bits(s: Session, elbo: float) -> str:
+    """``", -ELBO 4.96 bits/dim"`` where bits/dim is -log P(x) of the data as stored (8-bit
+    likelihoods, binarized Bernoulli: see likelihoods.nll_meaning), else ``""``."""
+    cfg = s.config
+    if not nll_meaning(cfg.model.likelihood, cfg.data.binarize)["bits_per_dim_comparable"]:
+        return ""
+    return f", -ELBO {-elbo / (math.prod(s.data.image_shape) * math.log(2)):.3f} bits/dim"

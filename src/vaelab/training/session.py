@@ -118,6 +118,7 @@ def setup(
     (after saying so). ``data``: the images, if the caller has them (else the config's)."""
     if resume and overwrite:
         raise VaelabError("--resume and --overwrite contradict each other; pass one")
+    runfs.check_resume_target(out, resume)
     # No checkpoint yet (killed in its first epoch): start over, so a requeued job just works.
     ckpt = load_checkpoint(out / CHECKPOINT) if runfs.can_resume(out, resume) else None
     if ckpt is not None:
@@ -125,9 +126,12 @@ def setup(
         if runfs.finished(ckpt.state, config.train.epochs):
             world.on_main(lambda: runfs.say_finished(out, ckpt.state), "checking the run")
             return None
-    if data is None:  # rank 0 first: a download/extraction into the cache happens once
-        data = world.main_first(partial(dataset_for, config), "loading the dataset")
-    session = build_session(config, data, world, ckpt)
+    try:
+        if data is None:  # rank 0 first: a download/extraction into the cache happens once
+            data = world.main_first(partial(dataset_for, config), "loading the dataset")
+        session = build_session(config, data, world, ckpt)
+    except KeyboardInterrupt:  # Ctrl-C in the first seconds: say what to do next
+        raise runfs.interrupted_in_setup(out, ckpt is not None) from None
     session.out = out
 
     def prepare_dir() -> None:

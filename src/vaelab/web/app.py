@@ -18,6 +18,7 @@ import json
 import re
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ from vaelab.web import fields as f
 from vaelab.web.explorer import Explorer
 
 MAX_BODY = 1 << 20  # 1 MiB: a PNG upload of the run's size or a mask needs far less
+LINGER_SECONDS, LINGER_BYTES = 2.0, 16 << 20  # what a closing connection still reads
 ASSETS: dict[str, tuple[str, str]] = {  # URL path -> (file in serve/static, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -187,35 +189,67 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._answer(lambda: self.server.app.handle("POST", self.path, self._body()))
 
-        def _body(self) -> bytes:
+        def _declared(self) -> int | None:
+            """The body's length from Content-Length (0 without one), or None when the end
+            of the body cannot be known (chunked, or a length that is not a number)."""
+            if self.headers.get("Transfer-Encoding"):
+                return None
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                raise f.BadRequest("POST needs a Content-Length", 411)
-            if int(length) > MAX_BODY:
-                raise f.BadRequest(f"body of {length} bytes; the limit is {MAX_BODY}", 413)
+            if length is None:
+                return 0
+            return int(length) if length.isascii() and length.isdigit() else None
+
+        def _body(self) -> bytes:
+            if self._unread is None or self.headers.get("Content-Length") is None:
+                raise f.BadRequest("POST needs a Content-Length (no chunked bodies)", 411)
+            if self._unread > MAX_BODY:
+                raise f.BadRequest(f"body of {self._unread} bytes; the limit is {MAX_BODY}", 413)
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 raise f.BadRequest("Content-Type must be application/json", 415)
-            return self.rfile.read(int(length))
+            return self._read_body()
+
+        def _read_body(self) -> bytes:
+            data, self._unread = self.rfile.read(self._unread), 0
+            return data
+
+        def _keep_connection(self) -> bool:
+            """Read what is left of this request's body, so that the connection can carry
+            the next request; False when it cannot be read (unknown length, over the
+            limit): then the answer says Connection: close."""
+            if self._unread is None or self._unread > MAX_BODY:
+                return False
+            if self._unread:
+                self._read_body()
+            return True
 
         def _check_host(self) -> None:
             # DNS rebinding: a web page can point its own name at 127.0.0.1 and then read
             # this server as "same origin"; its requests still carry its name in Host.
             if self.server.loopback:
-                host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
-                if host not in LOCAL_NAMES:
+                try:
+                    host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+                except ValueError:  # e.g. "Host: [" (an unclosed IPv6 bracket)
+                    host = None
+                if host not in LOCAL_NAMES:  # a foreign page: no second request on this one
+                    self.close_connection = True
                     raise f.BadRequest(f"Host {host!r}: this server answers to localhost only", 403)
 
         def _answer(self, respond: Callable[[], Response]) -> None:
+            self._unread = self._declared()
             try:
                 self._check_host()
                 status, ctype, data = respond()
-            except f.BadRequest as exc:  # the body was not read: do not reuse the connection
-                self.close_connection = True
+            except f.BadRequest as exc:  # refused before its body was read
                 status, ctype, data = error(exc.status, str(exc))
             except Exception as exc:  # a bug: answer 500 and keep serving
                 traceback.print_exc(file=log or sys.stderr)
                 status, ctype, data = error(500, f"internal error: {type(exc).__name__}: {exc}")
+            # Either the whole request is read and the connection carries the next one, or
+            # the answer says Connection: close (and Server.shutdown_request reads what the
+            # client still sends, so that the close is not a reset that loses this answer).
+            if not self._keep_connection():
+                self.close_connection = True
             self._send(status, ctype, data)
 
         def _send(self, status: int, ctype: str, data: bytes) -> None:
@@ -229,6 +263,20 @@ def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
+
+        def parse_request(self) -> bool:
+            # RFC 9112 2.2: empty lines before a request line are skipped (http.server would
+            # close the connection without an answer); a few only, then it is a bad request.
+            for _ in range(8):
+                if self.raw_requestline not in (b"\r\n", b"\n"):
+                    break
+                self.raw_requestline = self.rfile.readline(65537)
+            if not super().parse_request():
+                return False
+            if self.request_version == "HTTP/0.9":  # "GET /path": an answer with no status
+                self.send_error(400, "HTTP/0.9 requests are not supported; use HTTP/1.x")
+                return False
+            return True
 
         def version_string(self) -> str:
             return self.server_version
@@ -272,9 +320,28 @@ class Server(ThreadingHTTPServer):
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-answer is not worth a traceback.
+        # A browser drops requests it no longer needs (a drag moved on, a tab closed): a
+        # broken pipe or reset is routine, not worth a line. Anything else gets one line.
         exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
         print(f"vaelab serve: {client_address[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection without resetting it: after our FIN, read (and drop) what
+        the client still sends, up to ``LINGER_BYTES`` for ``LINGER_SECONDS``. Closing a
+        socket with unread bytes sends a TCP reset, which makes the client drop the answer
+        it has not read yet (a refused over-long body, a pipelined request)."""
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_WR)
+            deadline, left = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                request.settimeout(remaining)
+                chunk = request.recv(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        self.close_request(request)
 
 
 def make_server(

@@ -66,10 +66,11 @@ class Explorer:
         try:
             self.scores, self.measure = dim_scores(model, self.images)
         except VaelabError:  # a plain autoencoder: how much each code coordinate varies
-            self.scores, self.measure = z.var(0), "activity"
+            self.scores, self.measure = z.var(0, correction=int(len(z) > 1)), "activity"
         self.dims = top_dims(self.scores, dims)
         # Slider span per dimension: the prior's std (as vaelab traverse), or the codes' own.
-        self.scale = z.std(0) if self.is_ae else prior_std(model).cpu()
+        spread = z.std(0, correction=int(len(z) > 1))  # one test image: 0, not NaN
+        self.scale = spread if self.is_ae else prior_std(model).cpu()
 
     # ---- what the page needs to draw itself -------------------------------------------
     def info(self, run_name: str) -> dict[str, Any]:

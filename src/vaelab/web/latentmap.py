@@ -68,7 +68,8 @@ class LatentMap:
             # The axes explore.embed projected on (SVD of the centred codes); with them the
             # coordinates are an exact linear function of z (checked by the tests).
             _, _, vt = np.linalg.svd((z64 - mean).numpy(), full_matrices=False)
-            axes = torch.from_numpy(vt[:2].copy())
+            axes = torch.zeros(2, z.shape[1], dtype=torch.float64)
+            axes[: len(vt[:2])] = torch.from_numpy(vt[:2].copy())  # one code: one axis, then 0
         return cls(kind, prefix, c, z64, kernel_bandwidth(c), mean, axes)
 
     def weights(self, uv: torch.Tensor) -> torch.Tensor:
