@@ -137,10 +137,10 @@ def disentanglement(
     latent dimension around image ``index`` of 2,000 drawn with ``seed`` (the KL ranking
     uses all 2,000), each row labelled with the factor it captures best;
     ``matrix_out``: the MI matrix picture; ``record_out``/``json_out``: the JSON."""
-    if seeds < 1 or votes < 10 or mig_samples < 10 or bins < 2:
-        raise VaelabError(
-            "disentanglement: --seeds must be >= 1, --votes and --mig-samples >= 10, --bins >= 2"
-        )
+    at_least("--seeds", seeds)
+    at_least("--votes", votes, 10)
+    at_least("--mig-samples", mig_samples, 10)
+    at_least("--bins", bins, 2)
     paths = {k: target(p, overwrite, k) for k, p in
              (("out", out), ("matrix_out", matrix_out), ("record_out", record_out),
               ("json_out", json_out)) if p is not None}  # fmt: skip

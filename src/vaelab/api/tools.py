@@ -27,7 +27,7 @@ from vaelab.config import (
     with_overrides,
 )
 from vaelab.data.prepare import eval_images, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.export import check_onnx, export_onnx, why_not
 from vaelab.evaluation.html_report import CSP, RUN_DRAWINGS
 from vaelab.evaluation.plots import save_figure
@@ -212,8 +212,7 @@ def export(
     folder ``onnx``, checked with onnxruntime against PyTorch on the first ``limit`` test
     images (see :mod:`vaelab.evaluation.export`). Returns model.json's content."""
     check_onnx()
-    if limit < 1:
-        raise VaelabError(f"--limit: must be at least 1, got {limit}")
+    at_least("--limit", limit)
     folder = Path(onnx)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
         raise VaelabError(f"--onnx {folder}: exists; pass --overwrite to replace it")

@@ -21,7 +21,7 @@ from torch.distributions import Independent, Normal
 
 from vaelab.data import ImageData
 from vaelab.data.prepare import eval_images, to_unit
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.disentanglement import METRICS, score, varying
 from vaelab.evaluation.explore import dim_scores, traverse
 from vaelab.evaluation.plots import traversal_figure
@@ -89,8 +89,7 @@ def disentanglement_of(
     names, which metrics were left out and why, and the codes' posterior statistics."""
     if not model.on_images:
         raise VaelabError("disentanglement: an M1+M2 run encodes M1's features; score the M1 run")
-    if pool < 100:
-        raise VaelabError(f"--pool: must be at least 100 images, got {pool}")
+    at_least("--pool", pool, 100)
     if not seeds:
         raise VaelabError("--seeds: expected at least one seed")
     x, factors, names = factors_of(data)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least, positive
 
 
 def class_names(model: torch.nn.Module, names: Sequence[str] | None = None) -> list[str]:
@@ -74,8 +74,8 @@ def label_samples(
     """What ``vaelab sample --label`` draws: ``n`` images of one class (an index, or one of
     the run's class ``names``), or with ``all`` one row per class over min(n, 10) shared
     latents. Returns (images on CPU, images per row)."""
-    if n < 1 or temperature <= 0:
-        raise VaelabError(f"-n must be >= 1 and --temperature > 0, got {n}, {temperature}")
+    at_least("-n", n)
+    positive("--temperature", temperature)
     if str(label).lower() == "all":
         resolve_label(model, 0)  # the same error for a model without labels
         cols = min(n, 10)

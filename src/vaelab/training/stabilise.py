@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from vaelab.config import Config
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, at_least, positive
 from vaelab.models import MODELS
 from vaelab.training.ema import ema_decay
 
@@ -26,10 +26,8 @@ def check_stabilisers(config: Config) -> None:
     option checks (``Model.check_config``, e.g. ``--deep-groups``)."""
     t = config.train
     ema_decay(config)
-    if t.skip_threshold is not None and not t.skip_threshold > 0:
-        raise VaelabError(f"--skip-threshold: must be > 0 (or unset), got {t.skip_threshold}")
-    if t.free_bits < 0:
-        raise VaelabError(f"--free-bits: must be >= 0, got {t.free_bits}")
+    positive("--skip-threshold", t.skip_threshold)
+    at_least("--free-bits", t.free_bits, 0)
     if t.free_bits > 0 and t.objective != "elbo":
         raise VaelabError(
             f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
