@@ -171,13 +171,13 @@ def test_stack_puts_grids_of_one_width_above_each_other():
 
 def test_pictures_refuse_bad_sizes_in_the_commands_words(digits_run):
     from vaelab.api import load
-    from vaelab.evaluation.pictures import manifold, similar, traversal
+    from vaelab.evaluation.pictures import manifold, similar_images, traversal
 
     model = load(digits_run)
     with pytest.raises(VaelabError, match="2-D latent"):
         manifold(model, 3)  # an 8-D latent has no quantile grid
     x = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(VaelabError, match="-n: must be at least 1"):
-        similar(model, x[0], 0)
+        similar_images(model, x[0], 0)
     with pytest.raises(VaelabError, match=r"--index: test index must be in \[0, 2\], got 3"):
         traversal(model, x, 3)

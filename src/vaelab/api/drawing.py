@@ -113,10 +113,12 @@ def similar(
 ) -> torch.Tensor:  # fmt: skip
     """``(1 + n, C, H, W)``: the input (a test index or an image file) then ``n`` decodings
     of z = mu + spread * sigma * eps around its posterior q(z|x) (``n`` and ``spread``
-    checked by :func:`vaelab.evaluation.generate.similar`, before any draw)."""
+    checked by :func:`vaelab.evaluation.generate.near_images`, before any draw)."""
     run = as_run(run, device)
     flag = "--index" if isinstance(image, int) else "--image"
-    grid = pictures.similar(run.model, input_image(run, image, flag, seed), n, spread, seed=seed)
+    grid = pictures.similar_images(
+        run.model, input_image(run, image, flag, seed), n, spread, seed=seed
+    )
     if out is not None:
         grid.save(target(out, overwrite))
     return grid.images

@@ -16,9 +16,8 @@ import torch
 from vaelab.api import as_run, load_test_images
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError, at_least
-from vaelab.evaluation.aevae import compare as compare_latents
-from vaelab.evaluation.aevae import train_pair
-from vaelab.evaluation.compare import compare as compare_table
+from vaelab.evaluation.aevae import compare_latent_spaces, train_pair
+from vaelab.evaluation.compare import compare_evaluations
 from vaelab.evaluation.disentangle_run import (
     disentanglement_of,
     factors_of,
@@ -101,7 +100,7 @@ def ae_vs_vae(
     if ae_run.model.has_posterior or not vae_run.model.has_posterior:
         raise VaelabError("--ae must be an autoencoder run and --vae a VAE run")
     data = load_test_images(vae_run)
-    fig, result = compare_latents(ae_run, vae_run, data, points, grid, seed, judge)
+    fig, result = compare_latent_spaces(ae_run, vae_run, data, points, grid, seed, judge)
     result.update(ae_run=str(ae), vae_run=str(vae))
     save_figure(fig, folder / "ae-vs-vae.png")
     (folder / "ae-vs-vae.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -118,7 +117,7 @@ def compare(
         if Path(out).suffix.lower() != ".png":
             raise VaelabError(f"--out {out}: expected a .png path")
         out = target(out, overwrite)
-    return compare_table(list(runs), out)
+    return compare_evaluations(list(runs), out)
 
 
 def disentanglement(

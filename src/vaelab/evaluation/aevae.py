@@ -120,7 +120,7 @@ def box_coverage(codes: torch.Tensor, draws: torch.Tensor, k: int = 3) -> float:
     return float(torch.cat(inside).double().mean())
 
 
-def compare(
+def compare_latent_spaces(
     ae: Run, vae: Run, data: ImageData, points: int = 1000, grid: int = 15, seed: int = 0,
     judge: str | None = None,
 ) -> tuple[Figure, dict[str, Any]]:  # fmt: skip

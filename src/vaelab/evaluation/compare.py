@@ -142,7 +142,7 @@ def comparison_chart(evaluations: list[dict[str, Any]], path: str | Path) -> Pat
     return save_figure(fig, path)
 
 
-def compare(runs: list[str | Path], out: str | Path | None = None) -> dict[str, Any]:
+def compare_evaluations(runs: list[str | Path], out: str | Path | None = None) -> dict[str, Any]:
     """Load the runs' evaluations; with ``out`` (a .png path) also write the chart there and
     the table next to it (.md and .json). Returns ``{header, rows, markdown}``."""
     if not runs:

@@ -68,7 +68,7 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def similar(
+def near_images(
     model: torch.nn.Module, x: torch.Tensor, n: int = 16, spread: float = 1.0,
     seed: int | None = None,
 ) -> torch.Tensor:  # fmt: skip

@@ -213,7 +213,7 @@ def build_sections(
                                    "rows 1 and 3: test images; rows 2 and 4: their "
                                    "reconstructions at z = E_q[z|x]")  # fmt: skip
     if is_vae:
-        grids = [pictures.similar(model, test[i], 11, seed=seed, nrow=12) for i in picks[:4]]
+        grids = [pictures.similar_images(model, test[i], 11, seed=seed, nrow=12) for i in picks[:4]]
         out["similar"] = _grid(pictures.stack(grids), "first column: a test image; then 11 "
                                "decodings of z = mu(x) + sigma(x) * eps")  # fmt: skip
     else:

@@ -38,9 +38,9 @@ from vaelab.evaluation.explore import (
 )
 from vaelab.evaluation.explore import interpolate as latent_path
 from vaelab.evaluation.explore import traverse as vary
+from vaelab.evaluation.generate import near_images
 from vaelab.evaluation.generate import reconstruct as decode_means
 from vaelab.evaluation.generate import sample as draw
-from vaelab.evaluation.generate import similar as around
 from vaelab.evaluation.plots import (
     grid_image,
     image_panel,
@@ -143,13 +143,13 @@ def reconstructions(model: torch.nn.Module, x: torch.Tensor, row: int = 16) -> G
     return Grid(torch.cat(chunks), row, {"inputs": inputs, "reconstructions": recon})
 
 
-def similar(
+def similar_images(
     model: torch.nn.Module, x: torch.Tensor, n: int = 15, spread: float = 1.0, *, seed: int = 0,
     nrow: int | None = None,
 ) -> Grid:  # fmt: skip
     """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
     z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed`` (``n`` checked there)."""
-    near = around(model, x, n, spread, seed=seed).cpu()
+    near = near_images(model, x, n, spread, seed=seed).cpu()
     return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
 
 

@@ -147,7 +147,7 @@ class App:
         n = f.integer(body, "n", 8, 1, 64)
         spread = f.number(body, "spread", 1.0, 0.0, 5.0)
         seed = f.integer(body, "seed", 0, 0, SEED_MAX)
-        images = ex.similar(x, n, spread, seed)
+        images = ex.near_images(x, n, spread, seed)
         return {"input": f.png_data_url(to_unit(x[None])[0]), "images": f.png_data_urls(images)}
 
     def interpolate(self, body: dict) -> dict:

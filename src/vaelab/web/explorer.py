@@ -28,7 +28,7 @@ from vaelab.evaluation.explore import (
     prior_std,
     top_dims,
 )
-from vaelab.evaluation.generate import similar
+from vaelab.evaluation.generate import near_images
 from vaelab.evaluation.sample_labels import sample_class
 from vaelab.evaluation.samplers import sample_images
 from vaelab.training.record import Run
@@ -175,11 +175,11 @@ class Explorer:
                 return sample_class(self.model, n, label, temperature).cpu()
             return sample_images(self.model, n, "prior", temperature).cpu()
 
-    def similar(self, x: torch.Tensor, n: int, spread: float, seed: int) -> torch.Tensor:
+    def near_images(self, x: torch.Tensor, n: int, spread: float, seed: int) -> torch.Tensor:
         """Decodings of z = mu(x) + spread * sigma(x) * eps for a uint8 image ``x``."""
         self.check_feature("similar")
         with self.lock:
-            return similar(self.model, x, n, spread, seed=seed).cpu()
+            return near_images(self.model, x, n, spread, seed=seed).cpu()
 
     def interpolate(
         self, a: int, b: int, steps: int, method: str, label: int | None = None
