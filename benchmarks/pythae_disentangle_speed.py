@@ -89,8 +89,9 @@ def pythae_step_fn(model_name: str, images: np.ndarray, batch: int, sampling: st
 
     shape = (c, h, w)
     if model_name == "btcvae":
+        mss = sampling == "mss"
         cfg = BetaTCVAEConfig(input_dim=shape, latent_dim=LATENT, reconstruction_loss="bce",
-                              alpha=1.0, beta=6.0, gamma=1.0, use_mss=sampling == "mss")  # fmt: skip
+                              alpha=1.0, beta=6.0, gamma=1.0, use_mss=mss)  # fmt: skip
         model = BetaTCVAE(cfg, encoder=Encoder(), decoder=Decoder())
     else:
         cfg = FactorVAEConfig(input_dim=shape, latent_dim=LATENT, reconstruction_loss="bce",
