@@ -269,3 +269,29 @@ def test_cli_btcvae_records_its_terms_and_refuses_mistakes(tmp_path):
         assert bad.returncode != 0 and needle in bad.stderr, (extra, bad.stderr)
         assert "Traceback" not in bad.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_objective_terms_survive_a_mid_epoch_resume(tmp_path, monkeypatch):
+    """The epoch means of beta-TCVAE's MI, TC and dim-wise KL in metrics.jsonl are the
+    same whether the epoch ran through or was cut after step 15 and resumed from the
+    checkpoint at step 10 (--checkpoint-every): the mid-epoch tally carries them."""
+    from vaelab.training import loop
+
+    opts = {"objective": "btcvae", "checkpoint_every": 10}
+    with one_thread():
+        full = fit(small_config(epochs=1, **opts), tmp_path / "full")
+        real_step = loop.train_step
+
+        def dies_at_15(s, *args, **kwargs):
+            if s.state.step == 15:
+                raise RuntimeError("killed")
+            return real_step(s, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "train_step", dies_at_15)
+        with pytest.raises(RuntimeError, match="killed"):
+            fit(small_config(epochs=1, **opts), tmp_path / "cut")
+        monkeypatch.setattr(loop, "train_step", real_step)
+        fit(small_config(epochs=1, **opts), tmp_path / "cut", resume=True)
+    a, b = (json.loads((r / "metrics.jsonl").read_text()) for r in (full, tmp_path / "cut"))
+    for key in ("train_mi", "train_tc", "train_dim_kl", "train_loss"):
+        assert a[key] == b[key], key
