@@ -154,7 +154,7 @@ class Stepper:
                 self.scaler.update()
             return False, loss, stats
         self.skip_reason = ""
-        side = self.model_side()
+        side = self.rebound_side()
         for opt in (self.optimizer, *side):
             if self.scaler:
                 self.scaler.step(opt)
@@ -166,7 +166,7 @@ class Stepper:
             opt.zero_grad(set_to_none=True)
         return True, loss, stats
 
-    def model_side(self) -> list[torch.optim.Optimizer]:
+    def rebound_side(self) -> list[torch.optim.Optimizer]:
         """The side optimizers, their state re-bound to the objective's buffers (a resume
         loads new values into them; a move to another device replaces them)."""
         return self.unit.objective.side_optimizers() if self.side else []
