@@ -10,6 +10,8 @@ JSON is rewritten after every run.
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/disentangle_zoo.py \\
         --dataset dsprites-small --epochs 2 --seeds 3 > zoo.log 2>&1 &
+    # or the seeds in parallel processes (each trains its seeds; the JSON gathers all):
+    #   ... --only-seeds 1 &   ... --only-seeds 2 &
     .venv/bin/python benchmarks/disentangle_zoo.py --epochs 1 --tiny     # a check: seconds
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -106,6 +109,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only-seeds", default=None,
+                        help="train just these seeds (comma list), e.g. two processes 1 and 2;"
+                        " the JSON always gathers every scored run of the --seeds")  # fmt: skip
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--pool", type=int, default=5000, help="images per metric evaluation")
     parser.add_argument("--votes", type=int, default=2000)
@@ -118,16 +124,21 @@ def main() -> None:
 
     n_train = len(load_dataset(args.dataset).train_x)
     args.steps_hint = args.epochs * math.ceil(n_train / args.batch_size)
-    runs, records = Path(args.runs), []
-    for seed in range(args.seeds):
+    runs = Path(args.runs)
+    seeds = [int(v) for v in args.only_seeds.split(",")] if args.only_seeds else range(args.seeds)
+    for seed in seeds:
         for name in args.models.split(","):
             folder = runs / f"{name}-s{seed}"
             print(f"{name} seed {seed} ...", flush=True)
-            records.append(run_one(name, seed, args, folder))
-            m = records[-1]["metrics"]
+            record = run_one(name, seed, args, folder)
+            m = record["metrics"]
             print(f"  MIG {m.get('mig_exact', math.nan):.3f}  FactorVAE score "
                   f"{m.get('factor_vae_score', math.nan):.3f}  recon "
-                  f"{records[-1]['test_recon']:.1f}", flush=True)  # fmt: skip
+                  f"{record['test_recon']:.1f}", flush=True)  # fmt: skip
+            # Every scored run of the grid (another process may be training other seeds).
+            records = [json.loads(f.read_text()) for seed_ in range(args.seeds)
+                       for name_ in args.models.split(",")
+                       if (f := runs / f"{name_}-s{seed_}" / SCORES).is_file()]  # fmt: skip
             result = {
                 "dataset": args.dataset, "epochs": args.epochs, "steps": args.steps_hint,
                 "batch_size": args.batch_size, "lr": args.lr, "pool": args.pool,
@@ -136,7 +147,9 @@ def main() -> None:
                 "summary": summarise(records), "runs": records,
             }  # fmt: skip
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(result, indent=1))
+            tmp = Path(f"{args.out}.tmp-{os.getpid()}")  # whole files only: two writers
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 
