@@ -55,7 +55,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
     if args.tiny and name == "factor_vae":
         opts.update(disc_hidden=64, disc_layers=2)
     t0 = time.perf_counter()
-    resume = (folder / "checkpoint.safetensors").is_file()
+    resume = folder.is_dir() and any(folder.iterdir())  # killed early: starts over
     vaelab.train(
         None, folder, resume=resume, dataset=args.dataset, arch="conv", latent_dim=10,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
