@@ -38,6 +38,16 @@ from vaelab.errors import VaelabError, unknown_name
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
 from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
+from vaelab.objectives.factorvae import FactorTerm, FactorVAEOptions
+from vaelab.objectives.latent_terms import (
+    AnnealedOptions,
+    CapacityTerm,
+    DIPOptions,
+    DIPTerm,
+    LatentTerm,
+    check_annealed,
+)
+from vaelab.objectives.tcvae import BTCVAEOptions, TCTerm
 
 
 def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -160,11 +170,30 @@ class Objective(nn.Module):
                 f"--objective {name}: needs --estimator reparam (or elbo for the others)"
             )
         self.free_bits, self.terms = free_bits, terms
+        # Terms with state (a step counter, a discriminator): checkpointed as objective/parts.*
+        self.parts = nn.ModuleList([t for t in terms if isinstance(t, nn.Module)])
+        self.reads_draw = any(isinstance(t, LatentTerm) for t in terms)
+
+    def side_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers of the terms' own parameters (FactorVAE's discriminator), which
+        the training step steps after the model's; their parameters are not the model's
+        optimizer's (:meth:`side_parameters`)."""
+        return [o for t in self.parts if isinstance(t, LatentTerm) for o in t.side_optimizers()]
+
+    def side_parameters(self) -> set[int]:
+        """ids of the parameters the side optimizers own."""
+        return {id(p) for o in self.side_optimizers() for g in o.param_groups for p in g["params"]}
 
     def draw(
         self, model: nn.Module, x: torch.Tensor, samples: int, y: torch.Tensor | None = None
     ) -> tuple[Terms, torch.Tensor | None]:
         """The model's Terms at K draws of z and the draws' score term (None: pathwise)."""
+        if self.reads_draw:  # the terms read z and q(z|x) (checked Gaussian at build time)
+            q = model.encode(x)
+            z = q.rsample((samples,))
+            terms = model.terms_at(x, z, q)
+            terms.extras.update(z=z, q_mean=q.mean, q_std=q.stddev)
+            return terms, None
         if self.estimator.pathwise:  # the model's own draw (its closed-form Normal path)
             return (model(x, samples) if y is None else model(x, samples, y=y)), None
         q = model.encode(x)
@@ -182,7 +211,10 @@ class Objective(nn.Module):
         if score is not None:  # zero-valued: the reported bound is unchanged
             loss = loss + self.estimator.surrogate(x, score, SIGNALS[self.name](terms, beta))
         for term in self.terms:
-            value, more = term(model, x, y, labelled)
+            if isinstance(term, LatentTerm):
+                value, more = term(terms, beta)
+            else:
+                value, more = term(model, x, y, labelled)
             loss = loss + value
             stats.update(more)
         # Detached: the loop sums them over an epoch, which must not keep each step's graph.
@@ -205,6 +237,8 @@ def build_objective(config: Config, model: Any, n_train: int | None = None) -> O
             f"--estimator {m.estimator}: --model {m.model} draws its latents by "
             "reparameterization inside the model; use --estimator reparam"
         )
+    if t.objective in DRAWN:
+        check_drawn(config, model)
     terms = EXTRA_TERMS[t.objective](config, n_train) if t.objective in EXTRA_TERMS else ()
     return Objective(t.objective, estimator, t.free_bits, terms)
 
@@ -224,3 +258,74 @@ def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
 # Objectives with loss terms beyond their reduction: name -> (config, N) -> terms (a term:
 # ``(model, x, y, labelled) -> (value, stats)``, added to the reduction's loss).
 EXTRA_TERMS: dict[str, Callable[[Config, int | None], tuple]] = {"m2": m2_terms}
+
+
+# --- disentanglement objectives (issue 21): objectives/{latent_terms,tcvae,factorvae}.py ---
+
+
+def reconstruction(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-E_q log p(x|z) alone: the reduction of objectives whose KL part is a term of their
+    own (annealed, btcvae). The stats are the ELBO's (bound at beta = 1)."""
+    recon = terms.log_px_z.mean(0)
+    kl = terms.kl_per_image()
+    return -recon.mean(), {"bound": (recon - kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+
+
+OBJECTIVES["annealed"] = reconstruction  # + gamma |KL - C(t)|
+OBJECTIVES["btcvae"] = reconstruction  # + beta (alpha MI + tc_beta TC + gamma dimKL)
+OBJECTIVES["factorvae"] = elbo  # + gamma TC (discriminator)
+OBJECTIVES["dip"] = elbo  # + DIP regulariser
+OBJECTIVE_OPTIONS["annealed"] = AnnealedOptions
+OBJECTIVE_OPTIONS["btcvae"] = BTCVAEOptions
+OBJECTIVE_OPTIONS["factorvae"] = FactorVAEOptions
+OBJECTIVE_OPTIONS["dip"] = DIPOptions
+# The objectives whose terms read the draw z ~ q(z|x) and a Gaussian q's mean and std.
+DRAWN = frozenset({"annealed", "btcvae", "factorvae", "dip"})
+
+
+def check_drawn(config: Config, model: Any) -> None:
+    """The disentanglement objectives need one Gaussian posterior (encode/terms_at) and
+    reparameterized draws; all but annealed a standard normal prior (their terms compare
+    q(z) with a factorised N(0, I))."""
+    m, t = config.model, config.train
+    if not (model.has_posterior and model.any_estimator):
+        raise VaelabError(
+            f"--objective {t.objective}: --model {m.model} has no single posterior q(z|x) to "
+            "draw from; use --model vae (or another family with one)"
+        )
+    if m.posterior != "normal" or (t.objective != "annealed" and m.prior != "normal"):
+        raise VaelabError(
+            f"--objective {t.objective}: needs --posterior normal and --prior normal "
+            f"(got {m.posterior}, {m.prior})"
+        )
+
+
+def _options(config: Config, cls: type) -> Any:
+    o = config.train.options
+    return o if isinstance(o, cls) else cls()
+
+
+def annealed_terms(config: Config, n_train: int | None) -> tuple[CapacityTerm]:
+    options = _options(config, AnnealedOptions)
+    check_annealed(options, config.train.beta)
+    return (CapacityTerm(options),)
+
+
+def btcvae_terms(config: Config, n_train: int | None) -> tuple[TCTerm]:
+    if not n_train:  # a caller's mistake: log q(z) is over the N training images
+        raise TypeError("build_objective: --objective btcvae needs n_train (N)")
+    return (TCTerm(_options(config, BTCVAEOptions), n_train),)
+
+
+def factorvae_terms(config: Config, n_train: int | None) -> tuple[FactorTerm]:
+    return (FactorTerm(_options(config, FactorVAEOptions), config.model.latent_dim),)
+
+
+def dip_terms(config: Config, n_train: int | None) -> tuple[DIPTerm]:
+    return (DIPTerm(_options(config, DIPOptions)),)
+
+
+EXTRA_TERMS["annealed"] = annealed_terms
+EXTRA_TERMS["btcvae"] = btcvae_terms
+EXTRA_TERMS["factorvae"] = factorvae_terms
+EXTRA_TERMS["dip"] = dip_terms

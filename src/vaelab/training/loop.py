@@ -186,6 +186,9 @@ class Tally:
     sums: torch.Tensor  # (4,)
     counted: int = 0
     t0: float = field(default_factory=time.perf_counter)
+    # The objective's other stats (beta-TCVAE's mi/tc/dim_kl, FactorVAE's disc_loss, ...),
+    # summed likewise; they become metrics.jsonl's train_<name> columns.
+    more: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def start(cls, s: Session) -> Tally:
@@ -197,6 +200,8 @@ class Tally:
             if s.world.is_main:
                 tally.sums += torch.tensor(saved["sums"][:4], device=tally.sums.device)
                 tally.counted = int(saved["sums"][4])
+                for i, key in enumerate(saved.get("more", [])):
+                    tally.more[key] = torch.tensor(saved["sums"][5 + i], device=tally.sums.device)
             s.stepper.norms.copy_(torch.tensor(saved["grad_norms"]))
         return tally
 
@@ -205,17 +210,27 @@ class Tally:
             self.counted += 1
             stats = step.stats
             self.sums += torch.stack([step.loss, stats["bound"], stats["recon"], stats["kl"]])
+            for key, value in stats.items():
+                if key not in BASE_STATS:
+                    self.more[key] = self.more.get(key, 0.0) + value.float()
 
     def total(self, s: Session) -> torch.Tensor:
-        """loss, bound, recon, kl and applied steps summed over every rank (collective)."""
-        return s.world.all_sum(torch.cat([self.sums, self.sums.new_tensor([self.counted])]))
+        """loss, bound, recon, kl, applied steps, then the other stats in ``sorted(more)``
+        order, summed over every rank (collective)."""
+        more = [self.more[k].reshape(1) for k in sorted(self.more)]
+        counted = self.sums.new_tensor([self.counted])
+        return s.world.all_sum(torch.cat([self.sums, counted, *more]))
+
+
+BASE_STATS = ("bound", "recon", "kl")  # every objective's stats: train_bound etc.
 
 
 def save_mid_epoch(s: Session, epoch: int, b: int, tally: Tally) -> None:
     """A checkpoint at the boundary after batch ``b`` of ``epoch`` (--checkpoint-every, or
     Ctrl-C), with the epoch's tally so far (collective: every rank calls it)."""
     s.state.epoch, s.state.batch = epoch, b + 1
-    s.state.extra[TALLY] = {"sums": tally.total(s).tolist(), "grad_norms": s.stepper.norms.tolist()}
+    s.state.extra[TALLY] = {"sums": tally.total(s).tolist(), "grad_norms": s.stepper.norms.tolist(),
+                            "more": sorted(tally.more)}  # fmt: skip
     save(s)
     del s.state.extra[TALLY]
 
@@ -240,6 +255,7 @@ def end_of_epoch(
     seconds = time.perf_counter() - tally.t0
     sums = tally.total(s)
     train = (sums[:4] / sums[4].clamp(min=1)).tolist()
+    more = dict(zip(sorted(tally.more), (sums[5:] / sums[4].clamp(min=1)).tolist(), strict=True))
     test = world.test_bound(s.eval_model, s.test_x, t.eval_samples)
     images = min(len(s.train_x), s.steps_per_epoch * t.batch_size) - tally.first * t.batch_size
     row = {
@@ -251,6 +267,7 @@ def end_of_epoch(
         "test_kl": test["kl"], "seconds": seconds, "images_per_s": images / seconds,
         "skipped_steps": s.state.skipped_steps, "skipped_grad_norm": s.state.skipped_grad_norm,
     }  # fmt: skip
+    row.update({f"train_{k}": v for k, v in more.items()})  # the objective's own terms
     norms = s.stepper.norms
     if norms[2] > 0:  # measured with --clip-grad or --skip-threshold
         total, top, count = norms.tolist()
@@ -266,7 +283,7 @@ def end_of_epoch(
         tqdm.write(
             f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
             f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}){_bits(s, test['elbo'])}  "
-            f"{seconds:.1f}s"
+            f"{seconds:.1f}s" + "".join(f"  {k} {v:.3g}" for k, v in more.items())
         )
     s.state.epoch, s.state.batch = epoch + 1, 0
     save(s)

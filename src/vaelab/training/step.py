@@ -27,9 +27,12 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     """Adam with ``--lr`` and ``--weight-decay``; the training step sets each step's rate
     (``lr_at``), so there is no scheduler object."""
     t = config.train
+    # Parameters with an optimizer of their own (FactorVAE's discriminator) are not Adam's.
+    side = model.objective.side_parameters() if isinstance(model, LossModule) else set()
+    params = [p for p in model.parameters() if id(p) not in side]
     # The fused kernel does Adam's five elementwise passes in one (about a third of an
     # MLP VAE's CPU step otherwise); it exists for float32 on CPU and CUDA.
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
 
 
 def grads_finite(params: list[torch.Tensor]) -> torch.Tensor:
@@ -89,6 +92,10 @@ class Stepper:
             if any(True for _ in model.objective.parameters()):  # not in the optimizer
                 raise TypeError("Stepper: build the LossModule (and its optimizer) first")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.unit = model
+        # The objective's own optimizers (FactorVAE's discriminator): stepped after the
+        # model's, from the same backward pass, under the same finite check.
+        self.side = model.objective.side_optimizers()
         self.model = self.world.wrap(model)
         self.skip_reason = ""  # why the last skipped step was skipped: non-finite | grad-norm
         self.norms = torch.zeros(3, device=device)  # sum, max, count of measured grad norms
@@ -118,7 +125,8 @@ class Stepper:
         scaled = loss * scale if scale != 1.0 else loss
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if self.scaler:
-            self.scaler.unscale_(self.optimizer)
+            for opt in (self.optimizer, *self.side):
+                self.scaler.unscale_(opt)
         clip, skip = self.config.train.clip_grad, self.config.train.skip_threshold
         norm = None
         if clip is not None or skip is not None:
@@ -140,18 +148,28 @@ class Stepper:
             self.norms[2] += 1
         if not keep:
             self.skip_reason = "grad-norm" if all_finite else "non-finite"
-            self.optimizer.zero_grad(set_to_none=True)
+            for opt in (self.optimizer, *self.side):
+                opt.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.update()
             return False, loss, stats
         self.skip_reason = ""
+        side = self.rebound_side()
+        for opt in (self.optimizer, *side):
+            if self.scaler:
+                self.scaler.step(opt)
+            else:
+                opt.step()
         if self.scaler:
-            self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for opt in (self.optimizer, *side):
+            opt.zero_grad(set_to_none=True)
         return True, loss, stats
+
+    def rebound_side(self) -> list[torch.optim.Optimizer]:
+        """The side optimizers, their state re-bound to the objective's buffers (a resume
+        loads new values into them; a move to another device replaces them)."""
+        return self.unit.objective.side_optimizers() if self.side else []
 
 
 # Autocast on CPU too (bf16; fp16 with torch.amp.GradScaler("cpu")): off for users, whose
