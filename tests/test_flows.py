@@ -31,7 +31,7 @@ def test_log_determinants_match_autograd_jacobian_float64():
     for flow, extra in _flows():
         for seed in range(5):
             z = torch.randn(D, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-            jac = jacrev(lambda v: flow(v[None], extra[None])[0][0])(z)
+            jac = jacrev(lambda v, f=flow, e=extra: f(v[None], e[None])[0][0])(z)
             _, logdet = flow(z[None], extra[None])
             torch.testing.assert_close(
                 logdet[0], torch.linalg.slogdet(jac)[1], rtol=1e-10, atol=1e-10
@@ -131,7 +131,8 @@ def test_iwae_with_flow_posterior_closes_on_exact_log_px():
     """After fitting the encoder and flow by the ELBO (decoder fixed at the true linear map),
     the ELBO gap to the closed-form log p(x) must be small (a full-covariance posterior
     reached through the flow: with flow_steps = 0 this model is a diagonal Gaussian, whose
-    gap on this W measured 0.77 nats, the IAF 0.008, planar 0.034), and the IWAE bound must rise with K towards log p(x)
+    gap on this W measured 0.77 nats, the IAF 0.008, planar 0.034), and the IWAE bound
+    must rise with K towards log p(x)
     (K = 1000: within 0.02 nats; its bias is ~Var(w)/2K)."""
     model, x, exact = _linear_gaussian_flow("iaf")
     torch.manual_seed(5)

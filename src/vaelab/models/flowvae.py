@@ -16,6 +16,7 @@ parameters): 2D + the context size (iaf) or N (2D + 1) (planar).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.distributions import Distribution, constraints
@@ -44,7 +45,7 @@ class FlowPosterior(Distribution):
     steps have no closed-form inverse) and refused elsewhere; ``mean`` and ``stddev`` are
     Monte Carlo estimates from 256 draws (what a tool that wants a point and a spread uses)."""
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 
@@ -61,14 +62,14 @@ class FlowPosterior(Distribution):
         log_q = standard_normal_log_prob(eps) - 0.5 * self.logvar.sum(-1) - logdet
         return z, log_q
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape=()) -> torch.Tensor:
         n = int(torch.Size(sample_shape).numel())
         z, log_q = self.draw(n)
         z = z.reshape(*sample_shape, *z.shape[1:])
         self._cache.append((z, log_q.reshape(*sample_shape, *log_q.shape[1:])))
         return z
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
