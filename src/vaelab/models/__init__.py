@@ -15,6 +15,7 @@ from vaelab.models.deep import DeepVAE
 from vaelab.models.flowvae import FlowVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
+from vaelab.models.svae import SVAE
 from vaelab.models.vae import VAE
 
 MODELS: dict[str, type[Model]] = {
@@ -23,6 +24,7 @@ MODELS: dict[str, type[Model]] = {
 MODELS["deep"] = DeepVAE
 # zoob (issue 23): flow posteriors, hyperspherical and categorical latents
 MODELS["flow"] = FlowVAE
+MODELS["svae"] = SVAE
 
 # The config's model section holds the options of the family --model names.
 OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
@@ -42,5 +44,5 @@ def build_model(
 
 __all__ = [
     "CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "FlowVAE", "Model",
-    "build_model",
+    "SVAE", "build_model",
 ]  # fmt: skip
