@@ -116,7 +116,9 @@ def test_implicit_gradient_matches_finite_differences_of_inverse_cdf(m, kappa):
         u = _cdf(m, kappa, w)
         h = 1e-4 * kappa
         roots = [
-            optimize.brentq(lambda t, kk=kk: _cdf(m, kk, t) - u, -1 + 1e-12, 1 - 1e-15, xtol=1e-15)
+            optimize.brentq(
+                lambda t, kk=kk, u=u: _cdf(m, kk, t) - u, -1 + 1e-12, 1 - 1e-15, xtol=1e-15
+            )
             for kk in (kappa + h, kappa - h)
         ]
         fd = (roots[0] - roots[1]) / (2 * h)

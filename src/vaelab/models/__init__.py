@@ -13,6 +13,7 @@ from vaelab.models.base import Model
 from vaelab.models.cvae import CVAE
 from vaelab.models.deep import DeepVAE
 from vaelab.models.flowvae import FlowVAE
+from vaelab.models.gumbel import GumbelVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.svae import SVAE
@@ -25,6 +26,7 @@ MODELS["deep"] = DeepVAE
 # zoob (issue 23): flow posteriors, hyperspherical and categorical latents
 MODELS["flow"] = FlowVAE
 MODELS["svae"] = SVAE
+MODELS["gumbel"] = GumbelVAE
 
 # The config's model section holds the options of the family --model names.
 OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
@@ -43,6 +45,6 @@ def build_model(
 
 
 __all__ = [
-    "CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "FlowVAE", "Model",
-    "SVAE", "build_model",
+    "CVAE", "HVAE", "M2", "MODELS", "SVAE", "VAE", "Autoencoder", "DeepVAE", "FlowVAE",
+    "GumbelVAE", "Model", "build_model",
 ]  # fmt: skip

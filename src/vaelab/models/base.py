@@ -39,8 +39,8 @@ the model with ``hasattr``; a capability a family does not declare is off):
     latent_space        where z lives, for the tools: "euclidean" (R^D), "sphere" (the unit
                         sphere S^{D-1}: interpolation follows great circles, moved points are
                         put back on the sphere) or "categorical" (a relaxed one-hot group
-                        after ``continuous_dims`` real ones: traversals refused, similar
-                        draws from q(z|x) itself)
+                        groups of ``categories`` after ``continuous_dims`` real numbers: a
+                        traversal of a group shows its classes, similar draws from q(z|x))
     default_ema         the weight-average decay training uses when --ema is unset
     options             the family's options: a frozen dataclass whose fields are its flags
                         (``--z1-dim``), held in ``ModelConfig.options`` and written to
