@@ -128,12 +128,13 @@ def interpolate(
     if method not in INTERPOLATIONS:
         raise unknown_name("--method", method, INTERPOLATIONS)
     at_least("--steps", steps, 2)
-    if model.latent_space == "sphere":  # on S^{D-1} the path is the great circle
-        method = "spherical"
     z = latent_means(model, torch.stack([x0, x1]))
     if y is None and model.uses_labels:
         y = int(image_labels(model, x0[None])[0])
-    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps), y=y)
+    path = INTERPOLATIONS[method](z[0], z[1], steps)
+    if model.latent_space == "sphere":  # on S^{D-1}: both paths follow the great circle
+        path = path / path.norm(dim=-1, keepdim=True)  # (linear: the chord's projection)
+    return decode_mean(model, path, y=y)
 
 
 def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
