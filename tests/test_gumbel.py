@@ -86,3 +86,30 @@ def test_importance_sampled_log_px_matches_exact_sum_over_classes():
     est, se = w.mean(0), w.std(0) / math.sqrt(4000)
     for b in range(2):
         assert abs(est[b] - exact[b].exp()) < 4 * se[b] + 1e-15, (est[b], exact[b].exp())
+
+
+def test_capacity_objective_limits_and_schedule():
+    """With gamma = 1 and both targets 0 (step 0) the capacity loss is the negative ELBO (KLs
+    are >= 0, so |KL - 0| = KL); the targets rise linearly to their final values, the
+    categorical one capped at V log C (here 2 log 3 < 5 nats); other models are refused."""
+    import pytest
+
+    from vaelab.errors import VaelabError
+    from vaelab.models.terms import Terms
+    from vaelab.objectives import elbo, get_objective
+
+    opts = GumbelOptions(categories=3, cat_vars=2, joint=True, capacity_gamma=1.0,
+                         capacity_steps=10, cont_capacity=4.0, disc_capacity=5.0)  # fmt: skip
+    model = GumbelVAE.from_config(ModelConfig(model="gumbel", latent_dim=2, hidden=(8,),
+                                              options=opts), (1, 2, 2))  # fmt: skip
+    x = torch.rand(5, 1, 2, 2).round()
+    model.eval()
+    t = model(x, 3)
+    cap = get_objective("capacity")
+    torch.testing.assert_close(cap(t)[0], elbo(t)[0])
+    model.step.fill_(5)
+    torch.testing.assert_close(model.capacity(), torch.tensor([2.0, math.log(3), 1.0]))
+    model.step.fill_(100)
+    torch.testing.assert_close(model.capacity(), torch.tensor([4.0, 2 * math.log(3), 1.0]))
+    with pytest.raises(VaelabError, match="capacity"):
+        cap(Terms(t.log_px_z, t.log_pz, t.log_qz_x, kl=t.kl))

@@ -41,6 +41,8 @@ the model with ``hasattr``; a capability a family does not declare is off):
                         put back on the sphere) or "categorical" (a relaxed one-hot group
                         groups of ``categories`` after ``continuous_dims`` real numbers: a
                         traversal of a group shows its classes, similar draws from q(z|x))
+    capacity_terms      Terms.extras holds kl_cont, kl_disc and capacity (C_z, C_c, gamma) for
+                        JointVAE's ``--objective capacity`` (objectives/capacity.py)
     default_ema         the weight-average decay training uses when --ema is unset
     options             the family's options: a frozen dataclass whose fields are its flags
                         (``--z1-dim``), held in ``ModelConfig.options`` and written to
@@ -79,6 +81,7 @@ class Model(nn.Module):
     )
     on_images: bool = True
     latent_space: ClassVar[str] = "euclidean"  # euclidean | sphere | categorical
+    capacity_terms: ClassVar[bool] = False  # extras for --objective capacity (JointVAE)
     default_ema: ClassVar[float] = 0.0  # training's weight average when --ema is unset
     options: ClassVar[type | None] = None
 

@@ -9,11 +9,14 @@ training the groups are relaxed at the temperature tau(step) (Jang's exponential
 so resume continues the schedule); in evaluation they are exact one-hot draws, so the test
 ELBO and the importance-sampled NLL bound the discrete model. The KL is analytic: the
 Gaussian KL plus sum_v KL(Cat(pi_v) || U(C)); ``Terms.extras`` holds both parts
-(``kl_cont``, ``kl_disc``) for the JointVAE capacity objective (``--objective capacity``).
+(``kl_cont``, ``kl_disc``) and the capacity targets at this step (``capacity``: C_z, C_c,
+gamma, from the family's ``--cont-capacity``, ``--disc-capacity``, ``--capacity-steps``,
+``--capacity-gamma``) for the JointVAE capacity objective (``--objective capacity``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +46,10 @@ class GumbelOptions:
     tau_start: float = 1.0  # gumbel: initial Gumbel-softmax temperature
     tau_min: float = 0.5  # gumbel: floor of the annealed temperature
     tau_rate: float = 3e-5  # gumbel: tau = max(tau_min, tau_start exp(-rate step))
+    capacity_gamma: float = 30.0  # gumbel: --objective capacity: weight of |KL - C|
+    cont_capacity: float = 5.0  # gumbel: --objective capacity: final C of the Gaussian KL
+    disc_capacity: float = 5.0  # gumbel: --objective capacity: final C of the categorical KL
+    capacity_steps: int = 25000  # gumbel: --objective capacity: steps for C to rise from 0
 
 
 class GumbelVAE(VAE):
@@ -51,6 +58,7 @@ class GumbelVAE(VAE):
     options = GumbelOptions
     any_estimator = False  # the relaxed draw is its estimator
     latent_space = "categorical"
+    capacity_terms = True
     chain = None
     export_refusal = "encoder: the posterior is (mu, logvar, logits), not (mu, logvar)"
 
@@ -68,6 +76,10 @@ class GumbelVAE(VAE):
         positive("--tau-start", o.tau_start)
         positive("--tau-min", o.tau_min)
         at_least("--tau-rate", o.tau_rate, 0)
+        at_least("--capacity-gamma", o.capacity_gamma, 0)
+        at_least("--cont-capacity", o.cont_capacity, 0)
+        at_least("--disc-capacity", o.disc_capacity, 0)
+        at_least("--capacity-steps", o.capacity_steps)
         if cfg.posterior != "normal" or cfg.prior != "normal":
             raise VaelabError("--model gumbel: its posterior and prior are fixed; leave "
                               "--posterior and --prior unset")  # fmt: skip
@@ -95,6 +107,15 @@ class GumbelVAE(VAE):
     def tau(self) -> float:
         o = self.opts
         return temperature_at(int(self.step), o.tau_start, o.tau_min, o.tau_rate)
+
+    def capacity(self) -> torch.Tensor:
+        """JointVAE's capacity targets at the current step, ``(3,)``: (C_z, C_c, gamma), each C
+        rising linearly from 0 to its final value over ``capacity_steps``; C_c is capped at
+        the categorical KL's maximum V log C (Dupont 2018, section 3)."""
+        o = self.opts
+        frac = min(1.0, int(self.step) / o.capacity_steps)
+        c_disc = min(o.disc_capacity, o.cat_vars * math.log(o.categories))
+        return torch.tensor([frac * o.cont_capacity, frac * c_disc, o.capacity_gamma])
 
     def _posterior(self, x: torch.Tensor, relaxed: bool) -> JointPosterior:
         params = full_precision(self.encoder(x))
@@ -124,7 +145,7 @@ class GumbelVAE(VAE):
             log_pz=lambda: self.prior.log_prob(z, tau),
             log_qz_x=lambda: q.log_prob(z),
             kl=kl_cont + kl_disc,
-            extras={"kl_cont": kl_cont, "kl_disc": kl_disc, "step": self.step.clone()},
+            extras={"kl_cont": kl_cont, "kl_disc": kl_disc, "capacity": self.capacity()},
         )
 
     def forward(self, x: torch.Tensor, samples: int = 1) -> Terms:
