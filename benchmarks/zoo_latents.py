@@ -43,7 +43,6 @@ BASE = {"dataset": "fashion-mnist", "binarize": "dynamic", "arch": "mlp", "hidde
         "report": False}  # fmt: skip
 # family -> (vaelab overrides, pythae model or None, pythae config options)
 FAMILIES: dict[str, tuple[dict, str | None, dict]] = {
-    "vae": ({}, None, {}),
     "flow-iaf": ({"model": "flow", "flow": "iaf", "flow_steps": 2, "flow_hidden": 64},
                  "VAE_IAF", {"n_made_blocks": 2, "n_hidden_in_made": 1, "hidden_size": 64}),
     "flow-planar": ({"model": "flow", "flow": "planar", "flow_steps": 2},
@@ -52,6 +51,7 @@ FAMILIES: dict[str, tuple[dict, str | None, dict]] = {
     "gumbel": ({"model": "gumbel", "cat_vars": 20, "categories": 10}, None, {}),
     "jointvae": ({"model": "gumbel", "joint": True, "latent_dim": 10, "cat_vars": 1,
                   "categories": 10}, None, {}),
+    "vae": ({}, None, {}),
 }  # fmt: skip
 
 
