@@ -11,7 +11,8 @@ concentration); decoder Linear(D, 400)-ReLU-Linear(400, 784) then pythae's sigmo
 (pythae's own training step, without its trainer's callbacks). Then scores it on the test
 images vaelab scores (``--test``: vaelab's fixed binarization of the first N test images):
 test ELBO = -pythae's loss in eval mode (one posterior draw per image, as pythae computes
-it), IS-NLL = minus pythae's own ``get_nll`` (which returns log p(x)) (K = ``--nll-samples``), and the reconstruction MSE
+it), IS-NLL = minus pythae's own ``get_nll`` (which returns log p(x); K = ``--nll-samples``),
+and the reconstruction MSE
 of one posterior draw's decoded mean against the binarized image. Writes ``pythae.json``.
 """
 
@@ -110,13 +111,15 @@ def main() -> int:
             sq += float((out.recon_x.reshape(len(xb), -1) - xb.flatten(1)).square().mean(1).sum())
     t0 = time.perf_counter()
     # get_nll returns the importance-sampled log p(x) (its docstring says NLL; the values
-    # are negative log-likelihoods' negatives), so the NLL is its negative
-    log_px = float(np.mean(model.get_nll(test, n_samples=a.nll_samples, batch_size=a.nll_samples)))
+    # are log-likelihoods), so the NLL is its negative
+    k = a.nll_samples
+    log_px = float(np.mean(model.get_nll(test, n_samples=k, batch_size=k)))
     nll = -log_px
     info = {"model": a.model, "config": json.loads(a.config), "epochs": a.epochs,
             "batch_size": a.batch_size, "train_seconds": seconds, "images_per_s": images / seconds,
             "train_loss_per_epoch": losses, "test_images": len(test),
-            "test_elbo": -neg_elbo / len(test), "nll_nats": nll, "get_nll_value": log_px, "nll_samples": a.nll_samples,
+            "test_elbo": -neg_elbo / len(test), "nll_nats": nll, "get_nll_value": log_px,
+            "nll_samples": a.nll_samples,
             "nll_seconds": time.perf_counter() - t0,
             "recon_mse_posterior_draw": sq / len(test), "torch": torch.__version__}  # fmt: skip
     folder = Path(a.out)
