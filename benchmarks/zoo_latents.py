@@ -34,6 +34,7 @@ from provenance import provenance, save_json  # benchmarks/provenance.py
 from vaelab.config import Config, with_overrides
 from vaelab.data import dataset_for
 from vaelab.data.prepare import eval_images, to_unit
+from vaelab.models import MODELS  # importing the registry registers the families' options
 from vaelab.training.folder import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,7 @@ FAMILIES: dict[str, tuple[dict, str | None, dict]] = {
 
 
 def config_of(name: str, epochs: int) -> Config:
+    assert FAMILIES[name][0].get("model", "vae") in MODELS
     return with_overrides(Config(), {**BASE, "epochs": epochs, **FAMILIES[name][0]}, name)
 
 
