@@ -9,10 +9,11 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 from torch.func import jacrev
 
+from vaelab.config import ModelConfig
 from vaelab.latents.flows import IAFFlow, PlanarFlow, made_masks, planar_step
 from vaelab.latents.priors import StandardNormalPrior
 from vaelab.likelihoods import GaussianFixed
-from vaelab.models.flowvae import FlowVAE
+from vaelab.models.flowvae import FlowOptions, FlowVAE
 
 D = 5
 
@@ -67,11 +68,8 @@ def test_iaf_step_is_autoregressive_by_gradients():
 def test_flow_posterior_log_q_by_independent_change_of_variables():
     """log q(z_T|x) of the model against log N(z_0) - log|det J| with J from autograd."""
     torch.manual_seed(2)
-    model = FlowVAE.from_config(
-        __import__("vaelab.config", fromlist=["ModelConfig"]).ModelConfig(
-            model="flow", latent_dim=D, hidden=(32,),
-        ), (1, 4, 4),
-    ).double()  # fmt: skip
+    model = FlowVAE.from_config(ModelConfig(model="flow", latent_dim=D, hidden=(32,)), (1, 4, 4))
+    model = model.double()
     for p in model.flow.parameters():
         p.data.normal_(0, 0.3)
     x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
@@ -94,9 +92,6 @@ def test_flow_posterior_log_q_by_independent_change_of_variables():
 def _linear_gaussian_flow(flow: str):
     """p(z) = N(0, I_2), p(x|z) = N(Wz + b, s^2 I) with correlated columns of W: the exact
     posterior has a full covariance, which a diagonal Gaussian cannot match."""
-    from vaelab.config import ModelConfig
-    from vaelab.models.flowvae import FlowOptions
-
     torch.manual_seed(0)
     d, pix, s = 2, 16, 0.3
     w = torch.randn(pix, d, dtype=torch.float64)
