@@ -145,12 +145,12 @@ def sample_w(m: int, kappa: torch.Tensor, n: int) -> torch.Tensor:
     c = k * x0 + (m - 1) * torch.log(1 - x0 * x0)
     w = torch.empty_like(k)
     todo = torch.ones_like(k, dtype=torch.bool)
-    beta = Beta(torch.tensor((m - 1) / 2, dtype=torch.float64), torch.tensor((m - 1) / 2,
-                dtype=torch.float64))  # fmt: skip
+    half = torch.tensor((m - 1) / 2, dtype=torch.float64, device=k.device)
+    beta = Beta(half, half)
     while todo.any():
         idx = todo.nonzero(as_tuple=True)
         bb, kk, xx, cc = b[idx], k[idx], x0[idx], c[idx]
-        e = beta.sample(bb.shape).to(k.device)
+        e = beta.sample(bb.shape)
         cand = (1 - (1 + bb) * e) / (1 - (1 - bb) * e)
         u = torch.rand_like(cand)
         ok = kk * cand + (m - 1) * torch.log(1 - xx * cand) - cc >= torch.log(u)
