@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # autoencoder, VAE, 2-level, class-conditional, M2 or deep hierarchical VAE
+    model: str = "vae"  # AE, VAE, 2-level, conditional, M2, deep; flow, sphere, categorical
     arch: str = "mlp"  # encoder/decoder bodies: fully connected, strided or residual convs
     hidden: tuple[int, ...] | None = None  # widths; default mlp 400, conv 32,64, resnet 32,64,128
     blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)

@@ -134,7 +134,10 @@ def interpolate(
     z = latent_means(model, torch.stack([x0, x1]))
     if y is None and model.uses_labels:
         y = int(image_labels(model, x0[None])[0])
-    return decode_mean(model, INTERPOLATIONS[method](z[0], z[1], steps), y=y)
+    path = INTERPOLATIONS[method](z[0], z[1], steps)
+    if model.latent_space == "sphere":  # on S^{D-1}: both paths follow the great circle
+        path = path / path.norm(dim=-1, keepdim=True)  # (linear: the chord's projection)
+    return decode_mean(model, path, y=y)
 
 
 def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
@@ -204,12 +207,30 @@ def traverse(
     z = mu.repeat(len(dims), steps, 1)
     scale = prior_std(model)
     for row, d in enumerate(dims):
+        if model.latent_space == "categorical" and d >= model.continuous_dims:
+            z[row] = category_sweep(model, mu, d, steps)  # a group has no axis: its classes
+            continue
         z[row, :, d] += offsets * scale[d]
     z = z.reshape(-1, len(mu))
+    if model.latent_space == "sphere":  # the moved point, put back on the sphere
+        z = z / z.norm(dim=-1, keepdim=True)
     # Gamma/Beta: stay in the support (a point code has no prior)
     bounds = getattr(model.prior, "bounds", None) if model.has_prior else None
     y = image_labels(model, x[None])  # a conditional model: the image's own label
     return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
+
+
+def category_sweep(model: torch.nn.Module, mu: torch.Tensor, d: int, steps: int) -> torch.Tensor:
+    """``steps`` copies of the code ``mu`` ``(D,)`` with the one-hot group holding coordinate
+    ``d`` set to class round(j (C - 1) / (steps - 1)), j = 0..steps-1 (a categorical latent's
+    traversal, as JointVAE shows it)."""
+    c = model.categories
+    start = model.continuous_dims + (d - model.continuous_dims) // c * c
+    z = mu.repeat(steps, 1)
+    z[:, start : start + c] = 0
+    classes = torch.linspace(0, c - 1, steps).round().long()
+    z[torch.arange(steps), start + classes] = 1
+    return z
 
 
 @torch.no_grad()

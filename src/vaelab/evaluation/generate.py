@@ -87,6 +87,13 @@ def near_images(
         raise no_posterior(model, "similar", "use interpolate, or train with --model vae")
     labels = model.label_args(xu)  # a conditional model: encode and decode with x's label
     q = model.encode(xu, *labels)
-    mu, std = q.mean, q.stddev
-    z = mu + spread * std * torch.randn(n, *mu.shape[1:], device=mu.device)
+    if model.latent_space != "euclidean" and spread == 1:  # q(z|x) itself, on its space
+        return model.likelihood.mean(model.decode(q.sample((n,))[:, 0], *labels))
+    if model.latent_space == "categorical" and spread != 0:
+        raise VaelabError("--spread: a categorical latent is drawn from q(z|x) (1) or "
+                          f"its mean (0), not scaled; got {spread}")  # fmt: skip
+    mu = model.latent_mean(xu, *labels) if model.latent_space != "euclidean" else q.mean
+    z = mu + spread * q.stddev * torch.randn(n, *mu.shape[1:], device=mu.device)
+    if model.latent_space == "sphere":  # wander on the sphere: the moved point normalised
+        z = z / z.norm(dim=-1, keepdim=True)
     return model.likelihood.mean(model.decode(z, *labels))

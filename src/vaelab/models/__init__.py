@@ -12,14 +12,21 @@ from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.base import Model
 from vaelab.models.cvae import CVAE
 from vaelab.models.deep import DeepVAE
+from vaelab.models.flowvae import FlowVAE
+from vaelab.models.gumbel import GumbelVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
+from vaelab.models.svae import SVAE
 from vaelab.models.vae import VAE
 
 MODELS: dict[str, type[Model]] = {
     "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
 }  # fmt: skip
 MODELS["deep"] = DeepVAE
+# zoob (issue 23): flow posteriors, hyperspherical and categorical latents
+MODELS["flow"] = FlowVAE
+MODELS["svae"] = SVAE
+MODELS["gumbel"] = GumbelVAE
 
 # The config's model section holds the options of the family --model names.
 OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
@@ -38,5 +45,6 @@ def build_model(
 
 
 __all__ = [
-    "CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "Model", "build_model",
+    "CVAE", "HVAE", "M2", "MODELS", "SVAE", "VAE", "Autoencoder", "DeepVAE", "FlowVAE",
+    "GumbelVAE", "Model", "build_model",
 ]  # fmt: skip

@@ -36,6 +36,13 @@ the model with ``hasattr``; a capability a family does not declare is off):
                         else it is refused).
     on_images           False where the model sees features of another model (M1+M2): its
                         outputs become images through to_images()
+    latent_space        where z lives, for the tools: "euclidean" (R^D), "sphere" (the unit
+                        sphere S^{D-1}: interpolation follows great circles, moved points are
+                        put back on the sphere) or "categorical" (a relaxed one-hot group
+                        groups of ``categories`` after ``continuous_dims`` real numbers: a
+                        traversal of a group shows its classes, similar draws from q(z|x))
+    capacity_terms      Terms.extras holds kl_cont, kl_disc and capacity (C_z, C_c, gamma) for
+                        JointVAE's ``--objective capacity`` (objectives/capacity.py)
     default_ema         the weight-average decay training uses when --ema is unset
     options             the family's options: a frozen dataclass whose fields are its flags
                         (``--z1-dim``), held in ``ModelConfig.options`` and written to
@@ -73,6 +80,8 @@ class Model(nn.Module):
         "encoder and decoder: this family declares no single-network encoder and decoder"
     )
     on_images: bool = True
+    latent_space: ClassVar[str] = "euclidean"  # euclidean | sphere | categorical
+    capacity_terms: ClassVar[bool] = False  # extras for --objective capacity (JointVAE)
     default_ema: ClassVar[float] = 0.0  # training's weight average when --ema is unset
     options: ClassVar[type | None] = None
 

@@ -37,6 +37,7 @@ from vaelab.config import OWNERS, Config, OptionOwner, resolve
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
+from vaelab.objectives.capacity import capacity
 from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
 from vaelab.objectives.factorvae import FactorTerm, FactorVAEOptions
 from vaelab.objectives.latent_terms import (
@@ -112,6 +113,7 @@ def m2(terms: Terms, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.T
 Reduction = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 OBJECTIVES: dict[str, Reduction] = {"elbo": elbo, "iwae": iwae, "m2": m2}
+OBJECTIVES["capacity"] = capacity  # zoob (issue 23): JointVAE, objectives/capacity.py
 # Objectives with options of their own: name -> frozen dataclass, whose fields become flags
 # and the objective's section in config.yaml (``TrainConfig.options`` holds the active one;
 # its terms builder, :data:`EXTRA_TERMS`, reads them). None of the built-in ones has any:

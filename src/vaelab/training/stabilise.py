@@ -32,7 +32,13 @@ def check_stabilisers(config: Config) -> None:
         raise VaelabError(
             f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
         )
-    MODELS[config.model.model].check_config(config.model)  # the name is checked already
+    family = MODELS[config.model.model]  # the name is checked already
+    if t.objective == "capacity" and not family.capacity_terms:
+        raise VaelabError(
+            f"--objective capacity: needs a model whose KL has a Gaussian and a "
+            f"categorical part (--model gumbel), not --model {config.model.model}"
+        )
+    family.check_config(config.model)
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:

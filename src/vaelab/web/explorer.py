@@ -154,6 +154,8 @@ class Explorer:
         does): a slider or a map point may reach past it."""
         if not self.model.has_prior:  # a point code: no support to stay in
             return z
+        if self.model.latent_space == "sphere":  # a slider or map point, put on S^{D-1}
+            return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         bounds = getattr(self.model.prior, "bounds", None)
         return z.clamp(*bounds) if bounds else z
 
