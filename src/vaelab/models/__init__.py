@@ -15,11 +15,13 @@ from vaelab.models.deep import DeepVAE
 from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
+from vaelab.models.vqvae import VQVAE
 
 MODELS: dict[str, type[Model]] = {
     "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
 }  # fmt: skip
 MODELS["deep"] = DeepVAE
+MODELS["vqvae"] = VQVAE
 
 # The config's model section holds the options of the family --model names.
 OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
@@ -38,5 +40,6 @@ def build_model(
 
 
 __all__ = [
-    "CVAE", "HVAE", "M2", "MODELS", "VAE", "Autoencoder", "DeepVAE", "Model", "build_model",
+    "CVAE", "HVAE", "M2", "MODELS", "VAE", "VQVAE", "Autoencoder", "DeepVAE", "Model",
+    "build_model",
 ]  # fmt: skip

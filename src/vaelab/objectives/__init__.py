@@ -38,6 +38,7 @@ from vaelab.errors import VaelabError, unknown_name
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
 from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
+from vaelab.objectives.vq import vq as vq_objective
 
 
 def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -224,3 +225,6 @@ def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
 # Objectives with loss terms beyond their reduction: name -> (config, N) -> terms (a term:
 # ``(model, x, y, labelled) -> (value, stats)``, added to the reduction's loss).
 EXTRA_TERMS: dict[str, Callable[[Config, int | None], tuple]] = {"m2": m2_terms}
+
+# VQ-VAE: reconstruction + commitment (+ codebook) loss, reported as the uniform-prior bound.
+OBJECTIVES["vq"] = vq_objective

@@ -245,6 +245,7 @@ def end_of_epoch(
         "test_kl": test["kl"], "seconds": seconds, "images_per_s": images / seconds,
         "skipped_steps": s.state.skipped_steps, "skipped_grad_norm": s.state.skipped_grad_norm,
     }  # fmt: skip
+    row.update(s.model.epoch_stats())  # a VQ-VAE's codebook usage and perplexity
     norms = s.stepper.norms
     if norms[2] > 0:  # measured with --clip-grad or --skip-threshold
         total, top, count = norms.tolist()
@@ -260,6 +261,8 @@ def end_of_epoch(
         tqdm.write(
             f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
             f"(recon {test['recon']:.2f}, KL {test['kl']:.2f})  {seconds:.1f}s"
+            + (f"  codes used {row['codes_used']}, perplexity {row['code_perplexity']:.1f}"
+               if "codes_used" in row else "")
         )
     s.state.epoch, s.state.batch = epoch + 1, 0
     save(s)

@@ -35,6 +35,10 @@ def check_stabilisers(config: Config) -> None:
             f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
         )
     MODELS[config.model.model].check_config(config.model)  # the name is checked already
+    if MODELS[config.model.model].discrete_codes and t.objective != "vq":
+        raise VaelabError(f"--objective {t.objective}: --model vqvae trains with --objective vq")
+    if t.objective == "vq" and not MODELS[config.model.model].discrete_codes:
+        raise VaelabError("--objective vq: needs --model vqvae")
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
