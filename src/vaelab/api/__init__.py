@@ -144,6 +144,21 @@ def evaluate(
     model, config = run.model, run.config
     if seed is not None:
         torch.manual_seed(seed)
+    if model.discrete_codes:  # VQ-VAE: bounds from a deterministic encoder (evaluation/vq.py)
+        from vaelab.evaluation.vq import evaluate_vq
+        from vaelab.training.code_prior import read_prior
+
+        x = (
+            load_test_images(run, data).test_x[:limit]
+            if limit
+            else load_test_images(run, data).test_x
+        )
+        found = read_prior(run)
+        result = evaluate_vq(model, eval_images(x, config.data.binarize, config.train.seed),
+                             found[0] if found else None)  # fmt: skip
+        if record or json_out is not None:
+            result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
+        return result
     if not (model.has_posterior and model.has_prior):  # a plain autoencoder
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not model.on_images:
@@ -214,6 +229,7 @@ _ELSEWHERE = {
     ),
     **dict.fromkeys(("ae_vs_vae", "compare", "disentanglement", "gradvar"), "vaelab.api.studies"),
     **dict.fromkeys(("export", "runs", "sweep"), "vaelab.api.tools"),
+    "train_prior": "vaelab.api.codes",
 }
 
 

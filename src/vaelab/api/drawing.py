@@ -81,7 +81,10 @@ def sample(
     npy = target(npy, overwrite, "npy") if npy is not None else None  # before any work
     if not (isinstance(run, torch.nn.Module) and sampler == "prior"):
         run = as_run(run, device)
-    grid = pictures.samples(run, n, sampler=sampler, temperature=temperature,
+    if (run if isinstance(run, torch.nn.Module) else run.model).discrete_codes:
+        grid = _code_samples(as_run(run, device), n, temperature, seed)
+    else:
+        grid = pictures.samples(run, n, sampler=sampler, temperature=temperature,
                    group_temperature=group_temperature, label=label, components=components,
                    seed=seed)  # fmt: skip
     if out is not None:
@@ -91,6 +94,18 @@ def sample(
 
         np.save(npy, grid.images.numpy())
     return grid.images
+
+
+def _code_samples(run: Run, n: int, temperature: float, seed: int) -> pictures.Grid:
+    """A VQ-VAE's samples: code grids from its trained prior (RUN/prior), decoded."""
+    from vaelab.api.codes import code_prior
+    from vaelab.evaluation.vq import sample_images
+
+    at_least("-n", n)
+    if not temperature > 0:
+        raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+    prior = code_prior(run, "sample")
+    return pictures.Grid(sample_images(run.model, prior, n, temperature, seed))
 
 
 def reconstruct(

@@ -261,8 +261,11 @@ def end_of_epoch(
         tqdm.write(
             f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
             f"(recon {test['recon']:.2f}, KL {test['kl']:.2f})  {seconds:.1f}s"
-            + (f"  codes used {row['codes_used']}, perplexity {row['code_perplexity']:.1f}"
-               if "codes_used" in row else "")
+            + (
+                f"  codes used {row['codes_used']}, perplexity {row['code_perplexity']:.1f}"
+                if "codes_used" in row
+                else ""
+            )
         )
     s.state.epoch, s.state.batch = epoch + 1, 0
     save(s)
