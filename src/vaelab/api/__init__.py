@@ -92,6 +92,12 @@ def as_run(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> Run:
     return open_run(run, device)
 
 
+def refuse_codes(model: torch.nn.Module, command: str, why: str) -> None:
+    """A one-line refusal of a tool that does not apply to a VQ-VAE's discrete codes."""
+    if model.discrete_codes:
+        raise VaelabError(f"{command}: --model vqvae {why}")
+
+
 def model_of(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
     """The model of a run path or :class:`Run`, or a bare model as it is (for functions that
     need nothing but the model)."""

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import vaelab.evaluation.pictures as pictures
-from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.api import as_run, load_test_images, prepared_test_images, refuse_codes
 from vaelab.data import folder
 from vaelab.data.prepare import binarize_fixed
 from vaelab.data.transforms import check_background
@@ -163,6 +163,12 @@ def traverse(
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
     at_least("--dims", dims)
     run = as_run(run, device)
+    refuse_codes(
+        run.model,
+        "traverse",
+        "has no latent dimensions with a prior scale to step "
+        "along; change codes in the explorer (vaelab serve) or use interpolate",
+    )
     fig, shown = pictures.traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
         save_figure(fig, target(out, overwrite))

@@ -149,7 +149,12 @@ def similar(
 ) -> Grid:  # fmt: skip
     """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
     z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed`` (``n`` checked there)."""
-    near = around(model, x, n, spread, seed=seed).cpu()
+    if model.discrete_codes:  # a VQ-VAE: nearby codes, not draws around a posterior
+        from vaelab.evaluation.vq import nearby_codes
+
+        near = nearby_codes(model, x, n, spread, seed)
+    else:
+        near = around(model, x, n, spread, seed=seed).cpu()
     return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
 
 

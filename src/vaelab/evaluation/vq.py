@@ -105,3 +105,27 @@ def sample_images(
     gen = torch.Generator(device=device).manual_seed(seed)
     codes = prior.sample(n, temperature, generator=gen)
     return model.likelihood.mean(model.decode_codes(codes)).clamp(0, 1).float().cpu()
+
+
+@torch.no_grad()
+def nearby_codes(
+    model: torch.nn.Module, x: torch.Tensor, n: int = 15, spread: float = 1.0, seed: int = 0
+) -> torch.Tensor:
+    """``vaelab similar`` for a VQ-VAE: ``n`` decodings ``(n, C, H, W)`` of uint8 image ``x``
+    ``(C, H, W)``'s code grid with some codes moved to nearby ones: each position, with
+    probability min(1, spread / 4), takes one of its code's 3 nearest other codebook
+    entries (Euclidean, uniformly), draws from ``seed``."""
+    if n < 1 or not spread > 0:
+        from vaelab.errors import VaelabError
+
+        raise VaelabError(f"similar: -n must be >= 1 and --spread > 0, got {n}, {spread}")
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    codes = model.codes(to_unit(x[None].to(device))).cpu()[0]
+    book = model.quantizer.codebook.detach().cpu()
+    order = torch.cdist(book, book).argsort(1)[:, 1:4]  # (K, 3): nearest others, nearest first
+    grids = codes.expand(n, *codes.shape).clone()
+    change = torch.rand(grids.shape, generator=gen) < min(1.0, spread / 4)
+    pick = torch.randint(0, order.shape[1], grids.shape, generator=gen)
+    grids[change] = order[grids[change], pick[change]]
+    return model.likelihood.mean(model.decode_codes(grids.to(device))).clamp(0, 1).float().cpu()
