@@ -238,3 +238,25 @@ def test_a_vq_flag_on_another_model_and_elbo_on_vqvae_are_refused(tmp_path, caps
     assert main([*base, "--model", "vqvae", "--arch", "mlp"]) != 0
     assert "--arch conv or resnet" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_explorer_reads_and_decodes_an_edited_code_grid(vq_run):
+    from vaelab.web.app import build_app
+
+    app = build_app(vq_run, limit=20)
+    status, _, body = app.handle("POST", "/api/codes", json.dumps({"index": 3}).encode())
+    got = json.loads(body)
+    assert status == 200 and len(got["codes"]) == 2 and got["num_codes"] == 8
+    edited = [row[:] for row in got["codes"]]
+    model = app.explorer.model
+    x = app.explorer.test_image(3)[None].float() / 255
+    assert got["codes"] == model.codes(x)[0].tolist()  # the image's own grid
+    edited[0][0] = (edited[0][0] + 1) % 8  # one cell changed: that grid's decoding
+    status, _, body = app.handle("POST", "/api/codes", json.dumps({"codes": edited}).encode())
+    from vaelab.web.fields import png_data_url
+
+    with torch.no_grad():
+        expect = model.likelihood.mean(model.decode_codes(torch.tensor([edited])))[0]
+    assert status == 200 and json.loads(body)["image"] == png_data_url(expect.clamp(0, 1))
+    status, _, body = app.handle("POST", "/api/codes", json.dumps({"codes": [[9]]}).encode())
+    assert status == 400 and "2 rows of 2 integers in [0, 8)" in json.loads(body)["error"]
