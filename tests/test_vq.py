@@ -161,6 +161,11 @@ def test_sampling_without_a_prior_says_so_in_one_line(vq_run, capsys):
 def test_the_printed_bound_equals_its_two_terms_computed_independently(vq_run, capsys):
     assert main(["train-prior", str(vq_run), "--epochs", "1", "--width", "8", "--layers", "2"]) == 0
     assert (vq_run / "prior" / "prior.safetensors").is_file()
+    assert main(["train-prior", str(vq_run), "--epochs", "1"]) != 0  # exists: not replaced
+    assert "--resume or --overwrite" in capsys.readouterr().err
+    assert main(["train-prior", str(vq_run), "--epochs", "2", "--resume"]) == 0
+    meta = json.loads((vq_run / "prior" / "prior.json").read_text())
+    assert meta["epoch"] == 2 and meta["options"]["width"] == 8  # resumed with its options
     assert main(["evaluate", str(vq_run), "--json", str(vq_run / "ev.json")]) == 0
     result = json.loads((vq_run / "ev.json").read_text())
     import vaelab
@@ -260,3 +265,19 @@ def test_the_explorer_reads_and_decodes_an_edited_code_grid(vq_run):
     assert status == 200 and json.loads(body)["image"] == png_data_url(expect.clamp(0, 1))
     status, _, body = app.handle("POST", "/api/codes", json.dumps({"codes": [[9]]}).encode())
     assert status == 400 and "2 rows of 2 integers in [0, 8)" in json.loads(body)["error"]
+
+
+def test_the_code_prior_resumes_bit_exactly(vq_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        shutil.copytree(vq_run, folder, ignore=shutil.ignore_patterns("prior"))
+    small = ["--width", "8", "--layers", "2"]
+    assert main(["train-prior", str(a), "--epochs", "2", *small]) == 0
+    assert main(["train-prior", str(b), "--epochs", "1", *small]) == 0
+    assert main(["train-prior", str(b), "--epochs", "2", "--resume"]) == 0
+    ta, tb = (load_file(f / "prior" / "prior.safetensors") for f in (a, b))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

@@ -408,8 +408,7 @@ COMMANDS: dict[str, Command] = {
 # Discrete codes (--model vqvae): the learned prior over a run's code grids.
 COMMANDS["train-prior"] = Command(
     "vqvae: fit a gated PixelCNN prior over the run's code grids (RUN/prior/, resumable)",
-    ("vaelab.api.codes", "train_prior"), common=("run", "device", "seed", "overwrite"),
-    present="nothing", help_of={"overwrite": "replace an existing RUN/prior"},
+    ("vaelab.api.codes", "train_prior"), common=("run", "device", "seed"), present="nothing",
     options=(
         opt("--epochs", type=int, default=20, help="passes over the training code grids"),
         opt("--batch-size", type=int, default=64, positive=True, help="code grids per step"),
@@ -418,5 +417,7 @@ COMMANDS["train-prior"] = Command(
         opt("--layers", type=int, default=6, positive=True, help="gated masked layers"),
         opt("--kernel", type=int, default=3, positive=True, help="masked kernel side"),
         opt("--resume", action="store_true", help="continue RUN/prior to --epochs"),
+        # its own flag: the common --overwrite is about output files, always passed on
+        opt("--overwrite", action="store_true", help="replace an existing RUN/prior"),
     ),
 )  # fmt: skip
