@@ -162,7 +162,7 @@ def test_the_printed_bound_equals_its_two_terms_computed_independently(vq_run, c
     assert main(["train-prior", str(vq_run), "--epochs", "1", "--width", "8", "--layers", "2"]) == 0
     assert (vq_run / "prior" / "prior.safetensors").is_file()
     assert main(["train-prior", str(vq_run), "--epochs", "1"]) != 0  # exists: not replaced
-    assert "--resume or --overwrite" in capsys.readouterr().err
+    assert "--resume or --replace" in capsys.readouterr().err
     assert main(["train-prior", str(vq_run), "--epochs", "2", "--resume"]) == 0
     meta = json.loads((vq_run / "prior" / "prior.json").read_text())
     assert meta["epoch"] == 2 and meta["options"]["width"] == 8  # resumed with its options

@@ -417,7 +417,8 @@ COMMANDS["train-prior"] = Command(
         opt("--layers", type=int, default=6, positive=True, help="gated masked layers"),
         opt("--kernel", type=int, default=3, positive=True, help="masked kernel side"),
         opt("--resume", action="store_true", help="continue RUN/prior to --epochs"),
-        # its own flag: the common --overwrite is about output files, always passed on
-        opt("--overwrite", action="store_true", help="replace an existing RUN/prior"),
+        # not the common --overwrite: that one is about output files (always passed here)
+        opt("--replace", dest="overwrite", action="store_true",
+            help="replace an existing RUN/prior (train a new one from scratch)"),
     ),
 )  # fmt: skip

@@ -101,11 +101,11 @@ def fit_prior(
     if not options.lr > 0:
         raise VaelabError(f"--lr: must be > 0, got {options.lr}")
     if resume and overwrite:
-        raise VaelabError("--resume and --overwrite contradict each other; pass one")
+        raise VaelabError("--resume and --replace contradict each other; pass one")
     folder = prior_dir(run)
     exists = (folder / META).is_file()
     if exists and not (resume or overwrite):
-        raise VaelabError(f"{folder}: a code prior exists; pass --resume or --overwrite")
+        raise VaelabError(f"{folder}: a code prior exists; pass --resume or --replace")
     if resume and exists:
         options = PriorOptions(**{**json.loads((folder / META).read_text())["options"],
                                   "epochs": options.epochs})  # fmt: skip
