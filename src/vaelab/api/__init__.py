@@ -154,11 +154,7 @@ def evaluate(
         from vaelab.evaluation.vq import evaluate_vq
         from vaelab.training.code_prior import read_prior
 
-        x = (
-            load_test_images(run, data).test_x[:limit]
-            if limit
-            else load_test_images(run, data).test_x
-        )
+        x = load_test_images(run, data).test_x[:limit]  # limit None: every test image
         found = read_prior(run)
         result = evaluate_vq(model, eval_images(x, config.data.binarize, config.train.seed),
                              found[0] if found else None)  # fmt: skip
