@@ -34,6 +34,7 @@ __all__ = [
     "similar",
     "sweep",
     "train",
+    "train_prior",
     "traverse",
 ]
 
@@ -68,6 +69,7 @@ class _Package(types.ModuleType):
     open_run = _api_function("open_run")
     reconstruct = _api_function("reconstruct")
     report = _api_function("report")
+    train_prior = _api_function("train_prior")
     runs = _api_function("runs")
     sample = _api_function("sample")
     serve = _api_function("serve", "vaelab.web")

@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "vae"  # AE, VAE, 2-level, conditional, M2, deep; flow, sphere, categorical
+    model: str = "vae"  # AE, VAE, 2-level, conditional, M2, deep; flow, sphere, categorical; VQ-VAE
     arch: str = "mlp"  # encoder/decoder bodies: fully connected, strided or residual convs
     hidden: tuple[int, ...] | None = None  # widths; default mlp 400, conv 32,64, resnet 32,64,128
     blocks: int = 2  # resnet: residual blocks at each resolution (one width of --hidden each)
@@ -146,6 +146,7 @@ OWNERS: dict[str, OptionOwner] = {}
 ARCH_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": (32, 64), "resnet": (32, 64, 128)}
 # The objective a model trains with unless told otherwise (M2 accepts only its own).
 MODEL_OBJECTIVE: dict[str, str] = {"m2": "m2"}
+MODEL_OBJECTIVE["vqvae"] = "vq"  # reconstruction + commitment (objectives/vq.py)
 DEFAULT_OBJECTIVE = "elbo"
 
 

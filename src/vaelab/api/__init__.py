@@ -24,7 +24,9 @@ from vaelab.evaluation.extras import extra_metrics
 from vaelab.evaluation.html_report import RUN_DRAWINGS, write_report
 from vaelab.evaluation.nll import evaluate_model, images_fingerprint, nll_batching
 from vaelab.evaluation.resume import Progress, interrupted, run_identity
+from vaelab.evaluation.vq import evaluate_vq
 from vaelab.likelihoods import nll_meaning
+from vaelab.training.code_prior import read_prior
 from vaelab.training.folder import CONFIG
 from vaelab.training.load import read_run
 from vaelab.training.loop import fit
@@ -95,6 +97,12 @@ def as_run(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> Run:
     return open_run(run, device)
 
 
+def refuse_codes(model: torch.nn.Module, command: str, why: str) -> None:
+    """A one-line refusal of a tool that does not apply to a VQ-VAE's discrete codes."""
+    if model.discrete_codes:
+        raise VaelabError(f"{command}: --model vqvae {why}")
+
+
 def model_of(run: str | Path | Run | torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
     """The model of a run path or :class:`Run`, or a bare model as it is (for functions that
     need nothing but the model)."""
@@ -150,6 +158,14 @@ def evaluate(
     model, config = run.model, run.config
     if seed is not None:
         torch.manual_seed(seed)
+    if model.discrete_codes:  # VQ-VAE: bounds from a deterministic encoder (evaluation/vq.py)
+        x = load_test_images(run, data).test_x[:limit]  # limit None: every test image
+        found = read_prior(run)
+        result = evaluate_vq(model, eval_images(x, config.data.binarize, config.train.seed),
+                             found[0] if found else None)  # fmt: skip
+        if record or json_out is not None:
+            result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
+        return result
     if not (model.has_posterior and model.has_prior):  # a plain autoencoder
         raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not model.on_images:
@@ -253,6 +269,7 @@ _ELSEWHERE = {
     ),
     **dict.fromkeys(("ae_vs_vae", "compare", "disentanglement", "gradvar"), "vaelab.api.studies"),
     **dict.fromkeys(("export", "runs", "sweep"), "vaelab.api.tools"),
+    "train_prior": "vaelab.api.codes",
 }
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 import vaelab.evaluation.pictures as pictures
-from vaelab.api import as_run, load_test_images, prepared_test_images
+from vaelab.api import as_run, load_test_images, prepared_test_images, refuse_codes
+from vaelab.api.codes import code_prior
 from vaelab.data import folder
 from vaelab.data.prepare import binarize_fixed
 from vaelab.data.transforms import check_background
@@ -24,6 +25,7 @@ from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.html_report import write_report
 from vaelab.evaluation.pictures import test_image
 from vaelab.evaluation.plots import save_figure
+from vaelab.evaluation.vq import sample_images
 from vaelab.training.record import Run, RunLike, target
 
 
@@ -81,7 +83,10 @@ def sample(
     npy = target(npy, overwrite, "npy") if npy is not None else None  # before any work
     if not (isinstance(run, torch.nn.Module) and sampler == "prior"):
         run = as_run(run, device)
-    grid = pictures.samples(run, n, sampler=sampler, temperature=temperature,
+    if (run if isinstance(run, torch.nn.Module) else run.model).discrete_codes:
+        grid = _code_samples(as_run(run, device), n, temperature, seed)
+    else:
+        grid = pictures.samples(run, n, sampler=sampler, temperature=temperature,
                    group_temperature=group_temperature, label=label, components=components,
                    seed=seed)  # fmt: skip
     if out is not None:
@@ -91,6 +96,15 @@ def sample(
 
         np.save(npy, grid.images.numpy())
     return grid.images
+
+
+def _code_samples(run: Run, n: int, temperature: float, seed: int) -> pictures.Grid:
+    """A VQ-VAE's samples: code grids from its trained prior (RUN/prior), decoded."""
+    at_least("-n", n)
+    if not temperature > 0:
+        raise VaelabError(f"--temperature: must be > 0, got {temperature}")
+    prior = code_prior(run, "sample")
+    return pictures.Grid(sample_images(run.model, prior, n, temperature, seed))
 
 
 def reconstruct(
@@ -150,6 +164,12 @@ def traverse(
     linspace(-span, span, steps) prior stds: ``{grid, dims, names, offsets, kind}``."""
     at_least("--dims", dims)
     run = as_run(run, device)
+    refuse_codes(
+        run.model,
+        "traverse",
+        "has no latent dimensions with a prior scale to step "
+        "along; change codes in the explorer (vaelab serve) or use interpolate",
+    )
     fig, shown = pictures.traversal(run.model, prepared_test_images(run), index, dims, steps, span)
     if out is not None:
         save_figure(fig, target(out, overwrite))

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vaelab.api import as_run, load_test_images
+from vaelab.api import as_run, load_test_images, refuse_codes
 from vaelab.data.prepare import eval_images, to_unit
 from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.aevae import compare_latent_spaces, train_pair
@@ -48,6 +48,12 @@ def gradvar(
     at_least("--during-training", during_training, 0)
     names = list(estimators) if estimators else None
     run = as_run(run, device)
+    refuse_codes(
+        run.model,
+        "gradvar",
+        "has no latent draw: its codes are a deterministic "
+        "nearest-neighbour lookup (straight-through gradient, no estimator to compare)",
+    )
     path = target(out, overwrite) if out is not None else None
     data = load_test_images(run)
     if during_training:
@@ -144,6 +150,11 @@ def disentanglement(
              (("out", out), ("matrix_out", matrix_out), ("record_out", record_out),
               ("json_out", json_out)) if p is not None}  # fmt: skip
     run = as_run(run, device)
+    refuse_codes(
+        run.model,
+        "disentanglement",
+        "has no per-dimension latent code to score (its latent is a grid of discrete codes)",
+    )
     data = load_test_images(run)
     result = disentanglement_of(
         run.model, data, binarize=run.config.data.binarize, data_seed=run.config.train.seed,

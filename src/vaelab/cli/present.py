@@ -83,6 +83,14 @@ EVALUATION_ROWS = (
 def evaluate(job: dict[str, Any], result: dict, first: bool) -> None:
     from vaelab.evaluation.extras import print_extras
 
+    if result.get("model") == "vqvae":  # bounds from a deterministic encoder (evaluation/vq)
+        for key, value in result.items():
+            if key not in ("files", "bound_note"):
+                print(f"{key:<32}{value:>12.4f}" if isinstance(value, float) else
+                      f"{key:<32}{value!s:>12}")  # fmt: skip
+        print(result["bound_note"])
+        print("wrote " + ", ".join(result.get("files", [])))
+        return
     for name, key in EVALUATION_ROWS:
         value = result[key]
         shown = f"{value:>12.3f}" if value == value else f"{'-':>12}  (one test image: no spread)"

@@ -408,3 +408,21 @@ COMMANDS: dict[str, Command] = {
         ),
     ),
 }  # fmt: skip
+
+# Discrete codes (--model vqvae): the learned prior over a run's code grids.
+COMMANDS["train-prior"] = Command(
+    "vqvae: fit a gated PixelCNN prior over the run's code grids (RUN/prior/, resumable)",
+    ("vaelab.api.codes", "train_prior"), common=("run", "device", "seed"), present="nothing",
+    options=(
+        opt("--epochs", type=int, default=20, help="passes over the training code grids"),
+        opt("--batch-size", type=int, default=64, positive=True, help="code grids per step"),
+        opt("--lr", type=float, default=1e-3, help="Adam learning rate"),
+        opt("--width", type=int, default=64, positive=True, help="channels of the stacks"),
+        opt("--layers", type=int, default=6, positive=True, help="gated masked layers"),
+        opt("--kernel", type=int, default=3, positive=True, help="masked kernel side"),
+        opt("--resume", action="store_true", help="continue RUN/prior to --epochs"),
+        # not the common --overwrite: that one is about output files (always passed here)
+        opt("--replace", dest="overwrite", action="store_true",
+            help="replace an existing RUN/prior (train a new one from scratch)"),
+    ),
+)  # fmt: skip

@@ -50,6 +50,7 @@ from vaelab.evaluation.plots import (
 )
 from vaelab.evaluation.sample_labels import label_samples
 from vaelab.evaluation.samplers import check_draw, prepare_sampler, sample_images
+from vaelab.evaluation.vq import nearby_codes
 from vaelab.training.record import Run
 
 GMM_TRAINING_IMAGES = 20000  # training images whose latent means the gmm sampler is fitted on
@@ -149,7 +150,10 @@ def similar_images(
 ) -> Grid:  # fmt: skip
     """``vaelab similar``: uint8 image ``x`` ``(C, H, W)`` then ``n`` decodings of
     z = mu(x) + spread * sigma(x) * eps, eps drawn from ``seed`` (``n`` checked there)."""
-    near = near_images(model, x, n, spread, seed=seed).cpu()
+    if model.discrete_codes:  # a VQ-VAE: nearby codes, not draws around a posterior
+        near = nearby_codes(model, x, n, spread, seed)
+    else:
+        near = near_images(model, x, n, spread, seed=seed).cpu()
     return Grid(torch.cat([to_unit(x.unsqueeze(0)).cpu(), near]), nrow)
 
 

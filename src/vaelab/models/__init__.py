@@ -18,6 +18,7 @@ from vaelab.models.hvae import HVAE
 from vaelab.models.m2 import M2
 from vaelab.models.svae import SVAE
 from vaelab.models.vae import VAE
+from vaelab.models.vqvae import VQVAE
 
 MODELS: dict[str, type[Model]] = {
     "ae": Autoencoder, "vae": VAE, "hvae": HVAE, "cvae": CVAE, "m2": M2,
@@ -27,6 +28,8 @@ MODELS["deep"] = DeepVAE
 MODELS["flow"] = FlowVAE
 MODELS["svae"] = SVAE
 MODELS["gumbel"] = GumbelVAE
+# vq (issue 22): discrete codes
+MODELS["vqvae"] = VQVAE
 
 # The config's model section holds the options of the family --model names.
 OWNERS["model"] = OptionOwner("model", "model", lambda: {n: c.options for n, c in MODELS.items()})
@@ -45,6 +48,6 @@ def build_model(
 
 
 __all__ = [
-    "CVAE", "HVAE", "M2", "MODELS", "SVAE", "VAE", "Autoencoder", "DeepVAE", "FlowVAE",
+    "CVAE", "HVAE", "M2", "MODELS", "SVAE", "VAE", "VQVAE", "Autoencoder", "DeepVAE", "FlowVAE",
     "GumbelVAE", "Model", "build_model",
 ]  # fmt: skip

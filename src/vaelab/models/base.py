@@ -34,6 +34,10 @@ the model with ``hasattr``; a capability a family does not declare is off):
                         (image -> posterior parameters, z -> likelihood parameters), naming
                         the part; None: it can. Not inherited (a subclass declares its own;
                         else it is refused).
+    discrete_codes      a grid of discrete codes (VQ-VAE): codes(x) -> (B, h, w),
+                        decode_codes(codes), grid, num_codes, uniform_kl(); its prior over
+                        codes is trained separately (vaelab train-prior) and read from the
+                        run folder by the tools, so has_prior stays False on the model
     on_images           False where the model sees features of another model (M1+M2): its
                         outputs become images through to_images()
     latent_space        where z lives, for the tools: "euclidean" (R^D), "sphere" (the unit
@@ -76,6 +80,7 @@ class Model(nn.Module):
     latent_groups: ClassVar[bool] = False
     group_temperatures: ClassVar[bool] = False
     chain: ClassVar[str | None] = None
+    discrete_codes: ClassVar[bool] = False
     export_refusal: ClassVar[str | None] = (
         "encoder and decoder: this family declares no single-network encoder and decoder"
     )
@@ -122,6 +127,11 @@ class Model(nn.Module):
         inferred labels ``(B,)`` for a model that ``uses_labels`` (``infer_labels``), else
         ``()``. How a tool written for a VAE passes a label, never storing it on the model."""
         return (self.infer_labels(x),) if self.uses_labels else ()
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Figures of the training steps since the last call that training records per
+        epoch in metrics.jsonl (a VQ-VAE's codebook usage); none by default."""
+        return {}
 
     def to_images(self, out: torch.Tensor) -> torch.Tensor:
         """What the model's decoded means are as images (themselves, unless ``on_images`` is

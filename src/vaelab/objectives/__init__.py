@@ -49,6 +49,7 @@ from vaelab.objectives.latent_terms import (
     check_annealed,
 )
 from vaelab.objectives.tcvae import BTCVAEOptions, TCTerm
+from vaelab.objectives.vq import vq as vq_objective
 
 
 def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -331,3 +332,6 @@ EXTRA_TERMS["annealed"] = annealed_terms
 EXTRA_TERMS["btcvae"] = btcvae_terms
 EXTRA_TERMS["factorvae"] = factorvae_terms
 EXTRA_TERMS["dip"] = dip_terms
+
+# VQ-VAE: reconstruction + commitment (+ codebook) loss, reported as the uniform-prior bound.
+OBJECTIVES["vq"] = vq_objective

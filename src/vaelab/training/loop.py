@@ -268,6 +268,7 @@ def end_of_epoch(
         "skipped_steps": s.state.skipped_steps, "skipped_grad_norm": s.state.skipped_grad_norm,
     }  # fmt: skip
     row.update({f"train_{k}": v for k, v in more.items()})  # the objective's own terms
+    row.update(s.model.epoch_stats())  # a VQ-VAE's codebook usage and perplexity
     norms = s.stepper.norms
     if norms[2] > 0:  # measured with --clip-grad or --skip-threshold
         total, top, count = norms.tolist()
@@ -283,7 +284,13 @@ def end_of_epoch(
         tqdm.write(
             f"epoch {epoch + 1}: train loss {train[0]:.2f}  test ELBO {test['elbo']:.2f} "
             f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}){_bits(s, test['elbo'])}  "
-            f"{seconds:.1f}s" + "".join(f"  {k} {v:.3g}" for k, v in more.items())
+            f"{seconds:.1f}s"
+            + "".join(f"  {k} {v:.3g}" for k, v in more.items())
+            + (
+                f"  codes used {row['codes_used']}, perplexity {row['code_perplexity']:.1f}"
+                if "codes_used" in row
+                else ""
+            )
         )
     s.state.epoch, s.state.batch = epoch + 1, 0
     save(s)

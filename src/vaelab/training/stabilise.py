@@ -39,6 +39,10 @@ def check_stabilisers(config: Config) -> None:
             f"categorical part (--model gumbel), not --model {config.model.model}"
         )
     family.check_config(config.model)
+    if family.discrete_codes and t.objective != "vq":
+        raise VaelabError(f"--objective {t.objective}: --model vqvae trains with --objective vq")
+    if t.objective == "vq" and not family.discrete_codes:
+        raise VaelabError("--objective vq: needs --model vqvae")
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:

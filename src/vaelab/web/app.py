@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+import torch
+
 from vaelab.api import load_test_images, open_run
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError
@@ -80,6 +82,7 @@ class App:
             "/api/similar": self.similar,
             "/api/interpolate": self.interpolate,
             "/api/complete": self.complete,
+            "/api/codes": self.codes,  # a VQ-VAE's code grid: read one, or decode an edited one
         }
 
     def handle(self, method: str, path: str, body: bytes | None = None) -> Response:
@@ -169,6 +172,35 @@ class App:
         observed, images, acceptance = ex.complete(i, missing, n, steps, method, seed)
         return {"observed": f.png_data_url(observed), "images": f.png_data_urls(images),
                 "acceptance": acceptance}  # fmt: skip
+
+    def codes(self, body: dict) -> dict:
+        """VQ-VAE runs: ``{"index": i}`` -> test image i's code grid and its decoding;
+        ``{"codes": [[k, ...], ...]}`` (h rows of w codes in [0, K)) -> that grid decoded:
+        ``{"codes", "num_codes", "image"}``. Editing one cell and posting the grid back is
+        the explorer's code-grid control."""
+        ex = self.explorer
+        model = ex.model
+        if not model.discrete_codes:
+            raise f.BadRequest("codes: this run has no discrete codes (train --model vqvae)")
+        h, w = model.grid
+        if "codes" in body:
+            grid = body["codes"]
+            ok = (isinstance(grid, list) and len(grid) == h and all(
+                isinstance(r, list) and len(r) == w and all(
+                    isinstance(k, int) and not isinstance(k, bool) and 0 <= k < model.num_codes
+                    for k in r) for r in grid))  # fmt: skip
+            if not ok:
+                raise f.BadRequest(f"field 'codes': expected {h} rows of {w} integers in "
+                                   f"[0, {model.num_codes})")  # fmt: skip
+            codes = torch.tensor(grid, dtype=torch.long)
+        else:
+            i = f.integer(body, "index", None, 0, len(ex.images) - 1)
+            with ex.lock:
+                codes = model.codes(to_unit(ex.test_image(i)[None]).to(model.device))[0].cpu()
+        with ex.lock, torch.no_grad():
+            image = model.likelihood.mean(model.decode_codes(codes[None].to(model.device)))
+        return {"codes": codes.tolist(), "num_codes": model.num_codes,
+                "image": f.png_data_url(image[0].clamp(0, 1).cpu())}  # fmt: skip
 
 
 def make_handler(log: TextIO | None = None) -> type[BaseHTTPRequestHandler]:

@@ -106,6 +106,7 @@ class Explorer:
                 "sample": not self.is_ae,
                 "similar": not self.is_ae,
                 "complete": not self.is_ae,
+                "codes": self.model.discrete_codes,  # a VQ-VAE: the code-grid card
             },
         }
 

@@ -251,6 +251,31 @@ function pick(i) {
   $("picked-img").src = `/api/test-image/${i}`;
   const labels = state.info.map.labels;
   $("picked-name").textContent = `test image #${i}` + (labels ? ` (${labelName(labels[i])})` : "");
+  if (state.info.features.codes) showCodes({index: i}).catch((e) => say(e.message, true));
+}
+
+// ---- a VQ-VAE's code grid: each cell a code in [0, K); changing one decodes the grid ----
+async function showCodes(body) {
+  const r = await api("/api/codes", body);
+  $("codes-img").src = r.image;
+  const table = $("codes-grid");
+  table.replaceChildren(...r.codes.map((row) => {
+    const tr = document.createElement("tr");
+    for (const k of row) {
+      const td = document.createElement("td");
+      const input = document.createElement("input");
+      Object.assign(input, {type: "number", min: 0, max: r.num_codes - 1, value: k});
+      input.style.width = "2.6em";
+      input.addEventListener("change", () => {
+        const codes = [...table.rows].map((tr) =>
+          [...tr.querySelectorAll("input")].map((c) => Number(c.value)));
+        showCodes({codes}).catch((e) => say(e.message, true));
+      });
+      td.append(input);
+      tr.append(td);
+    }
+    return tr;
+  }));
 }
 
 function usePicked(to) {
@@ -414,6 +439,7 @@ function describe(info) {
   $("sample-card").hidden = !f.sample;
   $("similar-card").hidden = !f.similar;
   $("complete-card").hidden = !f.complete;
+  $("codes-card").hidden = !f.codes;
   $("label-picker").hidden = !f.conditional;
   const last = n - 1;
   for (const id of ["similar-index", "interp-a", "interp-b", "complete-index"]) $(id).max = last;
