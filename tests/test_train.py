@@ -8,6 +8,7 @@ import torch
 
 import vaelab
 from conftest import needs_fashion, small_config
+from vaelab.api import load_test_images
 from vaelab.errors import VaelabError
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.loop import fit
@@ -92,7 +93,7 @@ def test_reference_vae_learns_fashion_mnist(tmp_path):
     cfg = small_config(dataset="fashion-mnist", hidden="400", latent_dim=20, epochs=1,
                        batch_size=128)  # fmt: skip
     run = fit(cfg, tmp_path / "fm")
-    data = vaelab.api.load_test_images(run)
+    data = load_test_images(run)
     mean = data.train_x.float().div(255).mean(0).clamp(1e-6, 1 - 1e-6)
     x = data.test_x.float().div(255)
     baseline = -(x * mean.log() + (1 - x) * (1 - mean).log()).flatten(1).sum(1).mean().item()
