@@ -176,7 +176,10 @@ def option_sections() -> dict[str, tuple[str, list[OptionField]]]:
             if options is not None:
                 out[name] = ("model", _class_fields(where, options))
     module = "vaelab.objectives"
-    for name, value in _dict_literal(_tree(module), "OBJECTIVE_OPTIONS", module).items():
+    tree = _tree(module)
+    imports = _imports(tree, module)  # an objective's options may live in its own module
+    for name, value in _dict_literal(tree, "OBJECTIVE_OPTIONS", module).items():
         if isinstance(value, ast.Name):
-            out[name] = ("objective", _class_fields(module, value.id))
+            where = imports.get(value.id, module)
+            out[name] = ("objective", _class_fields(where, value.id))
     return out

@@ -18,6 +18,7 @@ import torch
 from vaelab.config import Config
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
+from vaelab.objectives import check_objective
 from vaelab.training.ema import ema_decay
 
 
@@ -35,6 +36,7 @@ def check_stabilisers(config: Config) -> None:
             f"--free-bits: floors the KL term of --objective elbo; {t.objective} has none"
         )
     MODELS[config.model.model].check_config(config.model)  # the name is checked already
+    check_objective(config)  # the objective's own options (--wae-kernel, --miwae-m, ...)
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
