@@ -144,8 +144,6 @@ def evaluate(
     model, config = run.model, run.config
     if seed is not None:
         torch.manual_seed(seed)
-    if not (model.has_posterior and model.has_prior):  # a plain autoencoder
-        raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not model.on_images:
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
@@ -154,7 +152,12 @@ def evaluate(
     data = load_test_images(run, data)
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
-    result = evaluate_model(model, x, samples=samples)
+    if model.likelihood_bound is None:
+        result = evaluate_model(model, x, samples=samples)
+    else:  # a point-code model (ae, WAE, RAE): why there is no ELBO/NLL, in one line
+        result = {"no_bound": model.likelihood_bound, "images": len(x), "samples": samples}
+    if not model.has_prior:  # no p(z) to draw from: its samples come post hoc
+        samplers = tuple(s for s in samplers if s != "prior") or ("gmm",)
     if model.latent_groups:  # deep: KL per latent group, top first (unused groups ~0)
         result["kl_per_group"] = model.group_kl(x)
     result["dataset"] = data.name

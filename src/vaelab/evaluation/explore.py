@@ -38,6 +38,11 @@ def posterior_stats(
     """Posterior means ``(N, D)`` of uint8 images ``x``, and the per-image, per-dimension KL
     against a standard normal prior ``(N, D)`` (None when q or p is not of that form)."""
     param = next(model.parameters())
+    if not model.has_posterior:  # a point code (ae, WAE, RAE): its codes, and no KL
+        return torch.cat([
+            model.latent_mean(to_unit(x[s : s + batch_size].to(param.device), param.dtype))
+            .double().cpu() for s in range(0, len(x), batch_size)
+        ]), None  # fmt: skip
     means, kls = [], []
     factorised = isinstance(model.prior, StandardNormalPrior)
     for start in range(0, len(x), batch_size):
