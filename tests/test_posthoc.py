@@ -24,7 +24,7 @@ def test_made_mask_by_gradients():
     made = MADE(5, hidden=16).double()
     z = torch.randn(5, dtype=torch.float64)
     for out in (0, 1):  # m and a
-        jac = torch.autograd.functional.jacobian(lambda v: made(v[None])[out][0], z)
+        jac = torch.autograd.functional.jacobian(lambda v, out=out: made(v[None])[out][0], z)
         assert torch.all(jac.triu() == 0)  # d m_d / d z_j = 0 for j >= d
         assert torch.all(jac.tril(-1)[1:, :].abs().sum(1) > 0)  # and each d > 0 sees z_<d
 

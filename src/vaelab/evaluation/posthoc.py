@@ -23,6 +23,7 @@ further gets a fresh fit, and reused by later commands.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -58,7 +59,7 @@ class MADE(nn.Module):
         d_in = torch.arange(1, dim + 1)
         degrees = [d_in] + [torch.arange(hidden) % max(dim - 1, 1) + 1 for _ in range(layers)]
         blocks: list[nn.Module] = []
-        for a, b in zip(degrees[:-1], degrees[1:], strict=True):
+        for a, b in itertools.pairwise(degrees):
             blocks += [MaskedLinear(len(a), len(b), (b[:, None] >= a[None, :]).float()), nn.Tanh()]
         out_mask = (d_in[:, None] > degrees[-1][None, :]).float().repeat(2, 1)
         self.net = nn.Sequential(*blocks, MaskedLinear(len(degrees[-1]), 2 * dim, out_mask))
