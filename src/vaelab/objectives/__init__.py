@@ -149,7 +149,11 @@ class Objective(nn.Module):
 
     ``name``: the reduction (:data:`OBJECTIVES`); ``estimator``: how z is drawn (default
     reparameterization); ``free_bits``: the ELBO's per-group KL floor; ``terms``: extra loss
-    terms ``(model, x, y, labelled) -> (value, stats)`` added to the reduction's loss.
+    terms ``(model, x, y, labelled) -> (value, stats)`` added to the reduction's loss;
+    ``options``: the objective's own options (handed to a reduction that takes ``options=``;
+    MIWAE/PIWAE draw M x ``samples`` per image, :data:`~vaelab.objectives.iw.GROUPS`). A
+    reduction that returns ``stats["encoder_loss"]`` (PIWAE) has the encoder trained on it
+    and the rest on its loss (:func:`~vaelab.objectives.iw.split_gradients`).
     """
 
     def __init__(
