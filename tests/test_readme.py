@@ -122,3 +122,5 @@ def test_every_readme_python_example_runs(readme_folder):
     assert namespace["path"].shape == (10, 1, 8, 8)  # interpolate(steps=10)
     assert namespace["grid"].shape == (6 * 9, 1, 8, 8)  # traverse of the top 6 dims
     assert namespace["result"]["bits_per_dim"] > 0
+    assert namespace["rae_images"].shape == (16, 1, 8, 8)  # Model families: post-hoc samples
+    assert namespace["rae_scores"]["no_bound"].startswith("no likelihood bound")

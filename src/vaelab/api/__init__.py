@@ -166,8 +166,6 @@ def evaluate(
         if record or json_out is not None:
             result["files"] = _write_evaluation(run, result, record, json_out, seed or 0)
         return result
-    if not (model.has_posterior and model.has_prior):  # a plain autoencoder
-        raise VaelabError("evaluate: a plain autoencoder defines no likelihood p(x); use a VAE")
     if not model.on_images:
         raise VaelabError(
             "evaluate: an M1+M2 run models M1's features, not images; evaluate the M1 run, "
@@ -176,6 +174,8 @@ def evaluate(
     data = load_test_images(run, data)
     x = data.test_x[:limit] if limit else data.test_x
     x = eval_images(x, config.data.binarize, config.train.seed)
+    if not model.has_prior:  # no p(z) to draw from: its samples come post hoc
+        samplers = tuple(s for s in samplers if s != "prior") or ("gmm",)
     settings = {
         "samples": samples, "limit": limit, "seed": seed, "device": device, "images": len(x),
         "images_fingerprint": images_fingerprint(x), "batching": nll_batching(model, x, samples),
@@ -184,13 +184,16 @@ def evaluate(
         "checkpoint": run_identity(run.folder) if run.folder else None,
     }  # fmt: skip
     progress = None
-    if run.folder is not None:
+    if run.folder is not None and model.likelihood_bound is None:
         param = next(model.parameters())
         progress, note = Progress.start(run.folder, settings, param.device, resume)
         if note:
             print(f"vaelab: {note}", file=sys.stderr)
     try:
-        result = evaluate_model(model, x, samples=samples, progress=progress)
+        if model.likelihood_bound is None:
+            result = evaluate_model(model, x, samples=samples, progress=progress)
+        else:  # a point-code model (ae, WAE, RAE): why there is no ELBO/NLL, in one line
+            result = {"no_bound": model.likelihood_bound, "images": len(x), "samples": samples}
     except KeyboardInterrupt:
         raise interrupted(progress, run.folder, settings) from None
     try:

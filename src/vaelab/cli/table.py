@@ -129,8 +129,9 @@ COMMANDS: dict[str, Command] = {
                 help="deep: one temperature per latent group, top first (replaces "
                 "--temperature)"),
             opt("--sampler", choices=SAMPLERS, default="prior",
-                help="z from the prior, or from a Gaussian mixture fitted to the training "
-                "latents"),
+                help="z from the prior, or post hoc from the training latents: a Gaussian "
+                "mixture (gmm), a masked autoregressive flow (maf) or a second VAE "
+                "(two-stage), fitted once and kept in the run folder"),
             opt("--components", type=int, default=10, help="GMM sampler components"),
             opt("--label", help="cvae/m2: class index or name (e.g. 7, sneaker), or 'all' "
                 "for one row per class with the same z in each column"),
@@ -174,7 +175,7 @@ COMMANDS: dict[str, Command] = {
             opt("--sampler", dest="samplers", action="append", choices=SAMPLERS,
                 convert=lambda v: tuple(v or ["prior"]),
                 help="latent sampler for the sample metrics; repeat for several (default: "
-                "prior)"),
+                "prior; gmm for a model without a prior)"),
             opt("--components", type=int, default=10, help="GMM sampler components"),
             opt("--quality-samples", type=int, default=5000,
                 help="generated and test images compared"),

@@ -31,8 +31,8 @@ def no_prior(model: torch.nn.Module, flag: str) -> VaelabError:
     (``has_prior`` False: a point code, whose latent space has holes)."""
     return VaelabError(
         f"{flag}: {_a(model)} run has no prior p(z) to sample from (its codes "
-        "leave holes in the latent space); use --sampler gmm, a mixture fitted to its codes, "
-        "or train with --model vae"
+        "leave holes in the latent space); use --sampler gmm, maf or two-stage (fitted to its "
+        "codes after training), or train with --model vae"
     )
 
 

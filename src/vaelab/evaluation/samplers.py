@@ -26,6 +26,7 @@ from vaelab.data.prepare import train_images
 from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.explore import posterior_stats
 from vaelab.evaluation.generate import no_prior
+from vaelab.evaluation.posthoc import posthoc_for, posthoc_images
 from vaelab.training.checkpoint import tensor_digest
 from vaelab.training.record import Run
 
@@ -112,9 +113,9 @@ def gmm_for(
 
 
 def _prior_images(model, n, temperature, **_) -> torch.Tensor:
+    # The model's own sample(): models that condition on more than z (CVAE) override it.
     if not model.has_prior:
         raise no_prior(model, "--sampler prior")
-    # The model's own sample(): models that condition on more than z (CVAE) override it.
     return model.sample(n, temperature)
 
 
@@ -140,6 +141,18 @@ SETUP: dict[str, Callable[..., dict]] = {
     "gmm": lambda model, train_x, components, run_dir: {
         "gmm": gmm_for(model, train_x, components, run_dir)
     },
+}
+
+
+# Issue 23 (zooa): the post-hoc MAF and two-stage VAE (vaelab.evaluation.posthoc), fitted on
+# the run's training codes and cached in the run folder (safetensors + JSON).
+SAMPLERS["maf"] = posthoc_images
+SAMPLERS["two-stage"] = posthoc_images
+SETUP["maf"] = lambda model, train_x, components, run_dir: {
+    "net": posthoc_for("maf", model, train_x, run_dir)
+}
+SETUP["two-stage"] = lambda model, train_x, components, run_dir: {
+    "net": posthoc_for("two-stage", model, train_x, run_dir)
 }
 
 

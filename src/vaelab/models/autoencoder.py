@@ -19,8 +19,15 @@ from vaelab.nn import build_bodies
 
 
 class Autoencoder(Model):
+    """x -> z = encoder(x) -> p(x|z); ``forward`` returns K = 1 and zero KL, and the code in
+    ``Terms.extras["z"]`` (what --objective wae/swae/rae regularise)."""
+
     export_refusal = None  # encoder -> the code z, decoder -> p(x|z) parameters
-    """x -> z = encoder(x) -> p(x|z); ``forward`` returns K = 1 and zero KL."""
+    codes_in_terms = True
+    likelihood_bound = (
+        "no likelihood bound: a deterministic autoencoder defines no q(z|x) and no p(z), "
+        "so there is no ELBO or importance-sampled NLL"
+    )
 
     def __init__(
         self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
@@ -51,7 +58,8 @@ class Autoencoder(Model):
         z = self.encoder(x).unsqueeze(0)
         log_px_z = self.likelihood.log_prob(x, self.decode(z))
         zeros = torch.zeros_like(log_px_z)
-        return Terms(log_px_z=log_px_z, log_pz=zeros, log_qz_x=zeros, kl=zeros[0])
+        return Terms(log_px_z=log_px_z, log_pz=zeros, log_qz_x=zeros, kl=zeros[0],
+                     extras={"z": z})  # fmt: skip
 
     def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         """log p(x|z) at the code (no prior, no posterior: not a bound on log p(x))."""

@@ -38,6 +38,12 @@ the model with ``hasattr``; a capability a family does not declare is off):
                         decode_codes(codes), grid, num_codes, uniform_kl(); its prior over
                         codes is trained separately (vaelab train-prior) and read from the
                         run folder by the tools, so has_prior stays False on the model
+    codes_in_terms      forward puts its latent draws (the codes of ``ae``) in
+                        ``Terms.extras["z"]`` ``(K, B, D)``: what the WAE/SWAE/RAE objectives
+                        match to the prior. Not inherited.
+    likelihood_bound    None where the model defines p(x) = E_p(z) p(x|z) (ELBO and NLL
+                        mean something); else the one line why there is none, which
+                        evaluate prints instead of those numbers (the plain autoencoder)
     on_images           False where the model sees features of another model (M1+M2): its
                         outputs become images through to_images()
     latent_space        where z lives, for the tools: "euclidean" (R^D), "sphere" (the unit
@@ -84,6 +90,8 @@ class Model(nn.Module):
     export_refusal: ClassVar[str | None] = (
         "encoder and decoder: this family declares no single-network encoder and decoder"
     )
+    codes_in_terms: ClassVar[bool] = False
+    likelihood_bound: ClassVar[str | None] = None
     on_images: bool = True
     latent_space: ClassVar[str] = "euclidean"  # euclidean | sphere | categorical
     capacity_terms: ClassVar[bool] = False  # extras for --objective capacity (JointVAE)
@@ -96,6 +104,8 @@ class Model(nn.Module):
             cls.chain = None
         if "export_refusal" not in cls.__dict__:  # nor is being exportable
             cls.export_refusal = Model.export_refusal
+        if "codes_in_terms" not in cls.__dict__:  # a subclass's forward is its own
+            cls.codes_in_terms = False
         if cls.options is not None and not (
             dataclasses.is_dataclass(cls.options) and cls.options.__dataclass_params__.frozen
         ):
@@ -132,6 +142,16 @@ class Model(nn.Module):
         """Figures of the training steps since the last call that training records per
         epoch in metrics.jsonl (a VQ-VAE's codebook usage); none by default."""
         return {}
+
+    def inference_parameters(self) -> list[nn.Parameter]:
+        """The parameters of q(z|x) (the encoder network's): what PIWAE trains with its
+        inference-network objective; the others are the generative model's."""
+        return list(self.encoder.parameters())
+
+    def generative_parameters(self) -> list[nn.Parameter]:
+        """Every parameter not in :meth:`inference_parameters` (decoder, prior)."""
+        ids = {id(p) for p in self.inference_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
 
     def to_images(self, out: torch.Tensor) -> torch.Tensor:
         """What the model's decoded means are as images (themselves, unless ``on_images`` is

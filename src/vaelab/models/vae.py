@@ -34,6 +34,7 @@ class VAE(Model):
     has_prior = True
     any_estimator = True
     chain = "vae"
+    codes_in_terms = True  # Terms.extras["z"]: the draws (WAE/SWAE objectives)
     export_refusal = None  # encoder -> q(z|x) parameters, decoder -> p(x|z) parameters
 
     def __init__(
@@ -102,6 +103,7 @@ class VAE(Model):
             log_pz=lambda: self.prior.log_prob(z),
             log_qz_x=lambda: q.log_prob(z),
             kl=self.prior.analytic_kl(q),
+            extras={"z": z},
         )
 
     def _forward_normal(self, x: torch.Tensor, params: torch.Tensor, samples: int) -> Terms:
@@ -117,6 +119,7 @@ class VAE(Model):
             log_pz=lambda: self.prior.log_prob(z),
             log_qz_x=lambda: standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1),
             kl=self.prior.normal_kl(mu, logvar),
+            extras={"z": z},
         )
 
     def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:

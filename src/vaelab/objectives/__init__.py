@@ -25,6 +25,7 @@ state (a baseline's running mean and network) is saved with the checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -37,9 +38,11 @@ from vaelab.config import OWNERS, Config, OptionOwner, resolve
 from vaelab.errors import VaelabError, unknown_name
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
+from vaelab.objectives import iw, wae
 from vaelab.objectives.capacity import capacity
 from vaelab.objectives.estimators import Estimator, Reparam, build_estimator
 from vaelab.objectives.factorvae import FactorTerm, FactorVAEOptions
+from vaelab.objectives.iw import GROUPS, CIWAEOptions, MIWAEOptions, PIWAEOptions, split_gradients
 from vaelab.objectives.latent_terms import (
     AnnealedOptions,
     CapacityTerm,
@@ -50,6 +53,7 @@ from vaelab.objectives.latent_terms import (
 )
 from vaelab.objectives.tcvae import BTCVAEOptions, TCTerm
 from vaelab.objectives.vq import vq as vq_objective
+from vaelab.objectives.wae import InfoVAEOptions, RAEOptions, SWAEOptions, WAEOptions
 
 
 def logmeanexp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -158,12 +162,16 @@ class Objective(nn.Module):
 
     ``name``: the reduction (:data:`OBJECTIVES`); ``estimator``: how z is drawn (default
     reparameterization); ``free_bits``: the ELBO's per-group KL floor; ``terms``: extra loss
-    terms ``(model, x, y, labelled) -> (value, stats)`` added to the reduction's loss.
+    terms ``(model, x, y, labelled) -> (value, stats)`` added to the reduction's loss;
+    ``options``: the objective's own options (handed to a reduction that takes ``options=``;
+    MIWAE/PIWAE draw M x ``samples`` per image, :data:`~vaelab.objectives.iw.GROUPS`). A
+    reduction that returns ``stats["encoder_loss"]`` (PIWAE) has the encoder trained on it
+    and the rest on its loss (:func:`~vaelab.objectives.iw.split_gradients`).
     """
 
     def __init__(
         self, name: str = "elbo", estimator: Estimator | None = None, free_bits: float = 0.0,
-        terms: tuple[Callable[..., tuple[torch.Tensor, dict]], ...] = (),
+        terms: tuple[Callable[..., tuple[torch.Tensor, dict]], ...] = (), options: Any = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.name, self.reduce = name, get_objective(name)
@@ -173,6 +181,10 @@ class Objective(nn.Module):
                 f"--objective {name}: needs --estimator reparam (or elbo for the others)"
             )
         self.free_bits, self.terms = free_bits, terms
+        # The objective's own options (OBJECTIVE_OPTIONS' dataclass), handed to its reduction,
+        # and the draws per --samples it needs (MIWAE/PIWAE: M groups of K).
+        self.options, self.groups = options, GROUPS[name](options) if name in GROUPS else 1
+        self._takes_options = "options" in inspect.signature(self.reduce).parameters
         # Terms with state (a step counter, a discriminator): checkpointed as objective/parts.*
         self.parts = nn.ModuleList([t for t in terms if isinstance(t, nn.Module)])
         self.reads_draw = any(isinstance(t, LatentTerm) for t in terms)
@@ -208,9 +220,13 @@ class Objective(nn.Module):
         y: torch.Tensor | None = None, samples: int = 1,
         labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        terms, score = self.draw(model, x, samples, y)
+        terms, score = self.draw(model, x, samples * self.groups, y)
         extra = {"free_bits": self.free_bits} if self.free_bits > 0 else {}
+        if self.options is not None and self._takes_options:
+            extra["options"] = self.options
         loss, stats = self.reduce(terms, beta, **extra)
+        if "encoder_loss" in stats:  # PIWAE: the encoder's own loss (objectives/iw.py)
+            loss = split_gradients(model, loss, stats.pop("encoder_loss"))
         if score is not None:  # zero-valued: the reported bound is unchanged
             loss = loss + self.estimator.surrogate(x, score, SIGNALS[self.name](terms, beta))
         for term in self.terms:
@@ -243,7 +259,15 @@ def build_objective(config: Config, model: Any, n_train: int | None = None) -> O
     if t.objective in DRAWN:
         check_drawn(config, model)
     terms = EXTRA_TERMS[t.objective](config, n_train) if t.objective in EXTRA_TERMS else ()
-    return Objective(t.objective, estimator, t.free_bits, terms)
+    wae.check_model(t.objective, model, m.prior)
+    return Objective(t.objective, estimator, t.free_bits, terms, t.options)
+
+
+def check_objective(config: Config) -> None:
+    """Refuse bad values of the objective's own options (``config`` resolved), before
+    anything is read or created."""
+    wae.check_options(config.train.objective, config.train.options)
+    iw.check_options(config.train.objective, config.train.options)
 
 
 def m2_terms(config: Config, n_train: int | None) -> tuple[ClassLoss]:
@@ -335,3 +359,21 @@ EXTRA_TERMS["dip"] = dip_terms
 
 # VQ-VAE: reconstruction + commitment (+ codebook) loss, reported as the uniform-prior bound.
 OBJECTIVES["vq"] = vq_objective
+
+# Issue 23 (zooa): objectives without a KL (objectives/wae.py) and Rainforth et al.'s
+# importance-weighted variants (objectives/iw.py).
+OBJECTIVES["wae"] = wae.wae
+OBJECTIVES["infovae"] = wae.infovae
+OBJECTIVES["swae"] = wae.swae
+OBJECTIVES["rae"] = wae.rae
+OBJECTIVES["miwae"] = iw.miwae
+OBJECTIVES["piwae"] = iw.piwae
+OBJECTIVES["ciwae"] = iw.ciwae
+OBJECTIVE_OPTIONS["wae"] = WAEOptions
+OBJECTIVE_OPTIONS["infovae"] = InfoVAEOptions
+OBJECTIVE_OPTIONS["swae"] = SWAEOptions
+OBJECTIVE_OPTIONS["rae"] = RAEOptions
+OBJECTIVE_OPTIONS["miwae"] = MIWAEOptions
+OBJECTIVE_OPTIONS["piwae"] = PIWAEOptions
+OBJECTIVE_OPTIONS["ciwae"] = CIWAEOptions
+EXTRA_TERMS["rae"] = wae.rae_terms

@@ -18,6 +18,7 @@ import torch
 from vaelab.config import Config
 from vaelab.errors import VaelabError, at_least, positive
 from vaelab.models import MODELS
+from vaelab.objectives import check_objective
 from vaelab.training.ema import ema_decay
 
 
@@ -43,6 +44,7 @@ def check_stabilisers(config: Config) -> None:
         raise VaelabError(f"--objective {t.objective}: --model vqvae trains with --objective vq")
     if t.objective == "vq" and not family.discrete_codes:
         raise VaelabError("--objective vq: needs --model vqvae")
+    check_objective(config)  # the objective's own options (--wae-kernel, --miwae-m, ...)
 
 
 def grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
