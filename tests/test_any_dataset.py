@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -112,7 +112,11 @@ def explorer_answers(run: Path, images: int, h: int, w: int) -> list[int]:
     deadline=None,
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    derandomize=True,  # the same examples in CI as here; new ones come from a changed seed
 )
+# Found by a CI run: a 2-D conditional model's end-of-run manifold decoded without a label.
+@example(spec={"n": 4, "h": 9, "w": 2, "modes": ["L", "P"], "classes": 3, "seed": 153},
+         model=["--model", "cvae"])  # fmt: skip
 @given(spec=datasets(), model=MODELS)
 def test_every_command_works_or_refuses_in_one_line(spec, model):
     tmp = Path(tempfile.mkdtemp(prefix="vaelab-any-"))

@@ -189,7 +189,8 @@ def latent_plot(
     run = as_run(run, device)
     fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None
-    if run.model.latent_dim == 2 and run.model.has_prior:  # an AE has no p(z)
+    # An AE has no p(z); a conditional model's decodings depend on a label the grid lacks.
+    if run.model.latent_dim == 2 and run.model.has_prior and not run.model.uses_labels:
         manifold = pictures.manifold(run.model, grid)
     if out is not None:
         save_figure(fig, target(out, overwrite))

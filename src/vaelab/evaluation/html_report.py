@@ -257,7 +257,8 @@ def _latent_section(run: Run, data: ImageData, is_vae: bool) -> str:
     fig, _, _ = pictures.latent_plot(run, data)
     title = fig.axes[0].get_title()
     part = _img(png_bytes(fig), title, "latent scatter")
-    if model.latent_dim == 2 and is_vae:  # an AE has no p(z) to tile
+    # An AE has no p(z) to tile; a conditional model decodes only with a label.
+    if model.latent_dim == 2 and is_vae and not model.uses_labels:
         part += _img(png_bytes(pictures.manifold(model, 15)), "decodings at z = "
                      "(Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)): each tile stands for an equal "
                      "share of p(z)", "manifold")  # fmt: skip
