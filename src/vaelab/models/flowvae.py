@@ -22,7 +22,7 @@ import torch
 from torch.distributions import Distribution, constraints
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError, at_least
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.latents import NormalFamily, full_precision, standard_normal_log_prob
 from vaelab.latents.flows import FLOWS, build_flow
 from vaelab.latents.priors import build_prior
@@ -106,7 +106,7 @@ class FlowVAE(VAE):
     def check_config(cls, cfg: ModelConfig) -> None:
         o = cls.options_of(cfg)
         if o.flow not in FLOWS:
-            raise VaelabError(f"--flow: expected one of {', '.join(FLOWS)}, got {o.flow!r}")
+            raise unknown_name("--flow", o.flow, FLOWS)
         at_least("--flow-steps", o.flow_steps)
         at_least("--flow-hidden", o.flow_hidden)
         if cfg.posterior != "normal" or cfg.prior != "normal":

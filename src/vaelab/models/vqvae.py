@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from vaelab.config import ModelConfig
-from vaelab.errors import VaelabError, at_least
+from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.likelihoods import Likelihood
 from vaelab.models.base import Model, likelihood_of
 from vaelab.models.terms import Terms
@@ -73,7 +73,7 @@ class VQVAE(Model):
         o = cls.options_of(cfg)
         at_least("--codes", o.codes, 2)
         if o.codebook not in MODES:
-            raise VaelabError(f"--codebook {o.codebook}: expected one of {', '.join(MODES)}")
+            raise unknown_name("--codebook", o.codebook, MODES)
         if o.commitment < 0:
             raise VaelabError(f"--commitment {o.commitment}: expected a weight >= 0")
         if not 0.0 <= o.code_decay < 1.0:
