@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import vaelab
+from vaelab.training.folder import read_metrics
 
 # name -> the options of its run (beside the shared body); the papers' settings where they
 # transfer: beta-VAE beta 4 (Higgins 2017 used 4 on dSprites), annealed C_max 25 nats with
@@ -42,27 +43,56 @@ MODELS = {
     "dip_vae": {"objective": "dip", "dip_kind": "ii", "lambda_od": 10.0},
 }
 SCORES = "zoo_scores.json"
+BUDGET = "zoo_budget.json"  # CPU seconds spent on a run, summed over sessions
+
+
+def train_budget(name: str, seed: int, args: argparse.Namespace, folder: Path, opts: dict) -> float:
+    """Train until ``--cpu-minutes`` of process CPU time (this run's, summed over sessions)
+    are spent, one epoch at a time (each a resume); returns the CPU seconds spent."""
+    ledger = folder / BUDGET
+    spent = json.loads(ledger.read_text())["cpu_seconds"] if ledger.is_file() else 0.0
+    epochs = len(read_metrics(folder)) if (folder / "metrics.jsonl").is_file() else 0
+    while spent < 60 * args.cpu_minutes:
+        t0 = time.process_time()
+        vaelab.train(
+            None, folder, resume=epochs > 0, dataset=args.dataset, arch="conv",
+            latent_dim=10, epochs=epochs + 1, batch_size=args.batch_size, lr=args.lr,
+            seed=seed, progress=False, report=False, **opts,
+        )  # fmt: skip
+        spent += time.process_time() - t0
+        epochs += 1
+        ledger.write_text(json.dumps({"cpu_seconds": spent, "epochs": epochs}))
+        print(f"  {name} s{seed}: epoch {epochs}, {spent / 60:.1f} CPU-min", flush=True)
+    return spent
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
     """Train (or resume) one run and score it; returns its record."""
     done = folder / SCORES
     if done.is_file():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        if record.get("cpu_minutes", 0) >= (args.cpu_minutes or 0):
+            return record
     opts = dict(MODELS[name])
     if name == "annealed_vae":  # C reaches C_max at 3/4 of the budget
         opts["capacity_steps"] = max(1, int(0.75 * args.steps_hint))
     if args.tiny and name == "factor_vae":
         opts.update(disc_hidden=64, disc_layers=2)
+    if args.tiny:
+        opts["hidden"] = "8,8"
     t0 = time.perf_counter()
-    resume = folder.is_dir() and any(folder.iterdir())  # killed early: starts over
-    vaelab.train(
-        None, folder, resume=resume, dataset=args.dataset, arch="conv", latent_dim=10,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-        progress=False, report=False, **opts, **({"hidden": "8,8"} if args.tiny else {}),
-    )  # fmt: skip
+    cpu = None
+    if args.cpu_minutes:
+        cpu = train_budget(name, seed, args, folder, opts)
+    else:
+        resume = folder.is_dir() and any(folder.iterdir())  # killed early: starts over
+        vaelab.train(
+            None, folder, resume=resume, dataset=args.dataset, arch="conv", latent_dim=10,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+            progress=False, report=False, **opts,
+        )  # fmt: skip
     train_s = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(folder)
     last = rows[-1]
     t0 = time.perf_counter()
     result = vaelab.disentanglement(
@@ -71,7 +101,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
     )  # fmt: skip
     record = {
         "model": name, "seed": seed, "options": opts, "steps": last["step"],
-        "test_elbo": last["test_elbo"], "test_recon": last["test_recon"],
+        "epochs": len(rows), "cpu_minutes": args.cpu_minutes or None,
+        "cpu_seconds": cpu, "test_elbo": last["test_elbo"], "test_recon": last["test_recon"],
         "test_kl": last["test_kl"], "train_seconds": train_s,
         "score_seconds": time.perf_counter() - t0,
         "train_terms": {k: v for k, v in last.items() if k.startswith("train_")},
@@ -106,6 +137,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="dsprites-small")
     parser.add_argument("--epochs", type=int, default=2, help="the equal budget (x steps/epoch)")
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="the equal budget as process CPU minutes per run (instead of"
+        " --epochs): whole epochs until spent; resumable across sessions",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seeds", type=int, default=3)
@@ -122,6 +160,10 @@ def main() -> None:
     args = parser.parse_args()
     from vaelab.data import load_dataset
 
+    if args.cpu_minutes and "annealed_vae" in args.models.split(","):
+        parser.error(
+            "--cpu-minutes: the annealed model needs its step count up front; run it with --epochs"
+        )
     n_train = len(load_dataset(args.dataset).train_x)
     args.steps_hint = args.epochs * math.ceil(n_train / args.batch_size)
     runs = Path(args.runs)
@@ -140,7 +182,9 @@ def main() -> None:
                        for name_ in args.models.split(",")
                        if (f := runs / f"{name_}-s{seed_}" / SCORES).is_file()]  # fmt: skip
             result = {
-                "dataset": args.dataset, "epochs": args.epochs, "steps": args.steps_hint,
+                "dataset": args.dataset, "epochs": None if args.cpu_minutes else args.epochs,
+                "steps": None if args.cpu_minutes else args.steps_hint,
+                "cpu_minutes_per_run": args.cpu_minutes,
                 "batch_size": args.batch_size, "lr": args.lr, "pool": args.pool,
                 "votes": args.votes, "mig_samples": args.mig_samples,
                 "machine": platform.processor() or platform.machine(),

@@ -17,6 +17,10 @@ Each measurement is a fresh process (vaelab's in vaelab's venv, pythae's in
 /work/pythae-venv); rounds alternate the two sides so that load on a shared machine falls on
 both. The ratio is the median over rounds of vaelab's images/s over pythae's.
 
+``--half-batch`` is the like-for-like FactorVAE comparison: vaelab's step on batch/2 images
+against pythae's on the full batch, so that both VAEs learn from batch/2 images per step;
+the ratio is then of those images (the VAE's) per second.
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pythae_disentangle_speed.py --rounds 5
     .venv/bin/python benchmarks/pythae_disentangle_speed.py --rounds 1 --steps 3 --warmup 1 \\
         --out /tmp/speed.json                                          # a check, seconds
@@ -175,9 +179,12 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def measure(side: str, model: str, args: argparse.Namespace, images: str) -> float:
+    """Images per second the side's VAE learns from (the batch, or its half under
+    ``--half-batch``, where pythae's step gives its VAE half and vaelab runs on half)."""
     python = PYTHAE if side == "pythae" else sys.executable
+    batch = args.batch // 2 if args.half_batch and side == "vaelab" else args.batch
     cmd = [python, __file__, "--worker", "--side", side, "--model", model, "--images", images,
-           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--sampling", args.sampling]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if side == "pythae":  # pythae's interpreter must not see vaelab's packages
@@ -185,7 +192,8 @@ def measure(side: str, model: str, args: argparse.Namespace, images: str) -> flo
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{side} {model} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+    per_s = json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+    return per_s / 2 if args.half_batch and side == "pythae" else per_s
 
 
 def main() -> None:
@@ -199,6 +207,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--half-batch",
+        action="store_true",
+        help="like for like: vaelab on batch/2, the VAEs' images per second",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sampling", default="mss", help="beta-TCVAE's log q(z) estimator")
     parser.add_argument("--out", default="benchmarks/results/pythae_disentangle_speed.json")
@@ -212,7 +225,8 @@ def main() -> None:
     images.parent.mkdir(parents=True, exist_ok=True)
     np.save(images, load_dataset("dsprites-small").train_x.numpy())
     result = {"batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-              "threads": args.threads, "rounds": args.rounds, "sampling": args.sampling,
+              "threads": args.threads, "rounds": args.rounds, "half_batch": args.half_batch,
+              "sampling": args.sampling,
               "disc": {"layers": DISC[0], "hidden": DISC[1]}, "models": {}}  # fmt: skip
     try:
         for model in args.models.split(","):
