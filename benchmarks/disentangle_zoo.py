@@ -43,6 +43,7 @@ MODELS = {
     "dip_vae": {"objective": "dip", "dip_kind": "ii", "lambda_od": 10.0},
 }
 SCORES = "zoo_scores.json"
+INTERIM = "zoo_interim.json"  # --interim: scores of a run short of its budget
 BUDGET = "zoo_budget.json"  # CPU seconds spent on a run, summed over sessions
 
 
@@ -66,8 +67,9 @@ def train_budget(name: str, seed: int, args: argparse.Namespace, folder: Path, o
     return spent
 
 
-def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
-    """Train (or resume) one run and score it; returns its record."""
+def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dict | None:
+    """Train (or resume) one run and score it; returns its record (``--interim``: None for
+    a run not started)."""
     done = folder / SCORES
     if done.is_file():
         record = json.loads(done.read_text())
@@ -82,7 +84,13 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
         opts["hidden"] = "8,8"
     t0 = time.perf_counter()
     cpu = None
-    if args.cpu_minutes:
+    if args.interim:  # score the run as far as it got, train nothing
+        ledger = folder / BUDGET
+        if not ledger.is_file():
+            return None
+        cpu = json.loads(ledger.read_text())["cpu_seconds"]
+        done = folder / INTERIM
+    elif args.cpu_minutes:
         cpu = train_budget(name, seed, args, folder, opts)
     else:
         resume = folder.is_dir() and any(folder.iterdir())  # killed early: starts over
@@ -101,6 +109,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
     )  # fmt: skip
     record = {
         "model": name, "seed": seed, "options": opts, "steps": last["step"],
+        "interim": bool(args.interim),
         "epochs": len(rows), "cpu_minutes": args.cpu_minutes or None,
         "cpu_seconds": cpu, "test_elbo": last["test_elbo"], "test_recon": last["test_recon"],
         "test_kl": last["test_kl"], "train_seconds": train_s,
@@ -144,6 +153,12 @@ def main() -> None:
         help="the equal budget as process CPU minutes per run (instead of"
         " --epochs): whole epochs until spent; resumable across sessions",
     )
+    parser.add_argument(
+        "--interim",
+        action="store_true",
+        help="with --cpu-minutes: score every run as far as it has trained "
+        "(stopped short of the budget), train nothing; write to --out",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seeds", type=int, default=3)
@@ -173,14 +188,17 @@ def main() -> None:
             folder = runs / f"{name}-s{seed}"
             print(f"{name} seed {seed} ...", flush=True)
             record = run_one(name, seed, args, folder)
+            if record is None:
+                continue
             m = record["metrics"]
             print(f"  MIG {m.get('mig_exact', math.nan):.3f}  FactorVAE score "
                   f"{m.get('factor_vae_score', math.nan):.3f}  recon "
                   f"{record['test_recon']:.1f}", flush=True)  # fmt: skip
             # Every scored run of the grid (another process may be training other seeds).
+            kind = INTERIM if args.interim else SCORES
             records = [json.loads(f.read_text()) for seed_ in range(args.seeds)
                        for name_ in args.models.split(",")
-                       if (f := runs / f"{name_}-s{seed_}" / SCORES).is_file()]  # fmt: skip
+                       if (f := runs / f"{name_}-s{seed_}" / kind).is_file()]  # fmt: skip
             result = {
                 "dataset": args.dataset, "epochs": None if args.cpu_minutes else args.epochs,
                 "steps": None if args.cpu_minutes else args.steps_hint,
