@@ -14,6 +14,7 @@ input with the same seed (tests/test_pictures.py compares the two tile for tile)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,14 @@ from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.explore import (
     INTERPOLATIONS,
+    category_group,
     dim_scores,
     embed,
     latent_means,
     prior_quantile_grid,
+    sweep_classes,
     top_dims,
+    unit_scores,
 )
 from vaelab.evaluation.explore import interpolate as latent_path
 from vaelab.evaluation.explore import traverse as vary
@@ -178,17 +182,30 @@ def traversal(
     """``vaelab traverse``: around test image ``x[index]``'s posterior mean, one row per
     latent dimension (the ``dims`` most used over all of ``x``: KL, or variance for an AE;
     ``scores`` reuses :func:`vaelab.evaluation.explore.dim_scores` of ``x``), offsets
-    linspace(-span, span, steps) prior stds. Returns the figure and ``{grid, dims, names,
-    offsets, kind}``."""
+    linspace(-span, span, steps) prior stds. A categorical group is one row (named ``cat
+    g``, ranked by its summed score, ``dims`` its first coordinate) whose tiles show its
+    classes, each tile labelled ``category k``. Returns the figure and ``{grid, dims,
+    names, offsets, kind, columns}`` (``columns``: per row, None for an offset row, else
+    its tiles' labels)."""
     at_least("--dims", dims)
     test_image(x, index)
     values, kind = scores if scores is not None else dim_scores(model, x)
-    chosen = top_dims(values, dims)
-    names = [f"z{d} ({kind} {values[d]:.2f})" for d in chosen]
+    units = unit_scores(model, values)  # a categorical group: one row, its classes
+    chosen = [d for d in top_dims(units, dims) if units[d] > -math.inf]
     offsets = torch.linspace(-span, span, max(steps, 2)).tolist()
     grid = vary(model, x[index], chosen, steps, span)
-    fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}")
-    return fig, {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind}
+    names, tiles = [], {}
+    for row, d in enumerate(chosen):
+        group = category_group(model, d)
+        if group is None:
+            names.append(f"z{d} ({kind} {units[d]:.2f})")
+            continue
+        classes = sweep_classes(model, len(offsets))
+        names.append(f"cat {group} ({kind} {units[d]:.2f})")
+        tiles[row] = [f"category {k}" for k in classes]
+    fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}", tiles)
+    return fig, {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind,
+                 "columns": [tiles.get(r) for r in range(len(chosen))]}  # fmt: skip
 
 
 def latent_plot(
