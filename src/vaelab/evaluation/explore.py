@@ -343,6 +343,38 @@ def prior_quantile_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tens
     return decode_mean(model, z), torch.stack([qx, qy]).numpy()
 
 
+def sphere_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tensor, np.ndarray]:
+    """Decodings over equal shares of the uniform prior on the sphere S^{D-1}, D = 2 or 3
+    (a flat quantile grid would decode points off the sphere). Longitudes phi_i = -pi +
+    (i + 1/2) 2 pi / n. D = 2 (the circle): the ``n`` points (cos phi_i, sin phi_i), one
+    row. D = 3: an ``n x n`` grid, columns phi_i, rows the heights h_j = z_3 = 1 - (j + 1/2)
+    2 / n (top: high), z = (sqrt(1 - h^2) cos phi, sqrt(1 - h^2) sin phi, h); by
+    Archimedes' theorem h is uniform under U(S^2) (Lambert's cylindrical equal-area
+    projection), so each tile stands for 1/n^2 of p(z). Returns images ``(n or n*n, C, H,
+    W)`` and the axis values ``(2, n)`` (longitudes, then heights increasing; D = 2: the
+    second row is unused zeros)."""
+    d = model.latent_dim
+    if model.latent_space != "sphere" or d not in (2, 3):
+        raise VaelabError(f"sphere grid: needs a latent on S^1 or S^2, the model has {d} dims")
+    levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    phi = -math.pi + 2 * math.pi * levels
+    if d == 2:
+        z = torch.stack([phi.cos(), phi.sin()], 1)
+        return decode_mean(model, z.float()), np.stack([phi.numpy(), np.zeros(n)])
+    h = -1 + 2 * levels
+    hh, pp = h.flip(0).repeat_interleave(n), phi.repeat(n)
+    r = (1 - hh.square()).sqrt()
+    z = torch.stack([r * pp.cos(), r * pp.sin(), hh], 1)
+    return decode_mean(model, z.float()), np.stack([phi.numpy(), h.numpy()])
+
+
+def sphere_map(z: torch.Tensor) -> np.ndarray:
+    """Points on S^2 ``(N, 3)`` -> Lambert's cylindrical equal-area coordinates ``(N, 2)``:
+    (longitude atan2(z_2, z_1), height z_3), the axes of :func:`sphere_grid`'s tiles."""
+    u = z.double() / z.double().norm(dim=-1, keepdim=True)
+    return torch.stack([torch.atan2(u[:, 1], u[:, 0]), u[:, 2]], 1).numpy()
+
+
 def box_grid(lo: np.ndarray, hi: np.ndarray, n: int) -> torch.Tensor:
     """``(n*n, 2)`` evenly spaced points of the box [lo, hi], top row = high z_2."""
     xs = torch.linspace(float(lo[0]), float(hi[0]), n)

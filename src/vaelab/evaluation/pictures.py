@@ -36,6 +36,8 @@ from vaelab.evaluation.explore import (
     embed,
     latent_means,
     prior_quantile_grid,
+    sphere_grid,
+    sphere_map,
     sweep_classes,
     top_dims,
     unit_scores,
@@ -213,23 +215,47 @@ def latent_plot(
 ) -> tuple[Figure, np.ndarray, np.ndarray | None]:
     """``vaelab latent-plot``: the latent means of the first ``limit`` test images of
     ``data`` (default all; prepared as ``run`` was trained), one point each coloured by
-    label, projected by ``method`` above 2-D. Returns the figure, the plotted coordinates
-    ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
+    label, projected by ``method`` above 2-D (a latent on S^2 with ``pca``: the equal-area
+    map :func:`vaelab.evaluation.explore.sphere_map` instead). Returns the figure, the
+    plotted coordinates ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
     cfg = run.config
     x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
                     cfg.train.seed)  # fmt: skip
     z = latent_means(run.model, x)
-    coords, prefix = embed(z, method, seed)
     labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
+    if method == "pca" and run.model.latent_space == "sphere" and z.shape[1] == 3:
+        # S^2: a linear projection folds the back hemisphere onto the front; the equal-area
+        # map (the manifold's axes) puts every point where its decoding's tile is
+        coords = sphere_map(z)
+        title = f"{data.name}: latent means of {len(x)} test images, equal-area map of S^2"
+        fig = latent_figure(coords, labels, data.class_names, "z", title)
+        fig.axes[0].set(xlabel="longitude phi (radians)", ylabel="height h = z3")
+        return fig, coords, labels
+    coords, prefix = embed(z, method, seed)
     how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
     title = f"{data.name}: latent means of {len(x)} test images{how}"
     return latent_figure(coords, labels, data.class_names, prefix, title), coords, labels
 
 
+def has_manifold(model: torch.nn.Module) -> bool:
+    """Whether :func:`manifold` draws this model: a 2-D latent with a prior (an AE has no
+    p(z) to tile), or the circle S^1 / the sphere S^2; not a conditional model (its
+    decodings need a label the grid lacks)."""
+    if not model.has_prior or model.uses_labels:
+        return False
+    if model.latent_space == "sphere":
+        return model.latent_dim in (2, 3)
+    return model.latent_dim == 2 and model.latent_space == "euclidean"
+
+
 def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
     """``vaelab latent-plot``'s manifold.png (a 2-D latent with a prior): decodings over an
-    ``n x n`` grid of the prior's quantiles, on labelled z axes."""
+    ``n x n`` grid of the prior's quantiles, on labelled z axes. On the sphere: equal shares
+    of the uniform prior (:func:`vaelab.evaluation.explore.sphere_grid`), a row of ``n``
+    tiles around the circle S^1, an ``n x n`` longitude x height grid on S^2."""
     at_least("--grid", n)
+    if model.latent_space == "sphere":
+        return sphere_manifold(model, n)
     tiles, q = prior_quantile_grid(model, n)
     fig = Figure(figsize=(8, 8), layout="constrained")
     # Each tile spans half the gap to its neighbours (one tile: a unit square).
@@ -237,6 +263,26 @@ def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
     extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
     title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
     image_panel(fig.add_subplot(), tiles, n, extent, title)
+    return fig
+
+
+def sphere_manifold(model: torch.nn.Module, n: int) -> Figure:
+    """:func:`manifold` on S^1 or S^2 (decoded points all of unit norm)."""
+    tiles, _ = sphere_grid(model, n)
+    if model.latent_dim == 2:
+        fig = Figure(figsize=(max(6.0, 0.6 * n), 2.2), layout="constrained")
+        title = (f"Decoded circle: z = (cos phi, sin phi) at {n} equal arcs of the uniform prior "
+                 f"(each tile 1/{n})")  # fmt: skip
+        image_panel(fig.add_subplot(), tiles, n, (-math.pi, math.pi, 0.0, 1.0), title,
+                    "longitude phi (radians)", "")  # fmt: skip
+        fig.axes[0].set_yticks([])
+        return fig
+    fig = Figure(figsize=(9, 8), layout="constrained")
+    title = (f"Decoded sphere S^2: {n} x {n} equal-area tiles of the uniform prior (each "
+             f"1/{n * n} of p(z)): z = (sqrt(1-h^2) cos phi, sqrt(1-h^2) sin phi, h)")  # fmt: skip
+    extent = (-math.pi, math.pi, -1.0, 1.0)
+    image_panel(fig.add_subplot(), tiles, n, extent, title, "longitude phi (radians)",
+                "height h = z3")  # fmt: skip
     return fig
 
 
