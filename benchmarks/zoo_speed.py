@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "families": rows,
     }  # fmt: skip
     print(table(rows))
+    for name, r in rows.items():  # a family that failed on a side: say so, once
+        for side in ("vaelab", "pythae"):
+            if r[side] and "error" in r[side]:
+                print(f"zoo_speed: {name} ({side}) failed: {r[side]['error']}", file=sys.stderr)
     save_json(a.json, result)
     return 0
 
