@@ -184,7 +184,8 @@ def summarise(name: str, v: list[dict], p: list[dict] | None, peer: dict | None)
 
     row: dict = {"vaelab": side(v), "pythae": None, "ratio": None}
     if p is not None and peer is not None:
-        row["pythae"] = {"model": peer["peer"], "options": peer["options"], **side(p)}
+        what = {k: peer[k] for k in ("options", "decoder_weight_decay")}
+        row["pythae"] = {"model": peer["peer"], **what, **side(p)}
         a, b = row["vaelab"]["images_per_s"], row["pythae"]["images_per_s"]
         if a and b:
             row["ratio"] = a / b
