@@ -4,7 +4,8 @@
         --model WAE_MMD --config '{"kernel_choice": "imq"}' --epochs 10 --out DIR/pythae-WAE_MMD
 
 Trains pythae's implementation of one family with vaelab's MLP bodies mirrored layer for
-layer (encoder Flatten-Linear(784, 400)-ReLU-Linear(400, 2D or D); decoder Linear(D, 400)-
+layer (encoder Flatten-Linear(784, 400)-ReLU-Linear(400, 2D or D, or D + 1 for SVAE: the
+direction and the log concentration pythae's SVAE reads); decoder Linear(D, 400)-
 ReLU-Linear(400, 784) then pythae's sigmoid), Adam, the same batch size and epochs, on the
 same training images dynamically binarized each batch (pythae's trainer cannot: this is
 its training step without its trainer's callbacks, and for the coupled-optimizer models
@@ -37,15 +38,19 @@ CONFIG_NAMES = {"WAE_MMD": "WAE_MMD_Config", "INFOVAE_MMD": "INFOVAE_MMD_Config"
 
 
 class Encoder(BaseEncoder):
-    def __init__(self, dim: int, hidden: int, latent: int, stochastic: bool) -> None:
+    def __init__(self, dim: int, hidden: int, latent: int, stochastic: bool,
+                 spherical: bool = False) -> None:  # fmt: skip
         super().__init__()
-        out = 2 * latent if stochastic else latent
+        # SVAE: D + 1 outputs, the direction and the log concentration (vaelab's svae layout)
+        out = latent + 1 if spherical else 2 * latent if stochastic else latent
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(),
                                  nn.Linear(hidden, out))  # fmt: skip
-        self.latent, self.stochastic = latent, stochastic
+        self.latent, self.stochastic, self.spherical = latent, stochastic, spherical
 
     def forward(self, x):
         h = self.net(x)
+        if self.spherical:  # pythae's SVAE reads (embedding, log_concentration)
+            return ModelOutput(embedding=h[:, :-1], log_concentration=h[:, -1:])
         if self.stochastic:
             mu, logvar = h.chunk(2, -1)
             return ModelOutput(embedding=mu, log_covariance=logvar)
@@ -68,8 +73,41 @@ def build(name: str, options: dict, shape, hidden: int, latent: int):
     config = config_cls(input_dim=tuple(shape), latent_dim=latent, reconstruction_loss="bce",
                         **options)  # fmt: skip
     stochastic = name in STOCHASTIC
-    return getattr(pm, name)(config, Encoder(dim, hidden, latent, stochastic),
-                             Decoder(dim, hidden, latent, shape))  # fmt: skip
+    encoder = Encoder(dim, hidden, latent, stochastic, spherical=name == "SVAE")
+    return getattr(pm, name)(config, encoder, Decoder(dim, hidden, latent, shape))
+
+
+def make_step(model, name: str, lr: float, decoder_weight_decay: float, dataset_size: int):
+    """pythae's trainer step for ``model`` as a function ``step(x, epoch) -> loss``: its
+    BaseTrainer's (forward, loss backward, Adam step, ``loss.item()``), or for the coupled
+    models (PIWAE, RAE_L2) its CoupledOptimizerTrainer._optimizers_step: encoder_loss
+    backward, decoder grads reset, decoder_loss backward, both optimizers step."""
+    if name in COUPLED:
+        enc = torch.optim.Adam(model.encoder.parameters(), lr=lr)
+        dec = torch.optim.Adam(model.decoder.parameters(), lr=lr,
+                               weight_decay=decoder_weight_decay)  # fmt: skip
+
+        def step(x: torch.Tensor, epoch: int) -> float:
+            out = model({"data": x}, epoch=epoch, dataset_size=dataset_size, uses_ddp=False)
+            enc.zero_grad()
+            out.encoder_loss.backward(retain_graph=True)
+            dec.zero_grad()
+            out.decoder_loss.backward(retain_graph=True)
+            enc.step()
+            dec.step()
+            return out.loss.item()
+
+        return step
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step(x: torch.Tensor, epoch: int) -> float:
+        out = model({"data": x}, epoch=epoch, dataset_size=dataset_size, uses_ddp=False)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        return out.loss.item()
+
+    return step
 
 
 def vaelab_names(model) -> dict[str, np.ndarray]:
@@ -100,12 +138,7 @@ def main() -> int:
     torch.manual_seed(a.seed)
     train = torch.from_numpy(np.load(a.data, allow_pickle=False))
     model = build(a.model, json.loads(a.config), tuple(train.shape[1:]), a.hidden, a.latent_dim)
-    if a.model in COUPLED:
-        enc = torch.optim.Adam(model.encoder.parameters(), lr=a.lr)
-        dec = torch.optim.Adam(model.decoder.parameters(), lr=a.lr,
-                               weight_decay=a.decoder_weight_decay)  # fmt: skip
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    step = make_step(model, a.model, a.lr, a.decoder_weight_decay, len(train))
     g = torch.Generator().manual_seed(a.seed)
     seconds, images, losses = 0.0, 0, []
     for epoch in range(a.epochs):
@@ -114,21 +147,10 @@ def main() -> int:
         for idx in torch.randperm(len(train), generator=g).split(a.batch_size):
             t0 = time.perf_counter()
             x = torch.bernoulli(train[idx].float() / 255.0)
-            out = model({"data": x}, epoch=epoch, dataset_size=len(train), uses_ddp=False)
-            if a.model in COUPLED:  # pythae's CoupledOptimizerTrainer._optimizers_step
-                enc.zero_grad()
-                out.encoder_loss.backward(retain_graph=True)
-                dec.zero_grad()
-                out.decoder_loss.backward(retain_graph=True)
-                enc.step()
-                dec.step()
-            else:
-                opt.zero_grad()
-                out.loss.backward()
-                opt.step()
+            loss = step(x, epoch)
             seconds += time.perf_counter() - t0
             images += len(idx)
-            total += out.loss.item() * len(idx)
+            total += loss * len(idx)
         losses.append(total / len(train))
         model.update()
     folder = Path(a.out)

@@ -79,11 +79,11 @@ FAMILIES: dict[str, tuple[dict, str | None, dict, list[str]]] = {
     "cvae": ({"model": "cvae"}, None, {}, []),
     "m2": ({"model": "m2"}, None, {}, []),
     "deep": ({"model": "deep", "arch": "conv", "hidden": None}, None, {}, []),
-    # the flow/sphere/categorical families (their pythae peers: benchmarks/zoo_latents.py,
+    # the flow/categorical families (their pythae peers: benchmarks/zoo_latents.py,
     # whose encoders give each peer the parameters it needs)
     "flow": ({"model": "flow", "flow": "iaf"}, None, {}, []),
     "planar": ({"model": "flow", "flow": "planar"}, None, {}, []),
-    "svae": ({"model": "svae"}, None, {}, []),
+    "svae": ({"model": "svae"}, "SVAE", {}, []),  # same layers: D + 1 outputs, softplus + 1
     "gumbel": ({"model": "gumbel"}, None, {}, []),
     "capacity": ({"model": "gumbel", "joint": True, "objective": "capacity"}, None, {}, []),
     "vqvae": ({"model": "vqvae", "arch": "conv", "hidden": None}, None, {}, []),
@@ -100,6 +100,7 @@ SCORED_PEERS = {
     "INFOVAE_MMD",
     "RAE_L2",
     "RAE_GP",
+    "SVAE",
 }  # fmt: skip  (the others' weights differ)
 POSTHOC = ("gmm", "maf", "two-stage")
 NOT_FAMILIES = {"elbo", "m2", "vq"}  # objectives that are the families' defaults, not rows

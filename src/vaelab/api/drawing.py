@@ -190,7 +190,7 @@ def latent_plot(
     fig, coords, labels = pictures.latent_plot(run, load_test_images(run), method, limit, seed)
     manifold = None
     # An AE has no p(z); a conditional model's decodings depend on a label the grid lacks.
-    if run.model.latent_dim == 2 and run.model.has_prior and not run.model.uses_labels:
+    if pictures.has_manifold(run.model):  # 2-D, or the sphere S^1 / S^2
         manifold = pictures.manifold(run.model, grid)
     if out is not None:
         save_figure(fig, target(out, overwrite))

@@ -34,6 +34,10 @@ def interpolate(job: dict[str, Any], rows: dict, first: bool) -> None:
 def traverse(job: dict[str, Any], result: dict, first: bool) -> None:
     if first:
         print(f"dimensions by {result['kind']}: " + ", ".join(result["names"]))
+        for name, tiles in zip(result["names"], result.get("columns") or (), strict=False):
+            if tiles:  # a categorical group's row: its columns are classes, not offsets
+                shown = ", ".join(t.removeprefix("category ") for t in tiles)
+                print(f"  {name.split(' (')[0]}: its columns show categories {shown}")
     print(f"wrote {job['out']}")
 
 

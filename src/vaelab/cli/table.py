@@ -233,7 +233,8 @@ COMMANDS: dict[str, Command] = {
         ),
     ),
     "latent-plot": Command(
-        "scatter the test set's latent means (PCA/t-SNE above 2-D); 2-D: the decoded manifold",
+        "scatter the test set's latent means (PCA/t-SNE above 2-D); 2-D or a sphere S^1/S^2: "
+        "the decoded manifold",
         (PICTURES, "latent_plot"), out="latent.png", beside={"manifold_out": "manifold.png"},
         present="latent_plot",
         options=(
@@ -242,7 +243,7 @@ COMMANDS: dict[str, Command] = {
             opt("--limit", type=int, positive=True,
                 help="use the first N test images (t-SNE is slow on 10,000)"),
             opt("--grid", type=int, default=20, positive=True,
-                help="manifold tiles per side (2-D)"),
+                help="manifold tiles per side (2-D, S^1, S^2)"),
         ),
     ),
     "ae-vs-vae": Command(

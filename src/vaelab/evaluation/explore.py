@@ -9,6 +9,7 @@ endpoints of an interpolation decode to the images' reconstructions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.data.prepare import to_unit
 from vaelab.errors import VaelabError, at_least, unknown_name
+from vaelab.latents.gumbel import JointPosterior
 from vaelab.latents.priors import StandardNormalPrior
 
 
@@ -153,8 +155,9 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
     """Mean over images of KL(q(z_d|x) || p(z_d)) for each latent dimension d, ``(D,)``;
     for the Normal pair 0.5 (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2). Dimensions near 0
     are unused ("collapsed"); the active ones carry the information about x. With a
-    factorized prior the values sum to the ELBO's KL term. Raises VaelabError when the
-    prior does not factorize (mixture, VampPrior) or no closed form exists."""
+    factorized prior the values sum to the ELBO's KL term (a categorical posterior: its
+    :func:`joint_kl_terms`). Raises VaelabError when the prior does not factorize
+    (mixture, VampPrior) or no closed form exists."""
     if not (model.has_posterior and model.has_prior):
         raise VaelabError("KL per dimension needs q(z|x) and p(z); a plain autoencoder has none")
     model.eval()
@@ -162,6 +165,10 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
     total = None
     for i in range(0, len(x), batch_size):
         q = model.encode(to_unit(x[i : i + batch_size].to(model.device)))
+        if isinstance(q, JointPosterior):  # Gaussian dims, then each group's classes
+            part = joint_kl_terms(q).sum(0).double().cpu()
+            total = part if total is None else total + part
+            continue
         if marginals is None or not isinstance(q, Independent):
             raise VaelabError("KL per dimension needs a prior that factorizes over dimensions")
         try:
@@ -173,6 +180,17 @@ def kl_per_dim(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) 
         part = kl.sum(0).double().cpu()
         total = part if total is None else total + part
     return (total / len(x)).float()
+
+
+def joint_kl_terms(q: JointPosterior) -> torch.Tensor:
+    """KL(q || p) of a (joint) categorical posterior against its prior N(0, I) x U(C)^V, split
+    over the event's coordinates ``(B, D_c + V C)``: 0.5 (mu^2 + sigma^2 - 1 - log sigma^2)
+    for each Gaussian dimension, pi_k (log pi_k + log C) for class k of a group (so a
+    group's coordinates sum to KL(Cat(pi) || U(C)), and all of them to the model's KL)."""
+    cont = 0.5 * (q.mu.square() + q.logvar.exp() - 1.0 - q.logvar)
+    log_pi = torch.log_softmax(q.logits, -1)
+    cat = log_pi.exp() * (log_pi + math.log(q.logits.shape[-1]))
+    return torch.cat([cont, cat.flatten(-2)], -1)
 
 
 def dim_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -220,6 +238,34 @@ def traverse(
     return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
 
 
+def category_group(model: torch.nn.Module, d: int) -> int | None:
+    """The categorical group (0-based) that latent coordinate ``d`` belongs to, None for a
+    Gaussian coordinate (every coordinate of a model without categorical latents)."""
+    if model.latent_space != "categorical" or d < model.continuous_dims:
+        return None
+    return (d - model.continuous_dims) // model.categories
+
+
+def sweep_classes(model: torch.nn.Module, steps: int) -> list[int]:
+    """The class a categorical row's column j shows: round(j (C - 1) / (steps - 1))
+    (every class once when ``steps`` = C)."""
+    return torch.linspace(0, model.categories - 1, steps).round().long().tolist()
+
+
+def unit_scores(model: torch.nn.Module, values: torch.Tensor) -> torch.Tensor:
+    """Per-coordinate scores ``(D,)`` with each categorical group made one unit: its total at
+    its first coordinate, -inf at the others (a group is one traversal row, not C rows
+    that would all show the same sweep of its classes)."""
+    if model.latent_space != "categorical":
+        return values
+    out = values.clone().float()
+    dc, c = model.continuous_dims, model.categories
+    for start in range(dc, len(values), c):
+        out[start] = values[start : start + c].sum()
+        out[start + 1 : start + c] = -math.inf
+    return out
+
+
 def category_sweep(model: torch.nn.Module, mu: torch.Tensor, d: int, steps: int) -> torch.Tensor:
     """``steps`` copies of the code ``mu`` ``(D,)`` with the one-hot group holding coordinate
     ``d`` set to class round(j (C - 1) / (steps - 1)), j = 0..steps-1 (a categorical latent's
@@ -228,8 +274,7 @@ def category_sweep(model: torch.nn.Module, mu: torch.Tensor, d: int, steps: int)
     start = model.continuous_dims + (d - model.continuous_dims) // c * c
     z = mu.repeat(steps, 1)
     z[:, start : start + c] = 0
-    classes = torch.linspace(0, c - 1, steps).round().long()
-    z[torch.arange(steps), start + classes] = 1
+    z[torch.arange(steps), start + torch.tensor(sweep_classes(model, steps))] = 1
     return z
 
 
@@ -296,6 +341,38 @@ def prior_quantile_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tens
         qx, qy = (torch.quantile(draws[:, i], levels) for i in range(2))
     z = torch.stack([qx.repeat(n), qy.flip(0).repeat_interleave(n)], dim=1)
     return decode_mean(model, z), torch.stack([qx, qy]).numpy()
+
+
+def sphere_grid(model: torch.nn.Module, n: int = 15) -> tuple[torch.Tensor, np.ndarray]:
+    """Decodings over equal shares of the uniform prior on the sphere S^{D-1}, D = 2 or 3
+    (a flat quantile grid would decode points off the sphere). Longitudes phi_i = -pi +
+    (i + 1/2) 2 pi / n. D = 2 (the circle): the ``n`` points (cos phi_i, sin phi_i), one
+    row. D = 3: an ``n x n`` grid, columns phi_i, rows the heights h_j = z_3 = 1 - (j + 1/2)
+    2 / n (top: high), z = (sqrt(1 - h^2) cos phi, sqrt(1 - h^2) sin phi, h); by
+    Archimedes' theorem h is uniform under U(S^2) (Lambert's cylindrical equal-area
+    projection), so each tile stands for 1/n^2 of p(z). Returns images ``(n or n*n, C, H,
+    W)`` and the axis values ``(2, n)`` (longitudes, then heights increasing; D = 2: the
+    second row is unused zeros)."""
+    d = model.latent_dim
+    if model.latent_space != "sphere" or d not in (2, 3):
+        raise VaelabError(f"sphere grid: needs a latent on S^1 or S^2, the model has {d} dims")
+    levels = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    phi = -math.pi + 2 * math.pi * levels
+    if d == 2:
+        z = torch.stack([phi.cos(), phi.sin()], 1)
+        return decode_mean(model, z.float()), np.stack([phi.numpy(), np.zeros(n)])
+    h = -1 + 2 * levels
+    hh, pp = h.flip(0).repeat_interleave(n), phi.repeat(n)
+    r = (1 - hh.square()).sqrt()
+    z = torch.stack([r * pp.cos(), r * pp.sin(), hh], 1)
+    return decode_mean(model, z.float()), np.stack([phi.numpy(), h.numpy()])
+
+
+def sphere_map(z: torch.Tensor) -> np.ndarray:
+    """Points on S^2 ``(N, 3)`` -> Lambert's cylindrical equal-area coordinates ``(N, 2)``:
+    (longitude atan2(z_2, z_1), height z_3), the axes of :func:`sphere_grid`'s tiles."""
+    u = z.double() / z.double().norm(dim=-1, keepdim=True)
+    return torch.stack([torch.atan2(u[:, 1], u[:, 0]), u[:, 2]], 1).numpy()
 
 
 def box_grid(lo: np.ndarray, hi: np.ndarray, n: int) -> torch.Tensor:

@@ -258,10 +258,12 @@ def _latent_section(run: Run, data: ImageData, is_vae: bool) -> str:
     title = fig.axes[0].get_title()
     part = _img(png_bytes(fig), title, "latent scatter")
     # An AE has no p(z) to tile; a conditional model decodes only with a label.
-    if model.latent_dim == 2 and is_vae and not model.uses_labels:
-        part += _img(png_bytes(pictures.manifold(model, 15)), "decodings at z = "
-                     "(Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)): each tile stands for an equal "
-                     "share of p(z)", "manifold")  # fmt: skip
+    if is_vae and pictures.has_manifold(model):  # 2-D, or the sphere S^1 / S^2
+        fig = pictures.manifold(model, 15)
+        caption = fig.axes[0].get_title() if model.latent_space == "sphere" else (
+            "decodings at z = (Phi^-1((i+1/2)/15), Phi^-1((j+1/2)/15)): each tile stands for "
+            "an equal share of p(z)")  # fmt: skip
+        part += _img(png_bytes(fig), caption, "manifold")
     return part
 
 

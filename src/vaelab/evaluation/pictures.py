@@ -14,6 +14,7 @@ input with the same seed (tests/test_pictures.py compares the two tile for tile)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,16 @@ from vaelab.data.prepare import eval_images, to_unit, train_images
 from vaelab.errors import VaelabError, at_least
 from vaelab.evaluation.explore import (
     INTERPOLATIONS,
+    category_group,
     dim_scores,
     embed,
     latent_means,
     prior_quantile_grid,
+    sphere_grid,
+    sphere_map,
+    sweep_classes,
     top_dims,
+    unit_scores,
 )
 from vaelab.evaluation.explore import interpolate as latent_path
 from vaelab.evaluation.explore import traverse as vary
@@ -178,17 +184,30 @@ def traversal(
     """``vaelab traverse``: around test image ``x[index]``'s posterior mean, one row per
     latent dimension (the ``dims`` most used over all of ``x``: KL, or variance for an AE;
     ``scores`` reuses :func:`vaelab.evaluation.explore.dim_scores` of ``x``), offsets
-    linspace(-span, span, steps) prior stds. Returns the figure and ``{grid, dims, names,
-    offsets, kind}``."""
+    linspace(-span, span, steps) prior stds. A categorical group is one row (named ``cat
+    g``, ranked by its summed score, ``dims`` its first coordinate) whose tiles show its
+    classes, each tile labelled ``category k``. Returns the figure and ``{grid, dims,
+    names, offsets, kind, columns}`` (``columns``: per row, None for an offset row, else
+    its tiles' labels)."""
     at_least("--dims", dims)
     test_image(x, index)
     values, kind = scores if scores is not None else dim_scores(model, x)
-    chosen = top_dims(values, dims)
-    names = [f"z{d} ({kind} {values[d]:.2f})" for d in chosen]
+    units = unit_scores(model, values)  # a categorical group: one row, its classes
+    chosen = [d for d in top_dims(units, dims) if units[d] > -math.inf]
     offsets = torch.linspace(-span, span, max(steps, 2)).tolist()
     grid = vary(model, x[index], chosen, steps, span)
-    fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}")
-    return fig, {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind}
+    names, tiles = [], {}
+    for row, d in enumerate(chosen):
+        group = category_group(model, d)
+        if group is None:
+            names.append(f"z{d} ({kind} {units[d]:.2f})")
+            continue
+        classes = sweep_classes(model, len(offsets))
+        names.append(f"cat {group} ({kind} {units[d]:.2f})")
+        tiles[row] = [f"category {k}" for k in classes]
+    fig = traversal_figure(grid, names, offsets, f"Traversals around test image {index}", tiles)
+    return fig, {"grid": grid, "dims": chosen, "names": names, "offsets": offsets, "kind": kind,
+                 "columns": [tiles.get(r) for r in range(len(chosen))]}  # fmt: skip
 
 
 def latent_plot(
@@ -196,23 +215,47 @@ def latent_plot(
 ) -> tuple[Figure, np.ndarray, np.ndarray | None]:
     """``vaelab latent-plot``: the latent means of the first ``limit`` test images of
     ``data`` (default all; prepared as ``run`` was trained), one point each coloured by
-    label, projected by ``method`` above 2-D. Returns the figure, the plotted coordinates
-    ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
+    label, projected by ``method`` above 2-D (a latent on S^2 with ``pca``: the equal-area
+    map :func:`vaelab.evaluation.explore.sphere_map` instead). Returns the figure, the
+    plotted coordinates ``(N, 2)`` and the labels ``(N,)`` (None if unlabelled)."""
     cfg = run.config
     x = eval_images(data.test_x[:limit] if limit else data.test_x, cfg.data.binarize,
                     cfg.train.seed)  # fmt: skip
     z = latent_means(run.model, x)
-    coords, prefix = embed(z, method, seed)
     labels = data.test_y[: len(x)].numpy() if data.test_y is not None else None
+    if method == "pca" and run.model.latent_space == "sphere" and z.shape[1] == 3:
+        # S^2: a linear projection folds the back hemisphere onto the front; the equal-area
+        # map (the manifold's axes) puts every point where its decoding's tile is
+        coords = sphere_map(z)
+        title = f"{data.name}: latent means of {len(x)} test images, equal-area map of S^2"
+        fig = latent_figure(coords, labels, data.class_names, "z", title)
+        fig.axes[0].set(xlabel="longitude phi (radians)", ylabel="height h = z3")
+        return fig, coords, labels
+    coords, prefix = embed(z, method, seed)
     how = "" if z.shape[1] <= 2 else f", {'PCA' if method == 'pca' else 't-SNE'} of {z.shape[1]}-D"
     title = f"{data.name}: latent means of {len(x)} test images{how}"
     return latent_figure(coords, labels, data.class_names, prefix, title), coords, labels
 
 
+def has_manifold(model: torch.nn.Module) -> bool:
+    """Whether :func:`manifold` draws this model: a 2-D latent with a prior (an AE has no
+    p(z) to tile), or the circle S^1 / the sphere S^2; not a conditional model (its
+    decodings need a label the grid lacks)."""
+    if not model.has_prior or model.uses_labels:
+        return False
+    if model.latent_space == "sphere":
+        return model.latent_dim in (2, 3)
+    return model.latent_dim == 2 and model.latent_space == "euclidean"
+
+
 def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
     """``vaelab latent-plot``'s manifold.png (a 2-D latent with a prior): decodings over an
-    ``n x n`` grid of the prior's quantiles, on labelled z axes."""
+    ``n x n`` grid of the prior's quantiles, on labelled z axes. On the sphere: equal shares
+    of the uniform prior (:func:`vaelab.evaluation.explore.sphere_grid`), a row of ``n``
+    tiles around the circle S^1, an ``n x n`` longitude x height grid on S^2."""
     at_least("--grid", n)
+    if model.latent_space == "sphere":
+        return sphere_manifold(model, n)
     tiles, q = prior_quantile_grid(model, n)
     fig = Figure(figsize=(8, 8), layout="constrained")
     # Each tile spans half the gap to its neighbours (one tile: a unit square).
@@ -220,6 +263,26 @@ def manifold(model: torch.nn.Module, n: int = 20) -> Figure:
     extent = (q[0][0] - dx, q[0][-1] + dx, q[1][0] - dy, q[1][-1] + dy)
     title = f"Decoded manifold: {n} x {n} quantiles of the prior (each tile 1/{n * n} of p(z))"
     image_panel(fig.add_subplot(), tiles, n, extent, title)
+    return fig
+
+
+def sphere_manifold(model: torch.nn.Module, n: int) -> Figure:
+    """:func:`manifold` on S^1 or S^2 (decoded points all of unit norm)."""
+    tiles, _ = sphere_grid(model, n)
+    if model.latent_dim == 2:
+        fig = Figure(figsize=(max(6.0, 0.6 * n), 2.2), layout="constrained")
+        title = (f"Decoded circle: z = (cos phi, sin phi) at {n} equal arcs of the uniform prior "
+                 f"(each tile 1/{n})")  # fmt: skip
+        image_panel(fig.add_subplot(), tiles, n, (-math.pi, math.pi, 0.0, 1.0), title,
+                    "longitude phi (radians)", "")  # fmt: skip
+        fig.axes[0].set_yticks([])
+        return fig
+    fig = Figure(figsize=(9, 8), layout="constrained")
+    title = (f"Decoded sphere S^2: {n} x {n} equal-area tiles of the uniform prior (each "
+             f"1/{n * n} of p(z)): z = (sqrt(1-h^2) cos phi, sqrt(1-h^2) sin phi, h)")  # fmt: skip
+    extent = (-math.pi, math.pi, -1.0, 1.0)
+    image_panel(fig.add_subplot(), tiles, n, extent, title, "longitude phi (radians)",
+                "height h = z3")  # fmt: skip
     return fig
 
 

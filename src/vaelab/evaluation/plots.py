@@ -203,11 +203,14 @@ def image_panel(
 
 
 def traversal_figure(
-    images: torch.Tensor, row_labels: Sequence[str], offsets: Sequence[float], title: str
-) -> Figure:
+    images: torch.Tensor, row_labels: Sequence[str], offsets: Sequence[float], title: str,
+    tile_labels: dict[int, Sequence[str]] | None = None,
+) -> Figure:  # fmt: skip
     """A traversal grid (one row per latent dimension) with the rows named on the y axis
-    and the offsets on the x axis."""
+    and the offsets on the x axis; ``tile_labels[row]``: the rows whose columns are not
+    offsets (a categorical group's classes), each tile labelled in its corner instead."""
     rows, cols = len(row_labels), len(offsets)
+    tile_labels = tile_labels or {}
     h, w = images.shape[-2:]
     fig = Figure(figsize=(1.0 + 0.75 * cols * w / h, 0.9 + 0.75 * rows), layout="constrained")
     ax = fig.add_subplot()
@@ -217,5 +220,12 @@ def traversal_figure(
     ax.set_xticks([1 + i * (w + 1) + (w - 1) / 2 for i in range(cols)],
                   [f"{o:+.3g}" for o in offsets])  # fmt: skip
     ax.set_yticks([1 + i * (h + 1) + (h - 1) / 2 for i in range(rows)], list(row_labels))
-    ax.set(title=title, xlabel="offset from the image's mean, in prior standard deviations")
+    for row, labels in tile_labels.items():
+        for col, text in enumerate(labels):
+            ax.text(1 + col * (w + 1) + 0.5, 1 + row * (h + 1) + 0.5, text, color="yellow",
+                    fontsize=6, va="top", ha="left")  # fmt: skip
+    xlabel = "offset from the image's mean, in prior standard deviations"
+    if tile_labels:
+        xlabel += "\n(categorical rows: the class on each tile, the other codes as the image's)"
+    ax.set(title=title, xlabel=xlabel)
     return fig
