@@ -269,9 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         sides = [(row["vaelab"], Path(row["vaelab"]["run"]))]
         if row.get("pythae") and "all_samplers" in row["pythae"]:
-            sides.append(
-                (row["pythae"], Path(a.out) / f"pythae-{row['pythae']['model']}-as-vaelab")
-            )
+            peer = row["pythae"]["model"]
+            sides.append((row["pythae"], as_vaelab(name, peer, Path(a.out) / f"pythae-{peer}", a)))
         for side, run in sides:
             if not set(again) <= set(side.get("rescored", [])):
                 print(f"zoo_table: rescoring {name}", file=sys.stderr, flush=True)
