@@ -187,7 +187,7 @@ def test_clicking_a_class_button_decodes_that_class(gumbel_run):
             assert sorted(dims) == list(range(DC))
             assert d.find_element(By.ID, "groups-box").is_displayed()
             assert len(d.find_elements(By.CSS_SELECTOR, "#groups button")) == V * C
-            classes = d.execute_script("return state.classes")
+            classes = d.execute_script("return state.groupClasses")
             pressed = d.execute_script(
                 "return [...document.querySelectorAll('#groups button[aria-pressed=true]')]"
                 ".map((b) => [Number(b.dataset.group), Number(b.dataset.cls)])"
@@ -197,7 +197,7 @@ def test_clicking_a_class_button_decodes_that_class(gumbel_run):
             before = _src(d, "decoded")
             d.find_element(By.CSS_SELECTOR, f"#groups [data-group='{g}'][data-cls='{k}']").click()
             _wait(d, lambda d: _src(d, "decoded") != before and _settled(d), "no new image")
-            assert d.execute_script("return state.classes")[g] == k
+            assert d.execute_script("return state.groupClasses")[g] == k
             button = d.find_element(By.CSS_SELECTOR, f"#groups [data-group='{g}'][data-cls='{k}']")
             assert button.get_attribute("aria-pressed") == "true"
             z = torch.tensor(d.execute_script("return state.z"))
@@ -205,6 +205,17 @@ def test_clicking_a_class_button_decodes_that_class(gumbel_run):
             shown = png_array(_src(d, "decoded")).astype(float)
             assert np.abs(shown - _decoded(model, z)).max() <= PNG_TOL
             assert _images(d, "#samples img")  # New images still draws (classes ~ U(C))
+            # The map's points keep their class colours (the page's own state is untouched:
+            # a name clash once painted them white on white).
+            coloured = d.execute_script(
+                "const c = document.getElementById('map'), ctx = c.getContext('2d');"
+                "const p = ctx.getImageData(0, 0, c.width, c.height).data; let n = 0;"
+                "for (let i = 0; i < p.length; i += 4) {"
+                "  const [r, g, b] = [p[i], p[i + 1], p[i + 2]];"
+                "  if (Math.max(r, g, b) - Math.min(r, g, b) > 60) n++;"
+                "} return n;"
+            )
+            assert coloured > 500  # hundreds of dots of radius 2.4 px in tab10 colours
             errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
             assert not errors, errors
     finally:

@@ -260,17 +260,19 @@ function pick(i) {
 // group one-hot at the class (the server snaps every group to one-hot, its argmax).
 function setupGroups(info) {
   const groups = info.groups;
-  state.classes = groups.map(() => 0);  // until the first decode answers
+  state.groupClasses = groups.map(() => 0);  // until the first decode answers
   $("groups-box").hidden = false;
   $("groups-desc").textContent = "(ranked by KL; each group decodes one-hot at the pressed class)";
   if (!info.dims.length) $("dims-desc").parentElement.hidden = true;  // no Gaussian dims
+  $("map-desc").textContent += "; each group then decodes at its largest class";
   $("groups").replaceChildren(...groups.map((g) => {
     const row = document.createElement("div");
     row.className = "group";
-    const name = document.createElement("span");
-    name.textContent = g.name;
-    name.title = `${info.measure} ${g.score}`;
-    row.append(name, ...g.classes.map((cls, k) => {
+    const name = document.createElement("span"), score = document.createElement("small");
+    score.textContent = `${info.measure} ${Number(g.score).toFixed(2)}`;
+    name.append(g.name, score);
+    const buttons = document.createElement("div");
+    buttons.append(...g.classes.map((cls, k) => {
       const b = document.createElement("button");
       Object.assign(b, {type: "button", textContent: String(k), title: `${g.name}: ${cls}`});
       b.dataset.group = g.group;
@@ -279,9 +281,7 @@ function setupGroups(info) {
       b.addEventListener("click", () => chooseClass(g.group, k));
       return b;
     }));
-    const score = document.createElement("small");
-    score.textContent = `${info.measure} ${Number(g.score).toFixed(2)}`;
-    row.append(score);
+    row.append(name, buttons);
     return row;
   }));
   // Random classes: each group's class drawn from its prior U(C); the Gaussian dims stay.
@@ -297,13 +297,13 @@ function setupGroups(info) {
 }
 
 function chooseClass(group, k) {
-  const classes = state.classes.slice();
+  const classes = state.groupClasses.slice();
   classes[group] = k;
   requestDecode({z: state.z.slice(), classes});
 }
 
 function showClasses(classes) {
-  state.classes = classes.slice();
+  state.groupClasses = classes.slice();
   for (const b of document.querySelectorAll("#groups button")) {
     b.setAttribute("aria-pressed", String(classes[Number(b.dataset.group)] === Number(b.dataset.cls)));
   }
