@@ -204,6 +204,16 @@ def test_clicking_a_class_button_decodes_that_class(gumbel_run):
             assert z[DC + g * C : DC + (g + 1) * C].tolist() == [float(j == k) for j in range(C)]
             shown = png_array(_src(d, "decoded")).astype(float)
             assert np.abs(shown - _decoded(model, z)).max() <= PNG_TOL
+            for _ in range(3):  # Random classes: a class per group from U(C), decoded one-hot
+                d.find_element(By.ID, "random-classes").click()
+                _wait(d, _settled, "Random classes did not finish")
+                drawn = d.execute_script("return state.groupClasses")
+                assert len(drawn) == V and all(0 <= c < C for c in drawn)
+                z = torch.tensor(d.execute_script("return state.z"))
+                assert z[DC:].reshape(V, C).argmax(1).tolist() == drawn
+                assert z[DC:].sum() == V and ((z[DC:] == 0) | (z[DC:] == 1)).all()
+                image = png_array(_src(d, "decoded")).astype(float)
+                assert np.abs(image - _decoded(model, z)).max() <= PNG_TOL
             assert _images(d, "#samples img")  # New images still draws (classes ~ U(C))
             # The map's points keep their class colours (the page's own state is untouched:
             # a name clash once painted them white on white).
