@@ -278,6 +278,47 @@ def category_sweep(model: torch.nn.Module, mu: torch.Tensor, d: int, steps: int)
     return z
 
 
+def group_slices(model: torch.nn.Module) -> list[slice]:
+    """The coordinates of each categorical group of z, group 0 first (none for a model
+    without categorical latents): group g is z[D_c + g C : D_c + (g + 1) C]."""
+    if model.latent_space != "categorical":
+        return []
+    dc, c = model.continuous_dims, model.categories
+    return [slice(s, s + c) for s in range(dc, model.latent_dim, c)]
+
+
+def ranked_groups(model: torch.nn.Module, scores: torch.Tensor) -> list[tuple[int, float]]:
+    """The categorical groups as ``(g, score)``, ranked by the group's summed per-coordinate
+    score (``dim_scores``: a group's KL(Cat(pi) || U(C))), top first; [] without groups."""
+    units = unit_scores(model, scores)
+    firsts = [s.start for s in group_slices(model)]
+    return [(firsts.index(d), float(units[d])) for d in top_dims(units, len(units))
+            if d in firsts]  # fmt: skip
+
+
+def group_classes(model: torch.nn.Module, z: torch.Tensor) -> list[int]:
+    """The class of each categorical group of one code ``z`` ``(D,)``: the argmax of its
+    coordinates (a one-hot group's class; for E_q[z|x] of ``latent_mean`` the mode of q(c|x))."""
+    return [int(z[s].argmax()) for s in group_slices(model)]
+
+
+def with_classes(model: torch.nn.Module, z: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """A copy of the code ``z`` ``(D,)`` whose group g is the one-hot code of ``classes[g]``
+    (one class per group, each in [0, C)); the Gaussian coordinates are kept."""
+    slices = group_slices(model)
+    if not slices:
+        raise VaelabError("classes: this model has no categorical latents (--model gumbel)")
+    if len(classes) != len(slices) or not all(0 <= k < model.categories for k in classes):
+        got = f"{list(classes)}"[:80]
+        raise VaelabError(f"classes: expected {len(slices)} classes (one per categorical group), "
+                          f"each in 0..{model.categories - 1}, got {got}")  # fmt: skip
+    z = z.clone()
+    for s, k in zip(slices, classes, strict=True):
+        z[s] = 0
+        z[s.start + k] = 1
+    return z
+
+
 @torch.no_grad()
 def prior_std(model: torch.nn.Module) -> torch.Tensor:
     """Standard deviation of each latent dimension under p(z), ``(D,)`` (1 for N(0, I);

@@ -118,7 +118,10 @@ class App:
 
     def decode(self, body: dict) -> dict:
         """``{"xy": [u, v]}`` (a map point), ``{"index": i}`` (test image i's code) or
-        ``{"z": [...]}``, optional ``label``: ``{"z", "xy", "nearest", "image"}``."""
+        ``{"z": [...]}``, optional ``label``, and for categorical latents optional ``classes``
+        (one class per group, replacing the groups of z; every group is decoded one-hot, its
+        argmax): ``{"z", "xy", "nearest", "image", "classes"}`` (``classes``: each group's
+        class of the decoded z, [] without groups)."""
         ex = self.explorer
         xy = None
         if "index" in body:  # a click on a point: exactly that image's code
@@ -128,10 +131,13 @@ class App:
             z = ex.map.to_latent(*f.vector(body, "xy", 2).tolist())
         else:
             z = f.vector(body, "z", ex.map.z.shape[1])
+        if "classes" in body:  # categorical latents: the chosen class of each group
+            z = ex.with_classes(z, f.integers(body, "classes"))
         z = ex.in_support(z)
         image = ex.decode(z, self._label(body))
         return {"z": [round(float(v), 5) for v in z], "xy": xy or ex.map.to_map(z),
-                "nearest": ex.nearest(z), "image": f.png_data_url(image)}  # fmt: skip
+                "nearest": ex.nearest(z), "image": f.png_data_url(image),
+                "classes": ex.classes(z)}  # fmt: skip
 
     def sample(self, body: dict) -> dict:
         n = f.integer(body, "n", 8, 1, 64)

@@ -17,6 +17,7 @@ import torch
 from vaelab.data import ImageData
 from vaelab.data.prepare import binarize_fixed, eval_images, to_unit
 from vaelab.errors import VaelabError, at_least, unknown_name
+from vaelab.evaluation import explore
 from vaelab.evaluation.completion import METHODS as COMPLETIONS
 from vaelab.evaluation.completion import complete
 from vaelab.evaluation.explore import (
@@ -67,7 +68,10 @@ class Explorer:
             self.scores, self.measure = dim_scores(model, self.images)
         except VaelabError:  # a plain autoencoder: how much each code coordinate varies
             self.scores, self.measure = z.var(0, correction=int(len(z) > 1)), "activity"
-        self.dims = top_dims(self.scores, dims)
+        # Sliders: the most-used Gaussian dims; a categorical group gets a class selector.
+        self.dims = [d for d in top_dims(self.scores, len(self.scores))
+                     if explore.category_group(model, d) is None][:dims]  # fmt: skip
+        self.groups = explore.ranked_groups(model, self.scores)  # (g, KL), top first
         # Slider span per dimension: the prior's std (as vaelab traverse), or the codes' own.
         spread = z.std(0, correction=int(len(z) > 1))  # one test image: 0, not NaN
         self.scale = spread if self.is_ae else prior_std(model).cpu()
@@ -98,6 +102,8 @@ class Explorer:
                 for d in self.dims
             ],
             "measure": self.measure,
+            "latent_space": self.model.latent_space,  # the page says what a slider does there
+            "groups": self.group_info(),  # categorical latents: one class selector each
             "interpolations": list(INTERPOLATIONS),
             "completions": sorted(COMPLETIONS),
             "features": {
@@ -157,6 +163,8 @@ class Explorer:
             return z
         if self.model.latent_space == "sphere":  # a slider or map point, put on S^{D-1}
             return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        if self.model.latent_space == "categorical":  # each group one-hot: its argmax class
+            return self.with_classes(z, self.classes(z))
         bounds = getattr(self.model.prior, "bounds", None)
         return z.clamp(*bounds) if bounds else z
 
@@ -206,3 +214,20 @@ class Explorer:
             result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed)
         observed = torch.where(missing, torch.full_like(x[0], 0.5), x[0])
         return observed, result.images[0].cpu(), result.acceptance
+
+    # ---- categorical latents (--model gumbel, JointVAE): a class per group, not a slider ----
+    def group_info(self) -> list[dict[str, Any]]:
+        """The categorical groups, ranked by KL (top first): ``{group, name, score,
+        classes}``, ``name`` and the class names as ``vaelab traverse`` labels them."""
+        c = self.model.categories if self.groups else 0
+        return [{"group": g, "name": f"cat {g}", "score": round(score, 4),
+                 "classes": [f"category {k}" for k in range(c)]}
+                for g, score in self.groups]  # fmt: skip
+
+    def classes(self, z: torch.Tensor) -> list[int]:
+        """The class of each categorical group of ``z`` ``(D,)`` (its argmax), group 0 first."""
+        return explore.group_classes(self.model, z)
+
+    def with_classes(self, z: torch.Tensor, classes: list[int]) -> torch.Tensor:
+        """``z`` with group g the one-hot code of ``classes[g]`` (VaelabError if out of range)."""
+        return explore.with_classes(self.model, z, classes)

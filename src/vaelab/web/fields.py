@@ -57,6 +57,15 @@ def optional_integer(body: dict, key: str, lo: int, hi: int) -> int | None:
     return None if body.get(key) is None else integer(body, key, None, lo, hi)
 
 
+def integers(body: dict, key: str, most: int = 1024) -> list[int]:
+    """A required list of at most ``most`` integers (their range is the caller's check)."""
+    value = body.get(key)
+    if not (isinstance(value, list) and len(value) <= most and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)):  # fmt: skip
+        raise BadRequest(f"field {key!r}: expected a list of integers, got {value!r}"[:200])
+    return value
+
+
 def choice(body: dict, key: str, default: str, valid: list[str]) -> str:
     value = body.get(key, default)
     if value not in valid:

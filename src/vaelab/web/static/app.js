@@ -207,6 +207,7 @@ const requestDecode = latest(async (body) => {
   drawMap();
   $("zinfo").textContent = `z = (${r.z.slice(0, 6).map((v) => v.toFixed(2)).join(", ")}`
     + `${r.z.length > 6 ? ", …" : ""}); nearest test image #${r.nearest}`;
+  if (r.classes && r.classes.length) showClasses(r.classes);
   say(`decoded in ${Math.round(performance.now() - t0)} ms`);
 });
 
@@ -252,6 +253,65 @@ function pick(i) {
   const labels = state.info.map.labels;
   $("picked-name").textContent = `test image #${i}` + (labels ? ` (${labelName(labels[i])})` : "");
   if (state.info.features.codes) showCodes({index: i}).catch((e) => say(e.message, true));
+}
+
+// ---- categorical latents (gumbel, JointVAE): a class per group instead of C sliders ----------
+// Each group (ranked by KL) is a row of class buttons; a click decodes the code with that
+// group one-hot at the class (the server snaps every group to one-hot, its argmax).
+function setupGroups(info) {
+  const groups = info.groups;
+  state.groupClasses = groups.map(() => 0);  // until the first decode answers
+  $("groups-box").hidden = false;
+  $("groups-desc").textContent = "(ranked by KL; each group decodes one-hot at the pressed class)";
+  if (!info.dims.length) $("dims-desc").parentElement.hidden = true;  // no Gaussian dims
+  $("map-desc").textContent += "; each group then decodes at its largest class";
+  $("groups").replaceChildren(...groups.map((g) => {
+    const row = document.createElement("div");
+    row.className = "group";
+    const name = document.createElement("span"), score = document.createElement("small");
+    score.textContent = `${info.measure} ${Number(g.score).toFixed(2)}`;
+    name.append(g.name, score);
+    const buttons = document.createElement("div");
+    buttons.append(...g.classes.map((cls, k) => {
+      const b = document.createElement("button");
+      Object.assign(b, {type: "button", textContent: String(k), title: `${g.name}: ${cls}`});
+      b.dataset.group = g.group;
+      b.dataset.cls = k;
+      b.setAttribute("aria-pressed", "false");
+      b.addEventListener("click", () => chooseClass(g.group, k));
+      return b;
+    }));
+    row.append(name, buttons);
+    return row;
+  }));
+  // Random classes: each group's class drawn from its prior U(C); the Gaussian dims stay.
+  $("random-classes").addEventListener("click", () => {
+    const classes = groups.map(() => 0);
+    for (const g of groups) classes[g.group] = Math.floor(Math.random() * g.classes.length);
+    requestDecode({z: state.z.slice(), classes});
+  });
+  const p = $("sample-card").querySelector("p.small");
+  p.textContent = info.dims.length
+    ? "Decodings of the Gaussian dims ~ N(0, T²I), each group's class drawn uniformly (its prior)."
+    : "Decodings of classes drawn uniformly (the prior); T has no effect without Gaussian dims.";
+}
+
+function chooseClass(group, k) {
+  const classes = state.groupClasses.slice();
+  classes[group] = k;
+  requestDecode({z: state.z.slice(), classes});
+}
+
+function showClasses(classes) {
+  state.groupClasses = classes.slice();
+  for (const b of document.querySelectorAll("#groups button")) {
+    b.setAttribute("aria-pressed", String(classes[Number(b.dataset.group)] === Number(b.dataset.cls)));
+  }
+}
+
+// On the sphere (svae) a slider moves one coordinate off S^{D-1}; the server decodes z/|z|.
+function describeSphere() {
+  $("dims-desc").textContent += "; the moved point is put back on the sphere (z/|z|) before decoding";
 }
 
 // ---- a VQ-VAE's code grid: each cell a code in [0, K); changing one decodes the grid ----
@@ -451,6 +511,8 @@ async function start() {
   const labels = info.map.labels || [];
   state.classes = Math.max(info.class_names.length, ...labels.map((y) => y + 1), 1);
   describe(info);
+  if (info.groups.length) setupGroups(info);
+  if (info.latent_space === "sphere") describeSphere();
   if (info.features.conditional) {
     const sel = $("label");
     sel.replaceChildren(...info.class_names.map((name, i) => new Option(`${i}: ${name}`, i)));
