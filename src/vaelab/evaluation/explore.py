@@ -145,9 +145,7 @@ def interpolate(
 def _prior_marginals(model: torch.nn.Module) -> Distribution | None:
     """The prior's per-dimension distribution (batch shape ``(D,)``) when it factorizes
     into one (standard normal, Gamma, Beta priors); None for mixtures."""
-    dist = getattr(model.prior, "dist", None)
-    d = dist() if callable(dist) else None
-    return d.base_dist if isinstance(d, Independent) else None
+    return model.prior.marginals()
 
 
 @torch.no_grad()
@@ -233,7 +231,7 @@ def traverse(
     if model.latent_space == "sphere":  # the moved point, put back on the sphere
         z = z / z.norm(dim=-1, keepdim=True)
     # Gamma/Beta: stay in the support (a point code has no prior)
-    bounds = getattr(model.prior, "bounds", None) if model.has_prior else None
+    bounds = model.prior.bounds if model.has_prior else None
     y = image_labels(model, x[None])  # a conditional model: the image's own label
     return decode_mean(model, z.clamp(*bounds) if bounds else z, y=None if y is None else y[0])
 

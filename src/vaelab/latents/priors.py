@@ -36,10 +36,17 @@ class Prior(nn.Module):
     """p(z) over vectors of size ``latent_dim``."""
 
     support = "real"  # real | positive | unit: where log_prob is finite
+    # (low, high) a point must be clamped into to stay in the support (None: all of R^D)
+    bounds: tuple[float | None, float | None] | None = None
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+
+    def marginals(self) -> Distribution | None:
+        """The per-dimension distribution (batch shape ``(D,)``) when p(z) factorizes into
+        one (standard normal, Gamma, Beta); None for mixtures and learned priors."""
+        return None
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for ``z`` of shape ``(..., D)``; returns ``(...)``."""
@@ -71,6 +78,9 @@ class StandardNormalPrior(Prior):
     def dist(self) -> Distribution:
         zeros = self._zero.expand(self.latent_dim)
         return Independent(Normal(zeros, zeros + 1.0, validate_args=False), 1)
+
+    def marginals(self) -> Distribution:
+        return self.dist().base_dist
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return standard_normal_log_prob(z)
@@ -110,6 +120,9 @@ class _FixedPrior(Prior):
 
     def dist(self) -> Distribution:
         return Independent(self.base(self.a, self.b, validate_args=False), 1, validate_args=False)
+
+    def marginals(self) -> Distribution:
+        return self.dist().base_dist
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.dist().log_prob(z)
