@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from vaelab.api import as_run, load_test_images, model_of, refuse_codes
+from vaelab.api import as_run, load_test_images, model_of
 from vaelab.api.drawing import input_image
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
@@ -105,12 +105,6 @@ def complete(
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)
     run = as_run(run_or_model, device) if needs_run else None
     model = run.model if run is not None else model_of(run_or_model, device)
-    refuse_codes(
-        model,
-        "complete",
-        "has no posterior q(z|x) to condition on the visible "
-        "pixels (completion with a code prior is not implemented)",
-    )
     missing = _observation(model.image_shape, mask, mask_file, downscale_factor, seed)
     if evaluate is not None:
         result = evaluate_completion(

@@ -17,6 +17,10 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
   gives each model its whole latent state (z; z1 and z2; y and z), and the draws of x_mis
   are never clamped, so the chain targets p(x_mis | x_obs) of every model it accepts.
 
+* a VQ-VAE (``--model vqvae``, deterministic encoder, one-hot q(k|x)): pseudo-Gibbs is
+  the iterated projection encode -> nearest codes -> decode -> fill -> restore
+  (:func:`code_projection`); there is no exact chain (``mwg`` is refused).
+
 The picture of a completion is the mean of p(x|z) at the last state (pseudo-Gibbs: at
 z = E_q[z|x], so with nothing missing it is the reconstruction), with the observed pixels
 copied in, clamped to [0, 1] for display (a Gaussian's mean may stray outside).
@@ -158,7 +162,7 @@ def complete(
         raise VaelabError("complete: give a mask or a --downscale factor (one of them)")
     if method == "mwg":
         chain_for(model)  # refuses a model without an exact chain before any work
-    if not model.has_posterior:
+    if not (model.has_posterior or model.discrete_codes):
         raise no_posterior(
             model, "complete", "completion alternates q(z|x) and p(x|z); train with --model vae"
         )
@@ -179,7 +183,8 @@ def complete(
         miss = None
         keep = lambda t: project_blocks(t, low, downscale_factor)  # noqa: E731
         start = upsample(low, downscale_factor)
-    decoded, acc = METHODS[method](model, start, keep, steps, FILLS[fill])
+    chain = code_projection if model.discrete_codes else METHODS[method]
+    decoded, acc = chain(model, start, keep, steps, FILLS[fill])
     images = keep(decoded).clamp(0, 1)  # clamped for display only; observed pixels unchanged
     return Completion(images.reshape(b, n, *shape), decoded.reshape(b, n, *shape), acc)
 
@@ -222,6 +227,18 @@ def metropolis_within_gibbs(model, x_cur, keep, steps, fill):
         x_cur = keep(model.likelihood.sample(chain.x_params(h)))
     rate = accepted / max(1, steps * len(x_cur))
     return model.likelihood.mean(chain.x_params(h)), rate
+
+
+def code_projection(model, x_cur, keep, steps, fill):
+    """Pseudo-Gibbs for a VQ-VAE (``discrete_codes``): its q(k|x) is one-hot at the nearest
+    codes, so "draw z ~ q(z|x)" is the deterministic encode -> quantise step and the chain is
+    the iterated projection  x <- keep(fill(p(x | z_q(k(x)))))  (``decode(latent_mean(x))``
+    quantises then decodes). With ``fill="mean"`` every chain of one image is the same; a
+    learned code prior (RUN/prior) is not used here: resampling a code from the PixelCNN's
+    full conditional p(k_i | k_-i) needs K passes of the prior per position."""
+    for _ in range(steps):
+        x_cur = keep(fill(model.likelihood, model.decode(model.latent_mean(x_cur))))
+    return model.likelihood.mean(model.decode(model.latent_mean(x_cur))), None
 
 
 METHODS = {"pseudo-gibbs": pseudo_gibbs, "mwg": metropolis_within_gibbs}
