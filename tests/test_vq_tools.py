@@ -66,3 +66,50 @@ def test_completion_of_a_vq_run_from_the_cli_writes_the_grid_and_refuses_mwg(
                  "--steps", "5", "--json", str(ev)]) == 0  # fmt: skip
     result = json.loads(ev.read_text())
     assert result["images"] == 40 and result["model"]["mse"] < 0.25
+
+
+def _post(app, path: str, body: dict) -> tuple[int, dict]:
+    status, _, data = app.handle("POST", path, json.dumps(body).encode())
+    return status, json.loads(data)
+
+
+def test_the_explorer_samples_only_with_a_code_prior_and_finds_nearby_codes(vq_run, tmp_path):
+    import shutil
+
+    from vaelab.evaluation.vq import nearby_codes, sample_images
+    from vaelab.training.code_prior import read_prior
+    from vaelab.web.app import build_app
+    from vaelab.web.fields import png_data_url, png_data_urls
+
+    run = tmp_path / "run"
+    shutil.copytree(vq_run, run, ignore=shutil.ignore_patterns("prior"))
+    app = build_app(run, limit=20)
+    info = json.loads(app.handle("GET", "/api/info")[2])
+    features = info["features"]
+    assert features["sample"] and features["similar"] and features["complete"]
+    assert "vaelab train-prior" in features["sample_note"] and info["completions"] == [
+        "pseudo-gibbs"
+    ]
+    status, got = _post(app, "/api/sample", {"n": 4})
+    assert status == 400 and "vaelab train-prior" in got["error"] and "\n" not in got["error"]
+    # similar: the test image's grid with codes moved to nearby entries, as `vaelab similar`
+    model, x = app.explorer.model, app.explorer.test_image(2)
+    status, got = _post(app, "/api/similar", {"index": 2, "n": 6, "spread": 2.0, "seed": 3})
+    assert status == 200 and got["images"] == png_data_urls(nearby_codes(model, x, 6, 2.0, 3))
+    # spread 0 moves no code: n copies of the reconstruction, not an error
+    status, got = _post(app, "/api/similar", {"index": 2, "n": 3, "spread": 0.0})
+    recon = model.reconstruct(x[None].float() / 255)[0].clamp(0, 1)
+    assert status == 200 and got["images"] == [png_data_url(recon)] * 3
+    mask = "11110000" * 8  # the left half of an 8x8 digit missing
+    status, got = _post(app, "/api/complete", {"index": 2, "mask": mask, "n": 2, "steps": 7})
+    missing = make_mask("left-half", model.image_shape)
+    filled = vaelab.complete(model, x[None].float() / 255, missing, n=2, steps=7)
+    assert status == 200 and got["images"] == png_data_urls(filled[0])
+    # with a prior: the page's draws are the prior's code grids, decoded (vaelab sample's)
+    assert main(["train-prior", str(run), "--epochs", "1", "--width", "8", "--layers", "2"]) == 0
+    app = build_app(run, limit=20)
+    assert json.loads(app.handle("GET", "/api/info")[2])["features"]["sample_note"] is None
+    status, got = _post(app, "/api/sample", {"n": 5, "temperature": 0.7, "seed": 4})
+    prior = read_prior(vaelab.open_run(run))[0]
+    expect = sample_images(app.explorer.model, prior, 5, 0.7, 4)
+    assert status == 200 and got["images"] == png_data_urls(expect)
