@@ -21,6 +21,7 @@ from vaelab.evaluation.completion import Completion, downscale, load_mask, make_
 from vaelab.evaluation.completion import complete as run_chains
 from vaelab.evaluation.completion_eval import evaluate_completion
 from vaelab.evaluation.plots import save_grid
+from vaelab.training.code_prior import read_prior
 from vaelab.training.record import Run, RunLike, target
 
 
@@ -103,13 +104,18 @@ def complete(
     Metropolis acceptance rate) instead of the images."""
     paths = _targets(overwrite, out=out, json_out=json_out)
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)
+    needs_run |= not isinstance(run_or_model, torch.nn.Module)  # a VQ run's code prior
     run = as_run(run_or_model, device) if needs_run else None
     model = run.model if run is not None else model_of(run_or_model, device)
     missing = _observation(model.image_shape, mask, mask_file, downscale_factor, seed)
+    # A VQ-VAE run's trained code prior samples the missing codes (none: the projection).
+    found = read_prior(run) if run is not None and model.discrete_codes else None
+    prior = None if found is None else found[0]
     if evaluate is not None:
         result = evaluate_completion(
             run, load_test_images(run), mask=missing, downscale_factor=downscale_factor,
             limit=evaluate, n=n, steps=steps, method=method, seed=seed, fill=fill,
+            code_prior=prior,
         )  # fmt: skip
         result["task"] = mask if isinstance(mask, str) else str(mask_file or result["task"])
         if paths["json_out"] is not None:
@@ -119,7 +125,8 @@ def complete(
         flag = "--index" if x is None or isinstance(x, int) else "--input"
         x = to_unit(input_image(run, 0 if x is None else x, flag, seed)[None])
     result = run_chains(model, x, missing, n=n, steps=steps, method=method,
-                        downscale_factor=downscale_factor, seed=seed, fill=fill)  # fmt: skip
+                        downscale_factor=downscale_factor, seed=seed, fill=fill,
+                        code_prior=prior)  # fmt: skip
     if paths["out"] is not None:
         first = x[:1].to(result.images.device)
         if missing is not None:  # what the model saw: missing pixels shown mid-grey

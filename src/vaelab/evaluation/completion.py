@@ -17,9 +17,12 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
   gives each model its whole latent state (z; z1 and z2; y and z), and the draws of x_mis
   are never clamped, so the chain targets p(x_mis | x_obs) of every model it accepts.
 
-* a VQ-VAE (``--model vqvae``, deterministic encoder, one-hot q(k|x)): pseudo-Gibbs is
-  the iterated projection encode -> nearest codes -> decode -> fill -> restore
-  (:func:`code_projection`); there is no exact chain (``mwg`` is refused).
+* a VQ-VAE (``--model vqvae``, deterministic encoder, one-hot q(k|x)): with a trained
+  code prior, inpainting samples the codes under the missing pixels from it
+  (:mod:`vaelab.evaluation.vq_complete`); without one (and for super-resolution)
+  pseudo-Gibbs is the iterated projection encode -> nearest codes -> decode -> fill ->
+  restore (:func:`code_projection`), which keeps much of its initial mid-grey fill on a
+  model that reconstructs well. There is no exact chain (``mwg`` is refused).
 
 The picture of a completion is the mean of p(x|z) at the last state (pseudo-Gibbs: at
 z = E_q[z|x], so with nothing missing it is the reconstruction), with the observed pixels
@@ -42,6 +45,7 @@ from PIL import Image
 from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.chains import chain_for, select
 from vaelab.evaluation.generate import no_posterior
+from vaelab.evaluation.vq_complete import prior_inpaint
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -144,12 +148,15 @@ def complete(
     downscale_factor: int | None = None,
     seed: int | None = None,
     fill: str = "mean",
+    code_prior: torch.nn.Module | None = None,
 ) -> Completion:
     """``n`` completions of each image ``x`` ``(B, C, H, W)`` in [0, 1] (missing pixels' values
     are ignored). Give ``missing`` (bool mask, True = missing) for inpainting, or
     ``downscale_factor`` to treat ``downscale(x, f)`` as the observation (super-resolution).
     ``fill`` (pseudo-Gibbs) puts back E[x_mis|z] (``mean``) or a draw (``sample``); the
-    Metropolis-within-Gibbs chain always draws."""
+    Metropolis-within-Gibbs chain always draws. ``code_prior``: a VQ-VAE's trained PixelCNN,
+    which inpainting then samples the missing codes from (:mod:`vaelab.evaluation.vq_complete`;
+    ``steps`` and ``fill`` unused there)."""
     if method not in METHODS:
         raise unknown_name("--method", method, METHODS)
     if fill not in FILLS:
@@ -183,8 +190,12 @@ def complete(
         miss = None
         keep = lambda t: project_blocks(t, low, downscale_factor)  # noqa: E731
         start = upsample(low, downscale_factor)
-    chain = code_projection if model.discrete_codes else METHODS[method]
-    decoded, acc = chain(model, start, keep, steps, FILLS[fill])
+    if model.discrete_codes and code_prior is not None and miss is not None:
+        codes = prior_inpaint(model, code_prior.to(dev), x.to(dev).float(), miss[::n], n)
+        decoded, acc = model.likelihood.mean(model.decode_codes(codes)), None
+    else:
+        chain = code_projection if model.discrete_codes else METHODS[method]
+        decoded, acc = chain(model, start, keep, steps, FILLS[fill])
     images = keep(decoded).clamp(0, 1)  # clamped for display only; observed pixels unchanged
     return Completion(images.reshape(b, n, *shape), decoded.reshape(b, n, *shape), acc)
 

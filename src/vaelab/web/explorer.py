@@ -228,6 +228,7 @@ class Explorer:
         self.check_feature("complete")
         x = to_unit(self.test_image(i)[None])
         with self.lock:
-            result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed)
+            result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed,
+                              code_prior=self.code_prior)  # fmt: skip
         observed = torch.where(missing, torch.full_like(x[0], 0.5), x[0])
         return observed, result.images[0].cpu(), result.acceptance
