@@ -308,7 +308,7 @@ def test_restarts_go_to_the_vectors_the_codebook_serves_worst_one_code_per_vecto
         torch.manual_seed(seed)
         vq = ready(VectorQuantizer(4, 2, "loss", restart_below=0.0, restart_after=1), book)
         near = [[0.0, 0.0]] * 20 + [[1.0, 1.0]] * 20
-        flat = torch.tensor(near + [[50.0, 50.0], [50.0, 50.0], [70.0, 70.0]])
+        flat = torch.tensor([*near, [50.0, 50.0], [50.0, 50.0], [70.0, 70.0]])
         vq.train()(flat.t().reshape(1, 2, 1, -1))  # codes 2 and 3: unassigned, so dead
         placed = {tuple(v) for v in vq.codebook[2:].tolist()}
         assert placed == {(50.0, 50.0), (70.0, 70.0)}, seed
@@ -334,3 +334,13 @@ def test_a_checkpoint_from_before_the_idle_counts_still_loads():
     fresh.idle.fill_(7)
     fresh.load_state_dict(state)  # strict: a missing key would raise
     assert fresh.idle.tolist() == [0] * 5
+
+
+def test_spread_picks_of_identical_vectors_fall_back_to_uniform_picks():
+    from vaelab.nn.quantize import spread_picks
+
+    torch.manual_seed(5)
+    picks = spread_picks(torch.ones(6, 3), 4)  # every distance 0 after the first pick
+    assert picks.shape == (4,) and bool((picks >= 0).all() and (picks < 6).all())
+    far = spread_picks(torch.tensor([[0.0], [0.0], [3.0]]), 2, torch.tensor([0.0, 0.0, 9.0]))
+    assert far[0] == 2  # the only vector away from the codes comes first

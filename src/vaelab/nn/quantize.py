@@ -56,14 +56,14 @@ def spread_picks(flat: torch.Tensor, k: int, d2: torch.Tensor | None = None) -> 
     distances to existing codes; without it the first pick is uniform), then d2 updated by
     the pick. Rows equal to a pick get d2 = 0 and are not picked again while any row has
     d2 > 0; when every d2 is 0 the pick is uniform. Global torch RNG."""
-    n = len(flat)
     picks = torch.empty(k, dtype=torch.long, device=flat.device)
-    if d2 is None:
-        d2 = torch.full((n,), float("inf"), device=flat.device)
-    d2 = d2.clone().float()
-    for i in range(k):
-        uniform = bool(torch.isinf(d2).any()) or not d2.sum() > 0  # first pick, or all taken
-        weights = torch.ones_like(d2) if uniform else d2
+    first = 0
+    if d2 is None and k:
+        picks[0] = torch.randint(len(flat), (), device=flat.device)
+        d2, first = (flat - flat[picks[0]]).square().sum(1), 1
+    d2 = d2.float() if d2 is not None else d2
+    for i in range(first, k):  # no host sync: the all-zero case is a device-side where
+        weights = torch.where(d2.sum() > 0, d2, torch.ones_like(d2))
         picks[i] = torch.multinomial(weights, 1)[0]
         d2 = torch.minimum(d2, (flat - flat[picks[i]]).square().sum(1))
     return picks
