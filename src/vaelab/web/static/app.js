@@ -265,7 +265,7 @@ async function showCodes(body) {
       const td = document.createElement("td");
       const input = document.createElement("input");
       Object.assign(input, {type: "number", min: 0, max: r.num_codes - 1, value: k});
-      input.style.width = "2.6em";
+      input.style.width = `${String(r.num_codes - 1).length + 1.5}ch`;  // room for every digit
       input.addEventListener("change", () => {
         const codes = [...table.rows].map((tr) =>
           [...tr.querySelectorAll("input")].map((c) => Number(c.value)));
