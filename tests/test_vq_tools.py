@@ -110,7 +110,9 @@ def test_completion_keeps_the_observed_pixels_and_fills_closer_to_the_truth(vq_r
     assert torch.equal(images[:, 0], images[:, 1])
 
 
-def test_completion_with_a_code_prior_keeps_the_observed_pixels_and_fills_closer(prior_run):
+def test_completion_with_a_code_prior_keeps_the_observed_pixels_and_fills_closer(
+    prior_run, tmp_path
+):  # fmt: skip
     run = vaelab.open_run(prior_run)
     x = eval_images(vaelab.api.load_test_images(run).test_x[:100], "static", 0).float() / 255
     missing = make_mask("top-half", run.model.image_shape)
@@ -120,6 +122,10 @@ def test_completion_with_a_code_prior_keeps_the_observed_pixels_and_fills_closer
         assert torch.equal(images[:, j][seen], x[seen])
     assert (images[:, 0] - x).square()[~seen].mean() < 0.25 - 0.05  # as above: 0.5 is 0.25
     assert not torch.equal(images[:, 0], images[:, 1])  # draws of the prior, not one answer
+    png = tmp_path / "p.png"
+    assert main(["complete", str(prior_run), "--mask-preset", "top-half", "-n", "2",
+                 "--out", str(png)]) == 0  # fmt: skip
+    assert png.is_file()
 
 
 def test_completion_of_a_vq_run_from_the_cli_writes_the_grid_and_refuses_mwg(

@@ -101,7 +101,10 @@ def complete(
     missing-pixel MSE on the first N test images against the baselines (a dict; also
     written to ``json_out``). A bare model works for tensor inputs. ``details``: return the
     chain's whole result (:class:`vaelab.evaluation.completion.Completion`: images, decoded means,
-    Metropolis acceptance rate) instead of the images."""
+    Metropolis acceptance rate) instead of the images. A VQ-VAE run with a trained code
+    prior (RUN/prior) samples the codes under the missing pixels from it
+    (:mod:`vaelab.evaluation.vq_complete`); without one it iterates encode -> codes ->
+    decode."""
     paths = _targets(overwrite, out=out, json_out=json_out)
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)
     needs_run |= not isinstance(run_or_model, torch.nn.Module)  # a VQ run's code prior
