@@ -150,6 +150,7 @@ def test_completion_of_a_vq_run_from_the_cli_writes_the_grid_and_refuses_mwg(
                  "--steps", "5", "--json", str(ev)]) == 0  # fmt: skip
     result = json.loads(ev.read_text())
     assert result["images"] == 40 and result["model"]["mse"] < 0.25
+    assert result["code_prior"] is False  # the projection: this run has no prior
 
 
 def _post(app, path: str, body: dict) -> tuple[int, dict]:

@@ -121,6 +121,8 @@ def complete(
             code_prior=prior,
         )  # fmt: skip
         result["task"] = mask if isinstance(mask, str) else str(mask_file or result["task"])
+        if model.discrete_codes:  # which of the two VQ completions the numbers are
+            result["code_prior"] = prior is not None
         if paths["json_out"] is not None:
             paths["json_out"].write_text(json.dumps(result, indent=2) + "\n")
         return result
