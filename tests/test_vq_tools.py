@@ -96,7 +96,8 @@ def test_completion_keeps_the_observed_pixels_and_fills_closer_to_the_truth(vq_r
     run = vaelab.open_run(vq_run)
     x = eval_images(vaelab.api.load_test_images(run).test_x[:100], "static", 0).float() / 255
     missing = make_mask("left-half", run.model.image_shape)
-    images = vaelab.complete(run, x, missing, n=2, steps=10)
+    with pytest.warns(UserWarning, match="vaelab train-prior"):  # no prior: said so
+        images = vaelab.complete(run, x, missing, n=2, steps=10)
     assert images.shape == (100, 2, *run.model.image_shape)
     seen = ~missing.expand_as(x)
     for j in range(2):
@@ -134,6 +135,7 @@ def test_completion_of_a_vq_run_from_the_cli_writes_the_grid_and_refuses_mwg(
     png = tmp_path / "c.png"
     argv = ["complete", str(vq_run), "--mask-preset", "top-half", "-n", "3", "--out", str(png)]
     assert main(argv) == 0
+    assert "vaelab train-prior" in capsys.readouterr().err  # one line: how to do better
     from PIL import Image
 
     # original, observed, 3 completions of an 8x8 image in one row (save_grid pads by 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,12 @@ def complete(
     # A VQ-VAE run's trained code prior samples the missing codes (none: the projection).
     found = read_prior(run) if run is not None and model.discrete_codes else None
     prior = None if found is None else found[0]
+    if run is not None and model.discrete_codes and prior is None and missing is not None:
+        warnings.warn(
+            f"{run.folder} has no code prior: completing by re-encoding, which keeps much of "
+            f"the grey start; train one with `vaelab train-prior {run.folder}`",
+            stacklevel=2,
+        )
     if evaluate is not None:
         result = evaluate_completion(
             run, load_test_images(run), mask=missing, downscale_factor=downscale_factor,
