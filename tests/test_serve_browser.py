@@ -284,3 +284,47 @@ def test_conditional_and_autoencoder_runs_show_only_what_applies(browser, tmp_pa
             assert not browser.find_element(By.ID, card).is_displayed()
         assert browser.find_element(By.ID, "interp-card").is_displayed()
         assert _shape_ok([_src(browser, "decoded")], (8, 8))
+
+
+def test_a_vq_run_samples_from_its_code_prior_or_says_how_to_train_one(browser, tmp_path_factory):
+    """A VQ-VAE run: without a code prior the sample card says so in one line naming
+    `vaelab train-prior`; similar images (nearby codes) and completion work; with a prior
+    the card draws images. VAELAB_SERVE_SCREENSHOT_VQ=path keeps a screenshot (of
+    VAELAB_SERVE_SCREENSHOT_VQ_RUN when given)."""
+    from vaelab.cli import main
+
+    run = session_base(tmp_path_factory) / "vq"
+    if not (run / "checkpoint.safetensors").is_file():
+        assert main(["train", "--model", "vqvae", "--arch", "conv", "--hidden", "8,8",
+                     "--blocks", "1", "--latent-dim", "4", "--codes", "8", "--dataset",
+                     "digits", "--binarize", "static", "--epochs", "1", "--progress", "false",
+                     "--report", "false", "--out", str(run)]) == 0  # fmt: skip
+    with served(run, limit=180) as url:
+        _open(browser, url)
+        _wait(browser, lambda d: len(_images(d, "#completions img")) == 6, "no completions")
+        note = browser.find_element(By.ID, "sample-note")
+        assert note.is_displayed() and "vaelab train-prior" in note.text
+        assert not _images(browser, "#samples img")
+        assert not browser.find_element(By.ID, "samples").is_displayed()
+        assert len(_images(browser, "#similar-out img")) == 10
+        assert _shape_ok(_images(browser, "#similar-out img"), (8, 8))
+        assert "codebook" in browser.find_element(By.ID, "similar-caption").text
+        assert browser.find_element(By.ID, "codes-card").is_displayed()
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors  # the page never asked /api/sample (that would be a 400)
+    assert main(["train-prior", str(run), "--epochs", "1", "--width", "8", "--layers", "2"]) == 0
+    with served(run, limit=180) as url:
+        _open(browser, url)
+        _wait(browser, lambda d: len(_images(d, "#samples img")) == 15, "no samples")
+        assert not browser.find_element(By.ID, "sample-note").is_displayed()
+        assert _shape_ok(_images(browser, "#samples img"), (8, 8))
+    other = os.environ.get("VAELAB_SERVE_SCREENSHOT_VQ_RUN")
+    if os.environ.get("VAELAB_SERVE_SCREENSHOT_VQ"):
+        size = {"width": 1400, "height": 1150, "deviceScaleFactor": 1, "mobile": False}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", size)
+        with served(Path(other) if other else run) as url:
+            _open(browser, url)
+            _wait(browser, _settled, "the page did not settle")
+            shot = Path(os.environ["VAELAB_SERVE_SCREENSHOT_VQ"])
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            assert browser.save_screenshot(str(shot))

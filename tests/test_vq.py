@@ -281,3 +281,66 @@ def test_the_code_prior_resumes_bit_exactly(vq_run, tmp_path):
     assert main(["train-prior", str(b), "--epochs", "2", "--resume"]) == 0
     ta, tb = (load_file(f / "prior" / "prior.safetensors") for f in (a, b))
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_an_abandoned_code_is_restarted_after_restart_after_idle_steps_not_before():
+    """A code that had a large usage average (50 vectors per batch) and is no longer
+    assigned: its EMA (decay 0.99) would stay above 0.9 for ~400 steps; the idle rule
+    restarts it after exactly ``restart_after`` unassigned steps."""
+    torch.manual_seed(4)
+    book = torch.tensor([[0.0, 0.0], [1.0, 1.0], [100.0, 100.0]])
+    vq = ready(VectorQuantizer(3, 2, "loss", decay=0.99, restart_below=0.9, restart_after=3),
+               book).train()  # fmt: skip
+    vq.cluster_size.fill_(50.0)
+    for step in range(1, 4):
+        vq(torch.rand(1, 2, 4, 4))
+        assert int(vq.restarts) == (1 if step == 3 else 0), step
+    assert vq.cluster_size[2] == 1.0 and vq.idle[2] == 0 and vq.codebook[2].max() <= 1.0
+
+
+def test_restarts_go_to_the_vectors_the_codebook_serves_worst_one_code_per_vector():
+    """k-means++ placement: every batch vector sits on code 0 or 1 except (50, 50) twice and
+    (70, 70) once, so the two dead codes must land on (50, 50) and (70, 70) (a pick's
+    duplicate has distance 0 to it), whatever the draw; uniform picks would land on the
+    many vectors at codes 0 and 1 nearly always."""
+    book = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-9.0, 9.0], [9.0, -9.0]])
+    for seed in range(5):
+        torch.manual_seed(seed)
+        vq = ready(VectorQuantizer(4, 2, "loss", restart_below=0.0, restart_after=1), book)
+        near = [[0.0, 0.0]] * 20 + [[1.0, 1.0]] * 20
+        flat = torch.tensor([*near, [50.0, 50.0], [50.0, 50.0], [70.0, 70.0]])
+        vq.train()(flat.t().reshape(1, 2, 1, -1))  # codes 2 and 3: unassigned, so dead
+        placed = {tuple(v) for v in vq.codebook[2:].tolist()}
+        assert placed == {(50.0, 50.0), (70.0, 70.0)}, seed
+        assert torch.equal(vq.codebook[:2], book[:2])
+
+
+def test_the_first_batch_seeds_the_codebook_over_its_vectors_not_on_the_crowd():
+    """1000 copies of one vector and one other: k-means++ seeding of K = 2 takes both
+    values (uniform picks with replacement take the crowd twice with probability 0.998)."""
+    for seed in range(5):
+        torch.manual_seed(seed)
+        vq = VectorQuantizer(2, 2, "ema", restart_below=0.0, restart_after=0).train()
+        flat = torch.cat([torch.zeros(1000, 2), torch.tensor([[5.0, 5.0]])])
+        vq(flat.t().reshape(1, 2, 1, -1))
+        counts = vq.take_epoch_counts()  # both codes assigned: one per value
+        assert counts.tolist() in ([1000.0, 1.0], [1.0, 1000.0]), seed
+
+
+def test_a_checkpoint_from_before_the_idle_counts_still_loads():
+    vq = VectorQuantizer(5, 3)
+    state = {k: v for k, v in vq.state_dict().items() if k != "idle"}
+    fresh = VectorQuantizer(5, 3)
+    fresh.idle.fill_(7)
+    fresh.load_state_dict(state)  # strict: a missing key would raise
+    assert fresh.idle.tolist() == [0] * 5
+
+
+def test_spread_picks_of_identical_vectors_fall_back_to_uniform_picks():
+    from vaelab.nn.quantize import spread_picks
+
+    torch.manual_seed(5)
+    picks = spread_picks(torch.ones(6, 3), 4)  # every distance 0 after the first pick
+    assert picks.shape == (4,) and bool((picks >= 0).all() and (picks < 6).all())
+    far = spread_picks(torch.tensor([[0.0], [0.0], [3.0]]), 2, torch.tensor([0.0, 0.0, 9.0]))
+    assert far[0] == 2  # the only vector away from the codes comes first

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaelab.api import as_run, load_test_images, model_of, refuse_codes
+from vaelab.api import as_run, load_test_images, model_of
 from vaelab.api.drawing import input_image
 from vaelab.data import ImageData
 from vaelab.data.prepare import to_unit
@@ -21,6 +22,7 @@ from vaelab.evaluation.completion import Completion, downscale, load_mask, make_
 from vaelab.evaluation.completion import complete as run_chains
 from vaelab.evaluation.completion_eval import evaluate_completion
 from vaelab.evaluation.plots import save_grid
+from vaelab.training.code_prior import read_prior
 from vaelab.training.record import Run, RunLike, target
 
 
@@ -100,24 +102,34 @@ def complete(
     missing-pixel MSE on the first N test images against the baselines (a dict; also
     written to ``json_out``). A bare model works for tensor inputs. ``details``: return the
     chain's whole result (:class:`vaelab.evaluation.completion.Completion`: images, decoded means,
-    Metropolis acceptance rate) instead of the images."""
+    Metropolis acceptance rate) instead of the images. A VQ-VAE run with a trained code
+    prior (RUN/prior) samples the codes under the missing pixels from it
+    (:mod:`vaelab.evaluation.vq_complete`); without one it iterates encode -> codes ->
+    decode."""
     paths = _targets(overwrite, out=out, json_out=json_out)
     needs_run = evaluate is not None or not isinstance(x, torch.Tensor)
+    needs_run |= not isinstance(run_or_model, torch.nn.Module)  # a VQ run's code prior
     run = as_run(run_or_model, device) if needs_run else None
     model = run.model if run is not None else model_of(run_or_model, device)
-    refuse_codes(
-        model,
-        "complete",
-        "has no posterior q(z|x) to condition on the visible "
-        "pixels (completion with a code prior is not implemented)",
-    )
     missing = _observation(model.image_shape, mask, mask_file, downscale_factor, seed)
+    # A VQ-VAE run's trained code prior samples the missing codes (none: the projection).
+    found = read_prior(run) if run is not None and model.discrete_codes else None
+    prior = None if found is None else found[0]
+    if run is not None and model.discrete_codes and prior is None and missing is not None:
+        warnings.warn(
+            f"{run.folder} has no code prior: completing by re-encoding, which keeps much of "
+            f"the grey start; train one with `vaelab train-prior {run.folder}`",
+            stacklevel=2,
+        )
     if evaluate is not None:
         result = evaluate_completion(
             run, load_test_images(run), mask=missing, downscale_factor=downscale_factor,
             limit=evaluate, n=n, steps=steps, method=method, seed=seed, fill=fill,
+            code_prior=prior,
         )  # fmt: skip
         result["task"] = mask if isinstance(mask, str) else str(mask_file or result["task"])
+        if model.discrete_codes:  # which of the two VQ completions the numbers are
+            result["code_prior"] = prior is not None
         if paths["json_out"] is not None:
             paths["json_out"].write_text(json.dumps(result, indent=2) + "\n")
         return result
@@ -125,7 +137,8 @@ def complete(
         flag = "--index" if x is None or isinstance(x, int) else "--input"
         x = to_unit(input_image(run, 0 if x is None else x, flag, seed)[None])
     result = run_chains(model, x, missing, n=n, steps=steps, method=method,
-                        downscale_factor=downscale_factor, seed=seed, fill=fill)  # fmt: skip
+                        downscale_factor=downscale_factor, seed=seed, fill=fill,
+                        code_prior=prior)  # fmt: skip
     if paths["out"] is not None:
         first = x[:1].to(result.images.device)
         if missing is not None:  # what the model saw: missing pixels shown mid-grey

@@ -17,6 +17,13 @@ MISSING, broadcastable to the images. Both chains keep the observation fixed:
   gives each model its whole latent state (z; z1 and z2; y and z), and the draws of x_mis
   are never clamped, so the chain targets p(x_mis | x_obs) of every model it accepts.
 
+* a VQ-VAE (``--model vqvae``, deterministic encoder, one-hot q(k|x)): with a trained
+  code prior, inpainting samples the codes under the missing pixels from it
+  (:mod:`vaelab.evaluation.vq_complete`); without one (and for super-resolution)
+  pseudo-Gibbs is the iterated projection encode -> nearest codes -> decode -> fill ->
+  restore (:func:`code_projection`), which keeps much of its initial mid-grey fill on a
+  model that reconstructs well. There is no exact chain (``mwg`` is refused).
+
 The picture of a completion is the mean of p(x|z) at the last state (pseudo-Gibbs: at
 z = E_q[z|x], so with nothing missing it is the reconstruction), with the observed pixels
 copied in, clamped to [0, 1] for display (a Gaussian's mean may stray outside).
@@ -38,6 +45,7 @@ from PIL import Image
 from vaelab.errors import VaelabError, at_least, unknown_name
 from vaelab.evaluation.chains import chain_for, select
 from vaelab.evaluation.generate import no_posterior
+from vaelab.evaluation.vq_complete import prior_inpaint
 
 
 def _half(shape: tuple[int, int, int], axis: int) -> torch.Tensor:
@@ -140,12 +148,15 @@ def complete(
     downscale_factor: int | None = None,
     seed: int | None = None,
     fill: str = "mean",
+    code_prior: torch.nn.Module | None = None,
 ) -> Completion:
     """``n`` completions of each image ``x`` ``(B, C, H, W)`` in [0, 1] (missing pixels' values
     are ignored). Give ``missing`` (bool mask, True = missing) for inpainting, or
     ``downscale_factor`` to treat ``downscale(x, f)`` as the observation (super-resolution).
     ``fill`` (pseudo-Gibbs) puts back E[x_mis|z] (``mean``) or a draw (``sample``); the
-    Metropolis-within-Gibbs chain always draws."""
+    Metropolis-within-Gibbs chain always draws. ``code_prior``: a VQ-VAE's trained PixelCNN,
+    which inpainting then samples the missing codes from (:mod:`vaelab.evaluation.vq_complete`;
+    ``steps`` and ``fill`` unused there)."""
     if method not in METHODS:
         raise unknown_name("--method", method, METHODS)
     if fill not in FILLS:
@@ -158,7 +169,7 @@ def complete(
         raise VaelabError("complete: give a mask or a --downscale factor (one of them)")
     if method == "mwg":
         chain_for(model)  # refuses a model without an exact chain before any work
-    if not model.has_posterior:
+    if not (model.has_posterior or model.discrete_codes):
         raise no_posterior(
             model, "complete", "completion alternates q(z|x) and p(x|z); train with --model vae"
         )
@@ -179,7 +190,12 @@ def complete(
         miss = None
         keep = lambda t: project_blocks(t, low, downscale_factor)  # noqa: E731
         start = upsample(low, downscale_factor)
-    decoded, acc = METHODS[method](model, start, keep, steps, FILLS[fill])
+    if model.discrete_codes and code_prior is not None and miss is not None:
+        codes = prior_inpaint(model, code_prior.to(dev), x.to(dev).float(), miss[::n], n)
+        decoded, acc = model.likelihood.mean(model.decode_codes(codes)), None
+    else:
+        chain = code_projection if model.discrete_codes else METHODS[method]
+        decoded, acc = chain(model, start, keep, steps, FILLS[fill])
     images = keep(decoded).clamp(0, 1)  # clamped for display only; observed pixels unchanged
     return Completion(images.reshape(b, n, *shape), decoded.reshape(b, n, *shape), acc)
 
@@ -222,6 +238,18 @@ def metropolis_within_gibbs(model, x_cur, keep, steps, fill):
         x_cur = keep(model.likelihood.sample(chain.x_params(h)))
     rate = accepted / max(1, steps * len(x_cur))
     return model.likelihood.mean(chain.x_params(h)), rate
+
+
+def code_projection(model, x_cur, keep, steps, fill):
+    """Pseudo-Gibbs for a VQ-VAE (``discrete_codes``): its q(k|x) is one-hot at the nearest
+    codes, so "draw z ~ q(z|x)" is the deterministic encode -> quantise step and the chain is
+    the iterated projection  x <- keep(fill(p(x | z_q(k(x)))))  (``decode(latent_mean(x))``
+    quantises then decodes). With ``fill="mean"`` every chain of one image is the same; a
+    learned code prior (RUN/prior) is not used here: resampling a code from the PixelCNN's
+    full conditional p(k_i | k_-i) needs K passes of the prior per position."""
+    for _ in range(steps):
+        x_cur = keep(fill(model.likelihood, model.decode(model.latent_mean(x_cur))))
+    return model.likelihood.mean(model.decode(model.latent_mean(x_cur))), None
 
 
 METHODS = {"pseudo-gibbs": pseudo_gibbs, "mwg": metropolis_within_gibbs}

@@ -58,18 +58,21 @@ def evaluate_completion(
     method: str = "pseudo-gibbs",
     seed: int = 0,
     fill: str = "mean",
+    code_prior: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Missing-pixel MSE of the model's completions of the first ``limit`` test images and of
     the baselines. With ``n`` > 1 it also scores the average of the n completions (an
     estimate of E[x_mis | x_obs], the MSE-optimal fill). The test and training images are
-    prepared as ``run`` (a :class:`~vaelab.training.record.Run`) was trained."""
+    prepared as ``run`` (a :class:`~vaelab.training.record.Run`) was trained. ``code_prior``:
+    a VQ-VAE's PixelCNN, passed to :func:`complete` for inpainting."""
     model, cfg = run.model, run.config
     x = to_unit(eval_images(data.test_x[:limit], cfg.data.binarize, cfg.train.seed))
     train = to_unit(train_images(data.train_x, cfg.data.binarize, cfg.train.seed))
     t0 = time.perf_counter()
     if downscale_factor is None:
         missing = make_mask(mask, data.image_shape, seed) if isinstance(mask, str) else mask
-        result = complete(model, x, missing, n=n, steps=steps, method=method, seed=seed, fill=fill)
+        result = complete(model, x, missing, n=n, steps=steps, method=method, seed=seed,
+                          fill=fill, code_prior=code_prior)  # fmt: skip
         baselines = {
             "mean_image": train.mean(0).expand_as(x),
             "nearest_neighbour": nearest_neighbour(train, x, ~missing),

@@ -115,9 +115,10 @@ def nearby_codes(
     """``vaelab similar`` for a VQ-VAE: ``n`` decodings ``(n, C, H, W)`` of uint8 image ``x``
     ``(C, H, W)``'s code grid with some codes moved to nearby ones: each position, with
     probability min(1, spread / 4), takes one of its code's 3 nearest other codebook
-    entries (Euclidean, uniformly), draws from ``seed``."""
-    if n < 1 or not spread > 0:
-        raise VaelabError(f"similar: -n must be >= 1 and --spread > 0, got {n}, {spread}")
+    entries (Euclidean, uniformly), draws from ``seed``; ``spread`` = 0 changes none (the
+    reconstruction n times, as for a continuous model)."""
+    if n < 1 or not spread >= 0:
+        raise VaelabError(f"similar: -n must be >= 1 and --spread >= 0, got {n}, {spread}")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     codes = model.codes(to_unit(x[None].to(device))).cpu()[0]

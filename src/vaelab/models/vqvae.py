@@ -47,6 +47,7 @@ class VQOptions:
     commitment: float = 0.25  # vqvae: weight of the commitment loss ||z_e - sg(e)||^2
     code_decay: float = 0.99  # vqvae: decay of the codebook's moving averages
     restart_below: float = 0.9  # vqvae: restart codes used fewer times per batch (moving avg)
+    restart_after: int = 20  # vqvae: also restart codes unassigned for this many steps (0: never)
 
 
 class VQVAE(Model):
@@ -80,6 +81,7 @@ class VQVAE(Model):
             raise VaelabError(f"--code-decay {o.code_decay}: expected a value in [0, 1)")
         if o.restart_below < 0:
             raise VaelabError(f"--restart-below {o.restart_below}: expected >= 0 (0: never)")
+        at_least("--restart-after", o.restart_after, 0)
         if cfg.arch not in ("conv", "resnet"):
             raise VaelabError(f"--model vqvae: needs --arch conv or resnet (got {cfg.arch})")
 
@@ -97,7 +99,8 @@ class VQVAE(Model):
         dec = grid_decoder(cfg.latent_dim, hidden, image_shape, likelihood.n_params,
                            cfg.blocks, every)  # fmt: skip
         vq = VectorQuantizer(o.codes, cfg.latent_dim, o.codebook, o.code_decay,
-                             restart_below=o.restart_below)  # fmt: skip
+                             restart_below=o.restart_below,
+                             restart_after=o.restart_after)  # fmt: skip
         grid = grid_shape(image_shape, len(hidden))
         return cls(enc, dec, vq, likelihood, image_shape, grid, o.commitment)
 

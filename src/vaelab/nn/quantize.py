@@ -19,13 +19,26 @@ sum of the vectors assigned to it,
     e_k  = m_k / Ñ_k,   Ñ_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   (Laplace smoothing)
 
 Initialisation: the first training batch sets the codebook to K of its encoder vectors
-drawn at random (a data-dependent start; a codebook far from the encoder's outputs
-collapses onto a few codes). Dead codes: in both modes N_k (the usage EMA, in vectors per
-batch; it starts at 1) is tracked; after a training step every code with
-N_k < ``restart_below`` is restarted at a randomly chosen encoder vector of the batch
-(global torch RNG, so a resumed run repeats
-it), with N_k = 1 and m_k = that vector. ``epoch_counts`` (float64, persistent: a mid-epoch
-checkpoint keeps it) accumulates the training assignments until :meth:`take_epoch_counts`.
+chosen by k-means++ seeding (:func:`spread_picks`: each next pick drawn with probability
+proportional to its squared distance from the picks so far), a data-dependent start that
+covers the batch's vectors instead of stacking codes where most vectors are (uniform
+picks on emoji put many codes on the white background's near-identical vectors: ties that
+only one code wins).
+
+Dead codes: in both modes N_k (the usage EMA, in vectors per batch; it starts at 1) and
+the steps since each code was last assigned are tracked; after a training step a code
+with N_k < ``restart_below`` or unassigned for ``restart_after`` steps is restarted, with
+N_k = 1, m_k = e_k = the new vector and its idle count 0. The new vectors are the batch's
+encoder vectors picked by the same k-means++ rule, from each vector's squared distance to
+its code: the restarted codes land where the codebook serves the batch worst (and never
+two on one vector). Global torch RNG, so a resumed run repeats it. Why the idle rule: the
+encoder's outputs move as a whole while the EMA codebook follows only the codes it
+assigns, so a move leaves codes behind; with decay 0.99 the usage EMA of an abandoned code
+that had its share (32 vectors per batch at K = 256, 8192 vectors) falls below 0.9 only
+after ~350 steps, so abandoned codes stayed unrestarted for epochs while the batch used a
+few dozen codes (emoji, benchmarks/README.md "Discrete codes").
+``epoch_counts`` (float64, persistent: a mid-epoch checkpoint keeps it) accumulates the
+training assignments until :meth:`take_epoch_counts`.
 """
 
 from __future__ import annotations
@@ -34,6 +47,26 @@ import torch
 from torch import nn
 
 MODES = ("ema", "loss")
+
+
+def spread_picks(flat: torch.Tensor, k: int, d2: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices ``(k,)`` of rows of ``flat`` ``(N, D)`` picked by k-means++ seeding (Arthur &
+    Vassilvitskii 2007): each pick drawn with probability proportional to d2, the squared
+    distance of each row to the nearest of the picks so far (or to the given ``d2`` ``(N,)``,
+    distances to existing codes; without it the first pick is uniform), then d2 updated by
+    the pick. Rows equal to a pick get d2 = 0 and are not picked again while any row has
+    d2 > 0; when every d2 is 0 the pick is uniform. Global torch RNG."""
+    picks = torch.empty(k, dtype=torch.long, device=flat.device)
+    first = 0
+    if d2 is None and k:
+        picks[0] = torch.randint(len(flat), (), device=flat.device)
+        d2, first = (flat - flat[picks[0]]).square().sum(1), 1
+    d2 = d2.float() if d2 is not None else d2
+    for i in range(first, k):  # no host sync: the all-zero case is a device-side where
+        weights = torch.where(d2.sum() > 0, d2, torch.ones_like(d2))
+        picks[i] = torch.multinomial(weights, 1)[0]
+        d2 = torch.minimum(d2, (flat - flat[picks[i]]).square().sum(1))
+    return picks
 
 
 def perplexity(counts: torch.Tensor) -> float:
@@ -54,13 +87,14 @@ class VectorQuantizer(nn.Module):
 
     def __init__(
         self, codes: int, dim: int, mode: str = "ema", decay: float = 0.99, eps: float = 1e-5,
-        restart_below: float = 0.9,
+        restart_below: float = 0.9, restart_after: int = 20,
     ) -> None:  # fmt: skip
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.codes, self.dim, self.mode = codes, dim, mode
         self.decay, self.eps, self.restart_below = decay, eps, restart_below
+        self.restart_after = restart_after
         init = torch.empty(codes, dim).uniform_(-1.0 / codes, 1.0 / codes)
         self.codebook = nn.Parameter(init, requires_grad=mode == "loss")
         self.register_buffer("cluster_size", torch.ones(codes))
@@ -68,6 +102,12 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("epoch_counts", torch.zeros(codes, dtype=torch.float64))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.int64))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("idle", torch.zeros(codes, dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint from before the idle counts: every code counts as just used.
+        state_dict.setdefault(prefix + "idle", torch.zeros_like(self.idle))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index ``(N,)`` of the nearest code to each row of ``flat`` ``(N, D)``."""
@@ -98,7 +138,7 @@ class VectorQuantizer(nn.Module):
         dead-code restarts, from one training batch's vectors ``(N, D)`` and codes ``(N,)``;
         returns the codes (re-assigned after the first batch's initialisation)."""
         if not bool(self.initialised):  # the codebook starts at K vectors of the first batch
-            picks = flat[torch.randint(len(flat), (self.codes,), device=flat.device)]
+            picks = flat[spread_picks(flat, self.codes)]
             self.codebook.data.copy_(picks)
             self.embed_sum.copy_(picks)
             self.initialised.fill_(True)
@@ -112,13 +152,18 @@ class VectorQuantizer(nn.Module):
             n = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (n + self.codes * self.eps) * n
             self.codebook.data.copy_(self.embed_sum / smoothed[:, None])
+        self.idle.add_(1).masked_fill_(counts > 0, 0)
         dead = self.cluster_size < self.restart_below
+        if self.restart_after > 0:
+            dead |= self.idle >= self.restart_after
         k = int(dead.sum())
-        if k:
-            picks = flat[torch.randint(len(flat), (k,), device=flat.device)]
+        if k:  # at the vectors the codebook (as updated) serves worst: k-means++ seeding
+            d2 = (flat - self.codebook.detach()[idx].float()).square().sum(1)
+            picks = flat[spread_picks(flat, k, d2)].to(self.codebook.dtype)
             self.codebook.data[dead] = picks
             self.embed_sum[dead] = picks
             self.cluster_size[dead] = 1.0
+            self.idle[dead] = 0
             self.restarts += k
         return idx
 

@@ -5,6 +5,10 @@ Each operation is a thin call to the library's free functions (``explore``, ``ge
 back as floats in [0, 1], ``(N, C, H, W)`` on the CPU. One lock serializes the model: the
 server answers requests on threads. A conditional model's label travels as an argument
 (``decode_mean(..., y=)``): the page's chosen class, class 0 when none is chosen.
+A VQ-VAE run (``discrete_codes``) samples code grids from its trained PixelCNN prior
+(RUN/prior, read once at start; without one the page says so in one line), moves codes to
+nearby codebook entries for "similar images", and completes by the iterated projection,
+as ``vaelab sample`` / ``similar`` / ``complete`` do.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from vaelab.evaluation.explore import (
 from vaelab.evaluation.generate import near_images
 from vaelab.evaluation.sample_labels import sample_class
 from vaelab.evaluation.samplers import sample_images
+from vaelab.evaluation.vq import nearby_codes
+from vaelab.evaluation.vq import sample_images as sample_codes
+from vaelab.training.code_prior import read_prior
 from vaelab.training.record import Run
 from vaelab.web.latentmap import LatentMap
 
@@ -59,6 +66,14 @@ class Explorer:
         self.dataset = data.name
         self.class_names = list(data.class_names or [])
         self.is_ae = not (model.has_posterior and model.has_prior)  # no spread, no p(z)
+        self.discrete = model.discrete_codes  # a VQ-VAE: its own sample/similar/complete
+        found = read_prior(run) if self.discrete else None
+        self.code_prior = None if found is None else found[0].to(model.device)
+        self.no_prior_note = (
+            f"No code prior trained for this run: run `vaelab train-prior {run.folder}` and "
+            "reload the page to draw new images."
+            if self.discrete and self.code_prior is None else None
+        )  # fmt: skip
         self.conditional = model.uses_labels
         if self.conditional and not self.class_names:
             self.class_names = [str(i) for i in range(model.num_classes)]
@@ -105,14 +120,15 @@ class Explorer:
             "latent_space": self.model.latent_space,  # the page says what a slider does there
             "groups": self.group_info(),  # categorical latents: one class selector each
             "interpolations": list(INTERPOLATIONS),
-            "completions": sorted(COMPLETIONS),
+            "completions": ["pseudo-gibbs"] if self.discrete else sorted(COMPLETIONS),
             "features": {
                 "labels": self.labels is not None,
                 "conditional": self.conditional,
-                "sample": not self.is_ae,
-                "similar": not self.is_ae,
-                "complete": not self.is_ae,
-                "codes": self.model.discrete_codes,  # a VQ-VAE: the code-grid card
+                "sample": not self.is_ae or self.discrete,
+                "similar": not self.is_ae or self.discrete,
+                "complete": not self.is_ae or self.discrete,
+                "codes": self.discrete,  # a VQ-VAE: the code-grid card
+                "sample_note": self.no_prior_note,  # a VQ-VAE without a code prior: why not
             },
         }
 
@@ -152,6 +168,10 @@ class Explorer:
         return label
 
     def check_feature(self, name: str) -> None:
+        if self.discrete:
+            if name == "sample" and self.code_prior is None:
+                raise VaelabError(f"sample: {self.no_prior_note}")
+            return
         if self.is_ae:
             raise VaelabError(f"{name}: a plain autoencoder has no posterior or prior for this")
 
@@ -184,12 +204,17 @@ class Explorer:
             torch.manual_seed(seed)
             if label is not None:
                 return sample_class(self.model, n, label, temperature).cpu()
+            if self.discrete:  # code grids from the PixelCNN prior, decoded
+                return sample_codes(self.model, self.code_prior, n, temperature, seed)
             return sample_images(self.model, n, "prior", temperature).cpu()
 
     def near_images(self, x: torch.Tensor, n: int, spread: float, seed: int) -> torch.Tensor:
-        """Decodings of z = mu(x) + spread * sigma(x) * eps for a uint8 image ``x``."""
+        """Decodings of z = mu(x) + spread * sigma(x) * eps for a uint8 image ``x`` (a VQ-VAE:
+        its code grid with codes moved to nearby entries, ``evaluation.vq.nearby_codes``)."""
         self.check_feature("similar")
         with self.lock:
+            if self.discrete:
+                return nearby_codes(self.model, x, n, spread, seed)
             return near_images(self.model, x, n, spread, seed=seed).cpu()
 
     def interpolate(
@@ -211,7 +236,8 @@ class Explorer:
         self.check_feature("complete")
         x = to_unit(self.test_image(i)[None])
         with self.lock:
-            result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed)
+            result = complete(self.model, x, missing, n=n, steps=steps, method=method, seed=seed,
+                              code_prior=self.code_prior)  # fmt: skip
         observed = torch.where(missing, torch.full_like(x[0], 0.5), x[0])
         return observed, result.images[0].cpu(), result.acceptance
 

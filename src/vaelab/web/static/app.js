@@ -325,7 +325,7 @@ async function showCodes(body) {
       const td = document.createElement("td");
       const input = document.createElement("input");
       Object.assign(input, {type: "number", min: 0, max: r.num_codes - 1, value: k});
-      input.style.width = "2.6em";
+      input.style.width = `${String(r.num_codes - 1).length + 1.5}ch`;  // room for every digit
       input.addEventListener("change", () => {
         const codes = [...table.rows].map((tr) =>
           [...tr.querySelectorAll("input")].map((c) => Number(c.value)));
@@ -500,6 +500,17 @@ function describe(info) {
   $("similar-card").hidden = !f.similar;
   $("complete-card").hidden = !f.complete;
   $("codes-card").hidden = !f.codes;
+  if (f.codes) {  // a VQ-VAE: what its cards do instead
+    $("sample-caption").textContent = "Code grids drawn from the run's PixelCNN prior at " +
+      "temperature T (softmax of logits / T), decoded.";
+    $("similar-caption").textContent = "The image's code grid with each code moved, with " +
+      "probability min(1, s/4), to one of its 3 nearest codebook entries.";
+  }
+  if (f.sample_note) {  // a VQ-VAE without a code prior: one line says how to train one
+    $("sample-note").textContent = f.sample_note;
+    $("sample-note").hidden = false;
+    $("sample-controls").hidden = true;
+  }
   $("label-picker").hidden = !f.conditional;
   const last = n - 1;
   for (const id of ["similar-index", "interp-a", "interp-b", "complete-index"]) $(id).max = last;
@@ -546,7 +557,7 @@ async function start() {
   for (const b of document.querySelectorAll("#picked button")) {
     b.addEventListener("click", () => usePicked(b.dataset.to));
   }
-  if (info.features.sample) {
+  if (info.features.sample && !info.features.sample_note) {
     $("temperature").addEventListener("input", () => {
       $("temperature-value").textContent = Number($("temperature").value).toFixed(2);
       requestSamples();
