@@ -138,7 +138,7 @@ def score(run, a) -> dict:
     model = vaelab.open_run(run).model
     samplers = (("prior",) if model.has_prior else ()) + POSTHOC
     r = vaelab.evaluate(run, samples=a.nll_samples, limit=a.nll_images, samplers=samplers,
-                        quality_samples=a.quality_samples, seed=0)  # fmt: skip
+                        quality_samples=a.quality_samples, seed=0, resume=True)  # fmt: skip
     q = r.get("quality", {})
     post = {s: q[s] for s in POSTHOC if s in q and q[s]["frechet_distance"] is not None}
     best = min(post, key=lambda s: post[s]["frechet_distance"]) if post else None
