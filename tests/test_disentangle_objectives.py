@@ -205,6 +205,19 @@ def test_annealed_step_counter_is_checkpointed(tmp_path):
     assert rows[-1]["train_capacity"] == pytest.approx(want, rel=1e-5)
 
 
+def test_a_capacity_ramp_longer_than_the_run_is_announced(tmp_path, recwarn):
+    """An annealed run of 26 steps with a 40-step ramp says so, with the C it reaches
+    (8 nats x 26/40 = 5.2); a 20-step ramp ends inside the run and is not announced."""
+    with one_thread():
+        fit(small_config(epochs=1, objective="annealed", capacity_steps=40, capacity_max=8.0),
+            tmp_path / "long")  # fmt: skip
+        notes = [str(w.message) for w in recwarn if "--capacity-steps" in str(w.message)]
+        assert len(notes) == 1 and "26 steps" in notes[0] and "only 5.2 of" in notes[0]
+        recwarn.clear()
+        fit(small_config(epochs=1, objective="annealed", capacity_steps=20), tmp_path / "short")
+    assert not [w for w in recwarn if "--capacity-steps" in str(w.message)]
+
+
 def whitened(b: int, d: int) -> torch.Tensor:
     """b points whose (1/b) covariance is exactly the identity (float64)."""
     g = torch.Generator().manual_seed(3)

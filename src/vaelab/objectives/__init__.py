@@ -36,6 +36,7 @@ from torch import nn
 
 from vaelab.config import OWNERS, Config, OptionOwner, resolve
 from vaelab.errors import VaelabError, unknown_name
+from vaelab.models.gumbel import GumbelOptions
 from vaelab.models.m2 import DEFAULT_ALPHA_PER_IMAGE, M2
 from vaelab.models.terms import Terms  # what models return: the objectives' input
 from vaelab.objectives import iw, wae
@@ -330,6 +331,29 @@ def check_drawn(config: Config, model: Any) -> None:
 def _options(config: Config, cls: type) -> Any:
     o = config.train.options
     return o if isinstance(o, cls) else cls()
+
+
+def ramp_note(config: Config, total_steps: int) -> str | None:
+    """A one-line notice when a capacity ramp C(t) is longer than the run (``total_steps``
+    steps): the KL target then never reaches its final value, and the run is a heavily
+    constrained one (the annealed beta-VAE's default ramp is Burgess et al.'s 100,000
+    steps). None when the ramp ends inside the run or the objective has none."""
+    objective = config.train.objective
+    if objective == "annealed":
+        o = _options(config, AnnealedOptions)
+        steps, finals = o.capacity_steps, f"--capacity-max {o.capacity_max:g} nats"
+        reached = o.capacity_max * total_steps / steps
+    elif objective == "capacity" and isinstance(config.model.options, GumbelOptions):
+        o = config.model.options  # the JointVAE capacities live in the gumbel family
+        steps, finals = o.capacity_steps, f"--cont-capacity {o.cont_capacity:g} nats"
+        reached = o.cont_capacity * total_steps / steps
+    else:
+        return None
+    if steps <= total_steps:
+        return None
+    return (f"--capacity-steps {steps}: longer than this run's {total_steps} steps; the "
+            f"KL target reaches only {reached:.3g} of {finals} (set --capacity-steps to "
+            f"about 3/4 of the run's steps for the whole ramp)")  # fmt: skip
 
 
 def annealed_terms(config: Config, n_train: int | None) -> tuple[CapacityTerm]:

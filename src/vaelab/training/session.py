@@ -18,6 +18,7 @@ Stage 2 alone is a session without a folder, which ``vaelab gradvar`` trains.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +31,7 @@ from vaelab.config import Config, resolve, save_config, validate
 from vaelab.data import ImageData, dataset_for
 from vaelab.data.prepare import binarize_fixed, eval_images, prepare
 from vaelab.errors import VaelabError
-from vaelab.objectives import build_objective
+from vaelab.objectives import build_objective, ramp_note
 from vaelab.training import folder as runfs
 from vaelab.training.checkpoint import (
     CHECKPOINT,
@@ -185,6 +186,9 @@ def build_session(
         "class_names": list(data.class_names) if data.class_names else None,
         "config": config.to_dict(),
     }
+    steps_per_epoch = world.steps_per_epoch(len(train_x), t.batch_size)
+    if (note := ramp_note(config, t.epochs * steps_per_epoch)) and world.rank == 0:
+        warnings.warn(note, stacklevel=2)
     stepper = Stepper(unit, optimizer, config, world.device, world)
     if ckpt is not None:
         ckpt.restore_scaler(stepper.scaler)  # fp16: the scale the run had reached
@@ -194,7 +198,7 @@ def build_session(
     return Session(
         config=config, world=world, model=model, optimizer=optimizer, stepper=stepper,
         ema=ema, state=state, data=data, train_x=train_x, train_y=train_y, test_x=test_x,
-        steps_per_epoch=world.steps_per_epoch(len(train_x), t.batch_size), info=info,
+        steps_per_epoch=steps_per_epoch, info=info,
         objective=objective,
     )  # fmt: skip
 
