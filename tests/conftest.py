@@ -44,6 +44,19 @@ def single_thread():
         yield
 
 
+def recording_decodes(model) -> list:
+    """Wrap ``model.decode`` so every z it is called with is kept (the returned list)."""
+    seen = []
+    decode = model.decode
+
+    def record(z, *args):
+        seen.append(z.detach().clone())
+        return decode(z, *args)
+
+    model.decode = record
+    return seen
+
+
 def small_config(**overrides) -> Config:
     """A digits (8x8, 1,797 real images) VAE that trains in about a second."""
     base = {"dataset": "digits", "hidden": "64", "latent_dim": 4, "epochs": 2,

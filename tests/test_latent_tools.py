@@ -3,6 +3,7 @@ the latents they decode stay on S^{D-1}; a categorical group's traversal shows i
 
 import torch
 
+from conftest import recording_decodes
 from vaelab.config import ModelConfig
 from vaelab.evaluation.explore import category_sweep, interpolate, traverse
 from vaelab.evaluation.generate import near_images
@@ -10,22 +11,10 @@ from vaelab.models.gumbel import GumbelOptions, GumbelVAE
 from vaelab.models.svae import SVAE
 
 
-def _recording(model):
-    seen = []
-    decode = model.decode
-
-    def record(z, *args):
-        seen.append(z.detach().clone())
-        return decode(z, *args)
-
-    model.decode = record
-    return seen
-
-
 def test_sphere_tools_decode_points_on_the_sphere():
     torch.manual_seed(0)
     model = SVAE.from_config(ModelConfig(model="svae", latent_dim=5, hidden=(16,)), (1, 4, 4))
-    seen = _recording(model)
+    seen = recording_decodes(model)
     x = (torch.rand(2, 1, 4, 4) * 255).to(torch.uint8)
     for method in ("linear", "spherical"):
         interpolate(model, x[0], x[1], steps=7, method=method)
@@ -51,7 +40,7 @@ def test_categorical_traversal_sweeps_a_groups_classes():
     z = category_sweep(model, mu, d=8, steps=4)  # d = 8: the second group
     assert torch.equal(z[:, 7:], torch.eye(4))
     assert torch.equal(z[:, :7], mu[:7].expand(4, 7))
-    seen = _recording(model)
+    seen = recording_decodes(model)
     x = (torch.rand(1, 4, 4) * 255).to(torch.uint8)
     traverse(model, x, dims=[0, 5], steps=7)
     rows = seen[0].reshape(2, 7, -1)

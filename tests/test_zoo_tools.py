@@ -8,6 +8,7 @@ import math
 import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
+from conftest import recording_decodes
 from vaelab.config import ModelConfig
 from vaelab.evaluation.explore import (
     interpolate,
@@ -26,18 +27,6 @@ def _joint(seed: int = 0) -> GumbelVAE:
     opts = GumbelOptions(categories=4, cat_vars=2, joint=True)
     cfg = ModelConfig(model="gumbel", latent_dim=3, hidden=(16,), options=opts)
     return GumbelVAE.from_config(cfg, (1, 4, 4))
-
-
-def _recording(model):
-    seen = []
-    decode = model.decode
-
-    def record(z, *args):
-        seen.append(z.detach().clone())
-        return decode(z, *args)
-
-    model.decode = record
-    return seen
 
 
 def test_joint_kl_terms_match_torch_distributions_per_dimension_and_group():
@@ -60,7 +49,7 @@ def test_joint_kl_terms_match_torch_distributions_per_dimension_and_group():
 def test_categorical_traversal_rows_are_groups_labelled_with_the_decoded_class():
     model = _joint(1)
     x = (torch.rand(6, 1, 4, 4) * 255).to(torch.uint8)
-    seen = _recording(model)
+    seen = recording_decodes(model)
     fig, shown = traversal(model, x, 0, dims=20, steps=4)  # more rows asked than exist
     assert shown["kind"] == "KL"
     # 3 Gaussian dims + 2 groups: one row each, never two rows from one group
@@ -83,7 +72,7 @@ def test_categorical_traversal_rows_are_groups_labelled_with_the_decoded_class()
 def test_sphere_spherical_interpolation_is_the_constant_speed_great_circle():
     torch.manual_seed(0)
     model = SVAE.from_config(ModelConfig(model="svae", latent_dim=5, hidden=(16,)), (1, 4, 4))
-    seen = _recording(model)
+    seen = recording_decodes(model)
     x = (torch.rand(2, 1, 4, 4) * 255).to(torch.uint8)
     interpolate(model, x[0], x[1], steps=9, method="spherical")
     z = seen[0].double()
@@ -102,7 +91,7 @@ def _sphere(d: int) -> SVAE:
 
 def test_sphere_manifold_decodes_equal_shares_of_the_uniform_prior_on_s2():
     model = _sphere(3)
-    seen = _recording(model)
+    seen = recording_decodes(model)
     n = 6
     tiles, axes = sphere_grid(model, n)
     assert tiles.shape == (n * n, 1, 4, 4)
@@ -128,7 +117,7 @@ def test_sphere_manifold_decodes_equal_shares_of_the_uniform_prior_on_s2():
 
 def test_sphere_manifold_on_the_circle_and_where_there_is_none():
     model = _sphere(2)
-    seen = _recording(model)
+    seen = recording_decodes(model)
     fig = manifold(model, 8)
     z = seen[0].double()
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(8, dtype=torch.double))
