@@ -32,6 +32,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from vaelab.errors import VaelabError
+from vaelab.models import MODELS
 from vaelab.models.base import Model
 from vaelab.models.cvae import CVAE
 from vaelab.models.hvae import HVAE, _gaussian_draw, _gaussian_log_prob
@@ -153,10 +154,9 @@ CHAINS: dict[str, type[VaeChain]] = {"vae": VaeChain, "hvae": HvaeChain, "label"
 def chain_for(model: Model) -> VaeChain:
     """The Metropolis-within-Gibbs state of ``model``, or a one-line error naming the flag."""
     if model.chain not in CHAINS:
-        raise VaelabError(
-            f"--method mwg: no exact chain for model class {type(model).__name__}; "
-            "use --method pseudo-gibbs"
-        )
+        name = next((n for n, cls in MODELS.items() if cls is type(model)), None)
+        what = f"--model {name}" if name else f"model class {type(model).__name__}"
+        raise VaelabError(f"--method mwg: {what} has no exact chain; use --method pseudo-gibbs")
     return CHAINS[model.chain](model)
 
 
