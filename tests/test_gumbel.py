@@ -61,7 +61,9 @@ def test_temperature_schedule_and_its_clock():
     model(x, 1)  # evaluation does not move the clock, and draws exact one-hot groups
     assert int(model.step) == 5
     z = model.encode(x).sample((7,))
-    assert set(z.unique().tolist()) <= {0.0, 1.0} and (z.sum(-1) == 1).all()
+    groups = z.unflatten(-1, (-1, 3))  # --cat-vars 0 alone: --latent-dim groups of 3 classes
+    assert groups.shape[-2] == ModelConfig().latent_dim
+    assert set(z.unique().tolist()) <= {0.0, 1.0} and (groups.sum(-1) == 1).all()
     assert "step" in model.state_dict()  # resume continues the schedule
 
 

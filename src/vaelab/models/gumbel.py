@@ -17,7 +17,7 @@ gamma, from the family's ``--cont-capacity``, ``--disc-capacity``, ``--capacity-
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ from vaelab.nn import build_bodies
 @dataclass(frozen=True)
 class GumbelOptions:
     categories: int = 10  # gumbel: classes of each categorical latent
-    cat_vars: int = 1  # gumbel: number of categorical latents
+    cat_vars: int = 0  # gumbel: categorical latents (0: --latent-dim of them alone, 1 with --joint)
     joint: bool = False  # gumbel: add --latent-dim Gaussian latents (JointVAE)
     tau_start: float = 1.0  # gumbel: initial Gumbel-softmax temperature
     tau_min: float = 0.5  # gumbel: floor of the annealed temperature
@@ -72,7 +72,7 @@ class GumbelVAE(VAE):
     def check_config(cls, cfg: ModelConfig) -> None:
         o = cls.options_of(cfg)
         at_least("--categories", o.categories, 2)
-        at_least("--cat-vars", o.cat_vars)
+        at_least("--cat-vars", o.cat_vars, 0)
         positive("--tau-start", o.tau_start)
         positive("--tau-min", o.tau_min)
         at_least("--tau-rate", o.tau_rate, 0)
@@ -85,15 +85,23 @@ class GumbelVAE(VAE):
                               "--posterior and --prior unset")  # fmt: skip
 
     @classmethod
-    def describe(cls, cfg: ModelConfig) -> str:
+    def resolved_options(cls, cfg: ModelConfig) -> GumbelOptions:
+        """The options with ``--cat-vars 0`` filled in: alone, ``--latent-dim`` categorical
+        latents (Jang et al. 2017's 20 x 10 on MNIST by default; --latent-dim is then the
+        number of groups, not ignored); with ``--joint``, one (Dupont 2018's JointVAE)."""
         o = cls.options_of(cfg)
+        return o if o.cat_vars else replace(o, cat_vars=1 if o.joint else cfg.latent_dim)
+
+    @classmethod
+    def describe(cls, cfg: ModelConfig) -> str:
+        o = cls.resolved_options(cfg)
         cont = f"{cfg.latent_dim} Gaussian + " if o.joint else ""
         return f"{cfg.model} {cfg.arch} latent {cont}{o.cat_vars}x{o.categories} categorical"
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> GumbelVAE:
         cls.check_config(cfg)
-        o = cls.options_of(cfg)
+        o = cls.resolved_options(cfg)
         dc = cfg.latent_dim if o.joint else 0
         prior = JointPrior(dc, o.cat_vars, o.categories)
         likelihood = likelihood_of(cfg, image_shape)
