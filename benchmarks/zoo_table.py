@@ -144,6 +144,15 @@ def score(run, a) -> dict:
     samplers = (("prior",) if model.has_prior else ()) + POSTHOC
     r = vaelab.evaluate(run, samples=a.nll_samples, limit=a.nll_images, samplers=samplers,
                         quality_samples=a.quality_samples, seed=0, resume=True)  # fmt: skip
+    if "bound_uniform_nats" in r:  # a VQ-VAE: bounds from a deterministic encoder, no samples
+        return {
+            "test_elbo": None, "nll_nats": None, "recon_mse": r["mse_per_pixel"],
+            "no_bound": "VQ-VAE: no ELBO; upper bound -log p(x|z_q) - log p(k) with a uniform "
+            "code prior (vq_bound_uniform_nats); no code prior trained, so no samples",
+            "vq_bound_uniform_nats": r["bound_uniform_nats"], "vq_recon_nats": -r["recon"],
+            "codes_used": r["codes_used"], "code_perplexity": r["code_perplexity"],
+            "prior": None, "best_posthoc": None, "posthoc": None, "all_samplers": {},
+        }  # fmt: skip
     q = r.get("quality", {})
     post = {s: q[s] for s in POSTHOC if s in q and q[s]["frechet_distance"] is not None}
     best = min(post, key=lambda s: post[s]["frechet_distance"]) if post else None
