@@ -31,6 +31,7 @@ from vaelab.training.folder import CONFIG
 from vaelab.training.load import read_run
 from vaelab.training.loop import fit
 from vaelab.training.record import Run, numbered, target
+from vaelab.training.session import flush_denormals
 
 __all__ = [
     "Run",
@@ -155,6 +156,7 @@ def evaluate(
     if json_out is not None:
         json_out = target(json_out, overwrite, "json_out")  # before any work
     run = as_run(run_or_model, device)
+    flush_denormals(torch.device(device))  # importance weights' subnormal gradients/sums
     model, config = run.model, run.config
     if seed is not None:
         torch.manual_seed(seed)

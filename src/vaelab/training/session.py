@@ -152,12 +152,24 @@ def _write_setup(session: Session) -> None:
     runfs.write_info(session.out, {k: v for k, v in session.info.items() if k != "config"})
 
 
+def flush_denormals(device: torch.device) -> None:
+    """On a CPU, treat subnormal floats (below 1.2e-38 in float32) as zero for this
+    process. Importance weights' gradients (IWAE, MIWAE, PIWAE, CIWAE) are full of them: the
+    softmax of log-weights that differ by tens of nats underflows into the subnormal range,
+    and x86 GEMMs on subnormals run several times slower (measured: a MIWAE(2, 5) step 57.9
+    -> 27.0 CPU ms, IWAE(5) 34.6 -> 18.3, the plain VAE unchanged). The values lost are
+    below float32's normal range; CUDA kernels flush them already."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def build_session(
     config: Config, data: ImageData, world: World, ckpt: Checkpoint | None = None
 ) -> Session:
     """Stage 2 of :func:`setup`: the model, optimizer and images of ``config`` on
     ``world.device``, restored from ``ckpt`` when given; touches no file."""
     t = config.train
+    flush_denormals(world.device)
     check_batch(world, t.batch_size)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_run_model(config.model, data.image_shape).to(world.device)
