@@ -335,9 +335,7 @@ def test_metropolis_within_gibbs_refuses_a_model_without_a_chain(vae_run):
     from vaelab.models import Autoencoder
 
     ae = Autoencoder.from_config(ModelConfig(hidden=(4,), latent_dim=1), (1, 1, 2))
-    with pytest.raises(
-        VaelabError, match="--method mwg: --model ae has no exact chain"
-    ):
+    with pytest.raises(VaelabError, match="--method mwg: --model ae has no exact chain"):
         complete(ae, torch.zeros(1, 1, 1, 2), torch.tensor([[[False, True]]]), method="mwg")
 
 
