@@ -79,31 +79,17 @@ def test_two_stage_samples_follow_the_codes_it_was_fitted_to():
     torch.testing.assert_close(torch.cov(draws.T), cov, atol=0.15, rtol=0.1)
 
 
+def train_ae(run, objective: str):
+    """A 1-epoch digits autoencoder run trained with ``objective`` (a point-code model)."""
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--model", "ae", "--objective",
+            objective, "--progress", "false", "--report", "false", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    return run
+
+
 @pytest.mark.parametrize("sampler", ["maf", "two-stage"])
 def test_posthoc_samplers_end_to_end(tmp_path, sampler):
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--epochs",
-                "1",
-                "--model",
-                "ae",
-                "--objective",
-                "wae",
-                "--progress",
-                "false",
-                "--report",
-                "false",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    run = train_ae(tmp_path / "run", "wae")
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "--sampler", sampler, "-n", "8", "--out", str(out)]) == 0
     assert out.is_file()
@@ -118,29 +104,7 @@ def test_posthoc_samplers_end_to_end(tmp_path, sampler):
 
 
 def test_evaluate_says_why_a_point_code_model_has_no_bound(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--epochs",
-                "1",
-                "--model",
-                "ae",
-                "--objective",
-                "rae",
-                "--progress",
-                "false",
-                "--report",
-                "false",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    run = train_ae(tmp_path / "run", "rae")
     capsys.readouterr()
     assert main(["evaluate", str(run), "--samples", "5", "--sampler", "maf"]) == 0
     out = capsys.readouterr().out
