@@ -19,7 +19,7 @@ import vaelab
 from conftest import small_config
 from single_thread import one_thread
 from vaelab.models.terms import Terms
-from vaelab.objectives.factorvae import FactorTerm, FactorVAEOptions
+from vaelab.objectives.factorvae import FactorTerm, FactorVAEOptions, permute_dims
 from vaelab.objectives.latent_terms import (
     AnnealedOptions,
     CapacityTerm,
@@ -146,6 +146,19 @@ def test_factorvae_discriminator_learns_dependent_latents():
     frozen_tc = term.gamma * (term.disc(zz[0]) @ torch.tensor([1.0, -1.0])).mean()
     want_z = torch.autograd.grad(frozen_tc, zz)[0]
     torch.testing.assert_close(grad_z, want_z)
+    # D's weights get the gradient of its cross-entropy alone (on z detached, class 0, and
+    # the permuted z, class 1), none of the model's gamma * TC: against two plain passes.
+    params = list(term.disc.parameters())
+    torch.manual_seed(1)
+    value, _ = term(Terms(zz[..., 0], zz[..., 0], zz[..., 0], extras={"z": zz}), 1.0)
+    got = torch.autograd.grad(value, params)
+    torch.manual_seed(1)
+    real = zz[0].detach()
+    both = term.disc(torch.cat([real, permute_dims(real)]))
+    target = torch.cat([torch.zeros(256), torch.ones(256)]).long()
+    want = torch.autograd.grad(torch.nn.functional.cross_entropy(both, target), params)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
 
 
 FACTOR = {"objective": "factorvae", "disc_hidden": 32, "disc_layers": 2, "latent_dim": 4}

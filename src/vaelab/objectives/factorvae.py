@@ -14,7 +14,9 @@ In vaelab's one training step both losses come from one backward pass:
   parameters receive its gradient.
 
 D has its own Adam (Kim & Mnih: lr 1e-4, betas (0.5, 0.9)), stepped by the training step
-after the model's optimizer (:meth:`FactorTerm.side_optimizers`). Its moments and step
+after the model's optimizer (:meth:`FactorTerm.side_optimizers`); fused, as the model's:
+with D's 5M weights the foreach Adam's elementwise passes were a quarter of a CPU step
+(41 against 57 ms at batch 32, benchmarks/README.md). Its moments and step
 counts live in this module's buffers, so the checkpoint's ``objective/*`` tensors hold
 the discriminator and its optimizer, and ``--resume`` continues bit for bit. (The paper
 permutes a second batch; vaelab permutes the same batch's draws, as pythae does with half
@@ -89,7 +91,7 @@ class FactorTerm(LatentTerm):
         if self._optimizer is None:
             cuda = params[0].device.type == "cuda"  # capturable: the step count stays there
             self._optimizer = torch.optim.Adam(
-                params, lr=self.lr, betas=BETAS, capturable=cuda, foreach=True
+                params, lr=self.lr, betas=BETAS, capturable=cuda, fused=True
             )
         for i, p in enumerate(params):
             self._optimizer.state[p] = {
