@@ -94,11 +94,13 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
         cpu = train_budget(name, seed, args, folder, opts)
     else:
         resume = folder.is_dir() and any(folder.iterdir())  # killed early: starts over
+        cpu0 = time.process_time()  # this session's share (a resumed run's earlier part: not)
         vaelab.train(
             None, folder, resume=resume, dataset=args.dataset, arch="conv", latent_dim=10,
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
             progress=False, report=False, **opts,
         )  # fmt: skip
+        cpu = time.process_time() - cpu0
     train_s = time.perf_counter() - t0
     rows = read_metrics(folder)
     last = rows[-1]
