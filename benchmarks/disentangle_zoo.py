@@ -58,7 +58,7 @@ def train_budget(name: str, seed: int, args: argparse.Namespace, folder: Path, o
         vaelab.train(
             None, folder, resume=epochs > 0, dataset=args.dataset, arch="conv",
             latent_dim=10, epochs=epochs + 1, batch_size=args.batch_size, lr=args.lr,
-            seed=seed, progress=False, report=False, **opts,
+            seed=seed, device=args.device, progress=False, report=False, **opts,
         )  # fmt: skip
         spent += time.process_time() - t0
         epochs += 1
@@ -98,7 +98,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
         vaelab.train(
             None, folder, resume=resume, dataset=args.dataset, arch="conv", latent_dim=10,
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-            progress=False, report=False, **opts,
+            device=args.device, progress=False, report=False, **opts,
         )  # fmt: skip
         cpu = time.process_time() - cpu0
     train_s = time.perf_counter() - t0
@@ -107,7 +107,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
     t0 = time.perf_counter()
     result = vaelab.disentanglement(
         folder, pool=args.pool, seeds=1, votes=args.votes, mig_samples=args.mig_samples,
-        seed=seed,
+        seed=seed, device=args.device,
     )  # fmt: skip
     record = {
         "model": name, "seed": seed, "options": opts, "steps": last["step"],
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=2000)
     parser.add_argument("--mig-samples", type=int, default=500)
     parser.add_argument("--runs", default="runs/disentangle_zoo")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU plan")
     parser.add_argument("--tiny", action="store_true", help="a tiny body: checks the script")
     parser.add_argument("--out", default="benchmarks/results/disentangle_zoo.json")
     args = parser.parse_args()
