@@ -39,13 +39,14 @@ def test_resnet_decoder_output_moves_with_z_at_initialisation(likelihood):
         assert _z_driven_spread(likelihood) > 0.01
 
 
-def _rows(kls, warmup_epochs=0.0):
-    config = with_overrides(Config(), {"warmup_epochs": warmup_epochs}, "t")
+def _rows(kls, warmup_epochs=0.0, steps_per_epoch=100, **overrides):
+    config = with_overrides(Config(), {"warmup_epochs": warmup_epochs, **overrides}, "t")
     watch = CollapseWatch(config)
     said = []
     for epoch, kl in enumerate(kls, 1):
         beta = min(1.0, epoch / warmup_epochs) if warmup_epochs else 1.0
-        said.append(watch.see({"epoch": epoch, "beta": beta, "test_kl": kl}))
+        row = {"epoch": epoch, "step": epoch * steps_per_epoch, "beta": beta, "test_kl": kl}
+        said.append(watch.see(row))
     return said
 
 
@@ -62,6 +63,19 @@ def test_collapse_watch_warns_once_after_two_low_epochs_past_the_warmup():
         assert _rows([0.5, 30.0, 0.5, 30.0]) == [None] * 4  # never two low epochs in a row
         assert _rows([0.1, 0.1, 0.1, 0.1], warmup_epochs=5) == [None] * 4  # still warming up
         assert _rows([KL_NEAR_ZERO, KL_NEAR_ZERO]) == [None, None]  # the threshold is strict
+
+
+def test_collapse_watch_waits_while_a_capacity_ramp_asks_for_a_small_kl():
+    """The annealed beta-VAE asks for KL = C(t) = 25 t / 1000 here: 0.375 nats after epoch 1
+    (15 steps) and 0.75 after epoch 2, so a KL of 0.3 there is what was asked for, not a
+    collapse; from epoch 3 (C = 1.125) two low epochs warn, naming the ramp's flag."""
+    annealed = {"objective": "annealed", "capacity_max": 25.0, "capacity_steps": 1000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _rows([0.3, 0.3, 0.3], steps_per_epoch=15, **annealed) == [None] * 3
+    with pytest.warns(UserWarning, match="posterior collapse"):
+        said = _rows([0.3, 0.3, 0.3, 0.3], steps_per_epoch=15, **annealed)
+    assert said[:3] == [None] * 3 and "raise --capacity-max (now 25 nats" in said[3]
 
 
 def test_training_warns_while_it_trains_when_the_kl_vanishes(tmp_path):

@@ -333,27 +333,33 @@ def _options(config: Config, cls: type) -> Any:
     return o if isinstance(o, cls) else cls()
 
 
+def capacity_ramp(config: Config) -> tuple[int, float, str] | None:
+    """The run's KL target ramp C(t), rising linearly from 0 over ``steps`` training steps to
+    ``final`` nats: ``(steps, final, flag)`` (``flag`` sets ``final``), or None when the
+    objective has none. Only the Gaussian part for the gumbel family's capacity objective."""
+    objective = config.train.objective
+    if objective == "annealed":
+        o = _options(config, AnnealedOptions)
+        return o.capacity_steps, o.capacity_max, "--capacity-max"
+    if objective == "capacity" and isinstance(config.model.options, GumbelOptions):
+        o = config.model.options  # the JointVAE capacities live in the gumbel family
+        return o.capacity_steps, o.cont_capacity, "--cont-capacity"
+    return None
+
+
 def ramp_note(config: Config, total_steps: int) -> str | None:
     """A one-line notice when a capacity ramp C(t) is longer than the run (``total_steps``
     steps): the KL target then never reaches its final value, and the run is a heavily
     constrained one (the annealed beta-VAE's default ramp is Burgess et al.'s 100,000
     steps). None when the ramp ends inside the run or the objective has none."""
-    objective = config.train.objective
-    if objective == "annealed":
-        o = _options(config, AnnealedOptions)
-        steps, finals = o.capacity_steps, f"--capacity-max {o.capacity_max:g} nats"
-        reached = o.capacity_max * total_steps / steps
-    elif objective == "capacity" and isinstance(config.model.options, GumbelOptions):
-        o = config.model.options  # the JointVAE capacities live in the gumbel family
-        steps, finals = o.capacity_steps, f"--cont-capacity {o.cont_capacity:g} nats"
-        reached = o.cont_capacity * total_steps / steps
-    else:
+    ramp = capacity_ramp(config)
+    if ramp is None or ramp[0] <= total_steps:
         return None
-    if steps <= total_steps:
-        return None
+    steps, final, flag = ramp
+    reached = final * total_steps / steps
     return (f"--capacity-steps {steps}: longer than this run's {total_steps} steps; the "
-            f"KL target reaches only {reached:.3g} of {finals} (set --capacity-steps to "
-            f"about 3/4 of the run's steps for the whole ramp)")  # fmt: skip
+            f"KL target reaches only {reached:.3g} of {flag} {final:g} nats (set "
+            f"--capacity-steps to about 3/4 of the run's steps for the whole ramp)")  # fmt: skip
 
 
 def annealed_terms(config: Config, n_train: int | None) -> tuple[CapacityTerm]:
