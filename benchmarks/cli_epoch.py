@@ -19,6 +19,10 @@ test-set ELBO computed after every epoch as vaelab does):
     mlp           vaelab train (defaults: MLP 784-400-20) on Fashion-MNIST
     conv          vaelab train --arch conv --hidden 32,64 --latent-dim 16 on mnist-5k
     conv-compile  the same with --compile true (the minimal loop stays eager)
+    btcvae        vaelab train --objective btcvae, conv 32,64, latent 10, batch 64, lr 5e-4,
+                  on dsprites-small (issue 21's benchmark body); minimal loop:
+                  benchmarks/minimal_disentangle.py
+    factorvae     the same with --objective factorvae (its discriminator and second Adam)
 
 For vaelab it also reports, from the run's own metrics.jsonl, the per-epoch overhead
 (wall time per epoch minus the epoch's training time: test ELBO + checkpoint + metrics +
@@ -41,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +55,18 @@ CASES = {
     "conv": {
         "dataset": "mnist-5k", "arch": "conv",
         "flags": ["--arch", "conv", "--hidden", "32,64", "--latent-dim", "16"],
+    },
+    "btcvae": {
+        "dataset": "dsprites-small", "arch": "conv", "latent": 10, "batch": 64, "lr": 5e-4,
+        "objective": "btcvae",
+        "flags": ["--objective", "btcvae", "--arch", "conv", "--hidden", "32,64",
+                  "--latent-dim", "10", "--batch-size", "64", "--lr", "5e-4"],
+    },
+    "factorvae": {
+        "dataset": "dsprites-small", "arch": "conv", "latent": 10, "batch": 64, "lr": 5e-4,
+        "objective": "factorvae",
+        "flags": ["--objective", "factorvae", "--arch", "conv", "--hidden", "32,64",
+                  "--latent-dim", "10", "--batch-size", "64", "--lr", "5e-4"],
     },
     "conv-compile": {
         "dataset": "mnist-5k", "arch": "conv",
@@ -65,18 +82,20 @@ CASES = {
         "flags": ["--arch", "conv", "--hidden", "32,64", "--latent-dim", "16"],
     },
 }  # fmt: skip
+for _name, _case in CASES.items():
+    _case["name"] = _name
 DEFAULT_CASES = "mlp,conv,conv-compile"
 
 
 # ---------------------------------------------------------------- the minimal loops
-def minimal_bodies(arch: str, image_shape: tuple[int, int, int]):
+def minimal_bodies(arch: str, image_shape: tuple[int, int, int], latent: int | None = None):
     """The minimal loop's encoder and decoder (``nn.Sequential``), vaelab's layers by hand:
-    MLP 784-400-20, or conv 32,64 with latent 16. Also what benchmarks/profile_step.py
-    profiles as the reference step."""
+    MLP 784-400-20, or conv 32,64 with latent 16 (or ``latent``). Also what
+    benchmarks/profile_step.py profiles as the reference step."""
     from torch import nn
 
     c, h, w = image_shape
-    d = 20 if arch == "mlp" else 16
+    d = latent or (20 if arch == "mlp" else 16)
     if arch == "mlp":
         enc = nn.Sequential(
             nn.Flatten(), nn.Linear(c * h * w, 400), nn.ReLU(), nn.Linear(400, 2 * d)
@@ -118,26 +137,33 @@ def minimal_step(enc, dec, opt, x) -> None:
     opt.step()
 
 
-def minimal_main(arch: str, dataset: str, epochs: int, seed: int = 0) -> None:
-    """The hand-written loop, run in its own process (``--minimal ARCH``)."""
+def minimal_main(name: str, dataset: str, epochs: int, seed: int = 0) -> None:
+    """The hand-written loop of case ``name``, run in its own process (``--minimal NAME``)."""
     import torch
 
+    from minimal_disentangle import stepper  # benchmarks/minimal_disentangle.py
     from vaelab.data import load_dataset  # the same images as vaelab; start-up cancels
 
+    case = CASES[name]
+    batch, objective = case.get("batch", 128), case.get("objective", "elbo")
     data = load_dataset(dataset, seed=seed)
     train_x = data.train_x.float().div_(255)
     test_x = data.test_x.float().div_(255)
     torch.manual_seed(seed)
-    enc, dec = minimal_bodies(arch, data.image_shape)
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+    enc, dec = minimal_bodies(case["arch"], data.image_shape, case.get("latent"))
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=case.get("lr", 1e-3))
+    if objective == "elbo":
+        step = partial(minimal_step, enc, dec, opt)
+    else:
+        step = stepper(objective, enc, dec, opt, case["latent"], len(train_x))
 
     def elbo_terms(x):
         return minimal_elbo_terms(enc, dec, x)
 
     for epoch in range(epochs):
         perm = torch.randperm(len(train_x))
-        for i in range(0, len(train_x), 128):
-            minimal_step(enc, dec, opt, train_x[perm[i : i + 128]])
+        for i in range(0, len(train_x), batch):
+            step(train_x[perm[i : i + batch]])
         with torch.no_grad():
             total = sum(float((r - k).sum()) for r, k in map(elbo_terms, test_x.split(1000)))
         print(f"epoch {epoch + 1}: test ELBO {total / len(test_x):.2f}", flush=True)
@@ -161,7 +187,7 @@ def vaelab_cmd(case: dict, dataset: str, epochs: int, out: Path) -> list[str]:
 
 
 def minimal_cmd(case: dict, dataset: str, epochs: int) -> list[str]:
-    return [sys.executable, __file__, "--minimal", case["arch"], "--dataset", dataset,
+    return [sys.executable, __file__, "--minimal", case["name"], "--dataset", dataset,
             "--epochs", str(epochs)]  # fmt: skip
 
 
@@ -218,7 +244,7 @@ def measure_cases(names: list[str], dataset: str | None, epochs: int, rounds: in
         med = {k: statistics.median(v) for k, v in p.items()}
         result[name] = {
             "vaelab_command": shown_command(name, dataset, 1 + epochs),
-            "minimal_loop": f"benchmarks/cli_epoch.py --minimal {CASES[name]['arch']}",
+            "minimal_loop": f"benchmarks/cli_epoch.py --minimal {name}",
             "seconds_per_epoch": {"vaelab": p["vaelab"], "minimal": p["minimal"]},
             "median_seconds_per_epoch": {"vaelab": med["vaelab"], "minimal": med["minimal"]},
             "ratio_per_round": ratios,
@@ -259,7 +285,7 @@ def main() -> None:
     parser.add_argument(
         "--out", help="JSON path (default: results/cli_epoch.json; --quick: a temporary file)"
     )
-    parser.add_argument("--minimal", choices=["mlp", "conv"], help=argparse.SUPPRESS)
+    parser.add_argument("--minimal", choices=list(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minimal:  # a child process: one minimal loop
