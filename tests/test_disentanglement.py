@@ -228,3 +228,47 @@ def test_score_reports_spread_over_seeds() -> None:
     assert s["n"] == 3 and s["mean"] == pytest.approx(np.mean(values))
     assert s["se"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(3))
     assert s["std"] > 0  # different votes per seed
+
+
+def test_an_image_index_holds_every_factor_and_is_flagged() -> None:
+    """Known answers: a dimension that gives each of the N images its own value (1 apart,
+    std 0.02: no overlap) carries I(z; x) = log N and I(z; v_k) = H(v_k) for every factor;
+    a dimension holding one factor's V evenly spaced values carries log V. Monte Carlo error
+    of each entropy at these draw counts is below 0.02 nats (sd of the Gaussian log-density
+    0.71 / sqrt(>= 333 draws)), so 0.06 is 3 of them. Only the index is flagged."""
+    n = len(FACTORS)
+    index = np.random.default_rng(3).permutation(n).astype(np.float64)
+    codes = np.c_[index, REPS["factors"][:, :4]]
+    out = mig(codes, FACTORS, np.full_like(codes, STD), samples=2000)
+    info, h = np.asarray(out["exact"]["info_x"]), np.asarray(out["factor_entropy"])
+    assert info[0] == pytest.approx(math.log(n), abs=0.06)
+    assert info[1:] == pytest.approx(np.log(SIZES), abs=0.06)
+    assert np.asarray(out["exact"]["mi"])[0] == pytest.approx(h, abs=0.06)
+    assert out["exact"]["index_dims"] == [0]
+    assert mig(REPS["factors"], FACTORS, np.full_like(REPS["factors"], STD))["exact"][
+        "index_dims"
+    ] == []  # fmt: skip
+
+
+def test_one_seed_has_no_spread() -> None:
+    """With one seed the spread over seeds is unknown: None (JSON null), not 0."""
+    r = score(REPS["noise"], FACTORS, metrics=("sap",), seeds=(0,))
+    assert r["summary"]["sap"]["n"] == 1
+    assert r["summary"]["sap"]["std"] is None and r["summary"]["sap"]["se"] is None
+
+
+def test_the_index_warning_is_one_line_naming_the_dimension(capsys) -> None:
+    from vaelab.cli.present import disentanglement as present
+    from vaelab.evaluation.disentangle_run import index_warnings
+
+    n = len(FACTORS)
+    codes = np.c_[REPS["factors"][:, :4], np.random.default_rng(3).permutation(n) * 1.0]
+    r = score(codes, FACTORS, np.full_like(codes, STD), metrics=("mig",), seeds=(0,))
+    said = index_warnings(r)
+    assert len(said) == 1 and said[0].startswith("z4 (") and "\n" not in said[0]
+    assert f"log {n} = {math.log(n):.1f} nats" in said[0]
+    r.update(dataset="grid", factor_names=list("abcd"), omitted={}, warnings=said, files={})
+    present({}, r, True)
+    out = capsys.readouterr().out
+    assert f"warning: {said[0]}" in out
+    assert "mig_exact" in out and out.split("mig_exact")[1].split("\n")[0].split()[1:] == ["-", "-"]

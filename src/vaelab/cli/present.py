@@ -174,8 +174,11 @@ def disentanglement(job: dict[str, Any], result: dict, first: bool) -> None:
           f"{result['runs'][0]['pool']} images per seed, {seeds} seed(s)")  # fmt: skip
     print(f"{'metric':<24}{'mean':>9}{'std':>9}{'s.e.':>9}")
     for name, s in result["summary"].items():
-        print(f"{name:<24}{s['mean']:>9.3f}{s['std']:>9.3f}{s['se']:>9.3f}")
+        spread = "".join(f"{'-':>9}" if s[k] is None else f"{s[k]:>9.3f}" for k in ("std", "se"))
+        print(f"{name:<24}{s['mean']:>9.3f}{spread}")
     for name, why in result["omitted"].items():
         print(f"{name}: left out, {why}")
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}")
     for path in result["files"].values():
         print(f"wrote {path}")

@@ -12,6 +12,7 @@ of factor values occurs equally often, as on dSprites.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -114,9 +115,34 @@ def disentanglement_of(
     kept = result["factor_columns"]
     result.update(
         dataset=data.name, factor_names=[names[k] for k in kept], encoded=take,
-        omitted=omitted, latent_dim=int(mu.shape[1]),
+        omitted=omitted, latent_dim=int(mu.shape[1]), warnings=index_warnings(result),
     )  # fmt: skip
     return result
+
+
+def index_dims_of(result: dict[str, Any]) -> list[int]:
+    """The latent dimensions that index the pooled images in any seed (see
+    :func:`~vaelab.evaluation.disentanglement.index_dims`)."""
+    found = {j for run in result["runs"]
+             for j in run.get("mig", {}).get("exact", {}).get("index_dims", [])}  # fmt: skip
+    return sorted(found)
+
+
+def index_warnings(result: dict[str, Any]) -> list[str]:
+    """One line when some dimension tells apart most of the pooled images (an image index):
+    its MI with every factor is near the factor's entropy, which MIG's exact estimator and
+    the MI picture count as information about each factor."""
+    dims = index_dims_of(result)
+    if not dims:
+        return []
+    pool = result["runs"][0]["pool"]
+    info = result["runs"][0]["mig"]["exact"]["info_x"]
+    said = ", ".join(f"z{j} ({info[j]:.1f} nats)" for j in dims)
+    return [f"{said}: I(z_j; x) near log {pool} = {math.log(pool):.1f} nats, so each "
+            f"tells apart most of the {pool} pooled images (an image index): its MI with every "
+            "factor is near the factor's entropy though no factor is read off it smoothly; "
+            "read mig_exact and the MI picture with that in mind (mig_binned mostly misses "
+            "such codes)"]  # fmt: skip
 
 
 def mi_matrix(result: dict[str, Any]) -> tuple[np.ndarray, str]:
@@ -141,7 +167,9 @@ def mi_figure(result: dict[str, Any]) -> Figure:
         ax.text(k, j, f"{v:.2f}", ha="center", va="center", fontsize=7,
                 color="black" if v > 0.6 else "white")  # fmt: skip
     ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(mi)), [f"z{j}" for j in range(len(mi))])
+    index = set(index_dims_of(result)) if kind == "exact" else set()
+    rows = [f"z{j} (index)" if j in index else f"z{j}" for j in range(len(mi))]
+    ax.set_yticks(range(len(mi)), rows)
     mig = result["summary"].get(f"mig_{kind}", {}).get("mean", float("nan"))
     ax.set(title=f"I(z_j; v_k) / H(v_k), {kind} estimator ({result['dataset']}; MIG {mig:.3f})",
            xlabel="factor", ylabel="latent dimension")  # fmt: skip

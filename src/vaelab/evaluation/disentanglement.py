@@ -17,7 +17,9 @@ and standard error.
   variance; a majority-vote classifier maps each dimension to a factor. Held-out accuracy.
 * MIG (Chen et al. 2018): mean over factors of the gap between the two largest I(z_j; v_k),
   divided by H(v_k); both the paper's estimator from q(z|x) and the binned one (see
-  :mod:`vaelab.evaluation.mutual_info`).
+  :mod:`vaelab.evaluation.mutual_info`). The exact one also lists the "index" dimensions,
+  whose I(z_j; x) is within ``INDEX_MARGIN`` nats of log N: they tell apart most of the
+  N pooled images, so their MI with every factor is near its entropy.
 * SAP (Kumar et al. 2018): a score per (dimension, factor) from one code dimension alone
   predicting the factor on held-out images; SAP = mean over factors of the gap between the
   two best dimensions. Here the one-dimensional predictor is a quantile-bin majority vote
@@ -37,6 +39,7 @@ and standard error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +124,14 @@ def factor_vae_score(
     }
 
 
+INDEX_MARGIN = 1.0  # nats below log N: the dimension tells apart more than N / e images
+
+
+def index_dims(info_x: np.ndarray, n: int) -> list[int]:
+    """The dimensions whose I(z_j; x) over ``n`` images exceeds log n - INDEX_MARGIN."""
+    return np.flatnonzero(np.asarray(info_x) > math.log(n) - INDEX_MARGIN).tolist()
+
+
 def mig(
     codes: np.ndarray, factors: np.ndarray, std: np.ndarray | None = None, *,
     samples: int = 1000, bins: int = 20, seed: int = 0,
@@ -137,7 +148,9 @@ def mig(
         exact = exact_mi_matrix(codes, std, factors, samples, seed)
         score, gaps = mig_from_mi(exact["mi"], h)
         out["exact"] = {"score": score, "per_factor": gaps.tolist(),
-                        "mi": exact["mi"].tolist(), "samples": samples}  # fmt: skip
+                        "mi": exact["mi"].tolist(), "samples": samples,
+                        "info_x": exact["info_x"].tolist(),
+                        "index_dims": index_dims(exact["info_x"], len(codes))}  # fmt: skip
         out["total_correlation"] = exact["total_correlation"]
     return out
 
@@ -314,7 +327,8 @@ HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def summarize(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean, sample standard deviation and standard error over seeds of each headline."""
+    """Mean, sample standard deviation and standard error over seeds of each headline (the
+    spread is None for one seed: it is unknown, not zero)."""
     out = {}
     for name, path in HEADLINES:
         values = []
@@ -326,7 +340,7 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 values.append(float(node))
         if values:
             v = np.asarray(values)
-            sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-            out[name] = {"mean": float(v.mean()), "std": sd, "se": sd / np.sqrt(len(v)),
-                         "n": len(v)}  # fmt: skip
+            sd = float(v.std(ddof=1)) if len(v) > 1 else None
+            se = sd / math.sqrt(len(v)) if sd is not None else None
+            out[name] = {"mean": float(v.mean()), "std": sd, "se": se, "n": len(v)}
     return out

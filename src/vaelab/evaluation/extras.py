@@ -76,7 +76,8 @@ def extra_metrics(
     if data.has_factors:  # ground truth known: one seed of every metric on 5,000 images
         scored = disentanglement_of(model, data, binarize=binarize, data_seed=seed, pool=5000,
                                     seeds=(0,), votes=(2000, 800), mig_samples=5000)  # fmt: skip
-        out["disentanglement"] = {k: scored[k] for k in ("summary", "factor_names", "omitted")}
+        keys = ("summary", "factor_names", "omitted", "warnings")
+        out["disentanglement"] = {k: scored[k] for k in keys}
     out["seconds_extras"] = time.perf_counter() - t0
     return out
 
@@ -93,8 +94,11 @@ def print_extras(result: dict[str, Any]) -> None:
         print(f"warning: {warning}")
     print(f"{'reconstruction MSE / pixel':<32}{r['mse']:>12.5f}")
     print(f"{'reconstruction PSNR (dB)':<32}{r['psnr_db']:>12.2f}")
-    for name, v in result.get("disentanglement", {}).get("summary", {}).items():
+    scored = result.get("disentanglement", {})
+    for name, v in scored.get("summary", {}).items():
         print(f"{name + ' (1 seed)':<32}{v['mean']:>12.3f}")
+    for warning in scored.get("warnings", []):
+        print(f"warning: {warning}")
     if "quality" not in result:
         return
     acc = result["classifier"]["test_accuracy"]

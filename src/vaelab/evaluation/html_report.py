@@ -173,7 +173,8 @@ def _disentanglement_section(run: Path) -> str:
     try:
         result = json.loads(found[-1].read_text())
         rows = "".join(
-            f"<tr><th>{html.escape(name)}</th><td>{v['mean']:.3f}</td><td>{v['std']:.3f}</td>"
+            f"<tr><th>{html.escape(name)}</th><td>{v['mean']:.3f}</td>"
+            f"<td>{'-' if v['std'] is None else format(v['std'], '.3f')}</td>"
             f"<td>{v['n']}</td></tr>" for name, v in result["summary"].items()
         )  # fmt: skip
         names = ", ".join(result["factor_names"])
@@ -181,6 +182,8 @@ def _disentanglement_section(run: Path) -> str:
         return _note(f"{found[-1].name}: not readable ({type(exc).__name__})")
     part = (f"<table><tr><th>metric</th><th>mean</th><th>std over seeds</th><th>seeds</th></tr>"
             f"{rows}</table>" + _note(f"from {found[-1].name}; factors: {names}"))  # fmt: skip
+    for warning in result.get("warnings", []):
+        part += _note(f"warning: {warning}")
     for key, caption in (("matrix_out", "I(z_j; v_k) / H(v_k) per latent dimension and factor"),
                          ("out", "one row per latent dimension, labelled with the factor it "
                                  "captures best")):  # fmt: skip

@@ -8,7 +8,11 @@ factor k, both in nats:
   H(z_j) = -E_{q(z_j)} log q(z_j) is estimated by drawing z_j ~ q(z_j|x_n) for random n
   and evaluating the N-component mixture exactly; H(z_j | v_k) = sum_v p(v) H(z_j | v_k = v)
   with q(z_j | v) the mixture over the images whose factor k is v. I = H(z_j) - H(z_j|v_k).
-  The same draws give the total correlation TC = E_q(z)[log q(z) - sum_j log q(z_j)].
+  The same draws give the total correlation TC = E_q(z)[log q(z) - sum_j log q(z_j)] and
+  each dimension's information about the image, I(z_j; x) = H(z_j) - mean_n H(q(z_j|x_n))
+  (at most log N). A dimension near that bound tells apart nearly every image: an image
+  index, whose I(z_j; v_k) is near H(v_k) for every factor at once (the information is
+  there, but entangled: no factor is read off it smoothly).
 * **binned** (the estimator disentanglement_lib uses, labelled as such): each code
   dimension (posterior means) is cut into ``bins`` equal-width bins and I is the discrete
   mutual information of the (bin, class) contingency table. It depends on the bin count and
@@ -103,13 +107,13 @@ def _draw(mu: torch.Tensor, std: torch.Tensor, count: int, gen: torch.Generator)
 def exact_mi_matrix(
     mu: np.ndarray, std: np.ndarray, factors: np.ndarray, samples: int = 1000, seed: int = 0
 ) -> dict[str, np.ndarray | float]:
-    """Chen et al.'s estimate of I(z_j; v_k) ``(D, F)`` in nats, H(z_j) ``(D,)`` and the total
-    correlation of q(z), from posterior means and standard deviations ``(N, D)`` and factor
-    classes ``(N, F)``. ``samples`` draws estimate H(z_j) and TC; each factor value v gets
-    ``samples * p(v)`` draws (at least 10) from its own images for H(z_j | v_k = v). The
-    cost is ``samples * N * D`` Gaussian log-densities (10 s for 1,000 x 10,000 x 10 on one
-    busy CPU core); the Monte Carlo error of each entropy is sd(log q) / sqrt(samples),
-    about 0.03 nats at 1,000 for a unit-scale code."""
+    """Chen et al.'s estimate of I(z_j; v_k) ``(D, F)`` in nats, H(z_j) and I(z_j; x)
+    ``(D,)`` and the total correlation of q(z), from posterior means and standard deviations
+    ``(N, D)`` and factor classes ``(N, F)``. ``samples`` draws estimate H(z_j) and TC; each
+    factor value v gets ``samples * p(v)`` draws (at least 10) from its own images for
+    H(z_j | v_k = v). The cost is ``samples * N * D`` Gaussian log-densities (10 s for 1,000 x
+    10,000 x 10 on one busy CPU core); the Monte Carlo error of each entropy is sd(log q) /
+    sqrt(samples), about 0.03 nats at 1,000 for a unit-scale code."""
     gen = torch.Generator().manual_seed(seed)
     m = torch.as_tensor(mu, dtype=torch.float32)
     s = torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6)
@@ -127,7 +131,9 @@ def exact_mi_matrix(
             zv = _draw(m[rows], s[rows], draws, gen)
             _, lm = mixture_log_density(zv, m[rows], s[rows])
             h_cond[:, k] += (c / n) * -lm.mean(0).numpy()
-    return {"mi": h_z[:, None] - h_cond, "h_z": h_z, "total_correlation": tc}
+    h_given_x = (s.double().log() + 0.5 * (LOG_2PI + 1)).mean(0).numpy()  # mean_n H(q(z_j|x_n))
+    return {"mi": h_z[:, None] - h_cond, "h_z": h_z, "info_x": h_z - h_given_x,
+            "total_correlation": tc}  # fmt: skip
 
 
 def mig_from_mi(mi: np.ndarray, h_factors: np.ndarray) -> tuple[float, np.ndarray]:
