@@ -118,6 +118,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dic
         "score_seconds": time.perf_counter() - t0,
         "train_terms": {k: v for k, v in last.items() if k.startswith("train_")},
         "metrics": {k: v["mean"] for k, v in result["summary"].items()},
+        "warnings": result.get("warnings", []),  # image-index dimensions (README)
     }  # fmt: skip
     done.write_text(json.dumps(record, indent=1))
     return record
