@@ -11,6 +11,9 @@ layers by hand), a Bernoulli likelihood with logits and one reparameterized draw
 - FactorVAE (Kim & Mnih 2018): the ELBO plus 35 times the discriminator's TC estimate on the
   batch's draws (D frozen for it), then D (6 x 1000 LeakyReLU 0.2, Adam 1e-4, betas 0.5, 0.9)
   stepped on (z, z permuted per dimension): vaelab's defaults, its same-batch permutation.
+  The discriminator's layers and the permutation are vaelab's own builders
+  (``vaelab.objectives.factorvae``: plain ``nn.Sequential`` and ``gather``), so both sides
+  train the same network; the steps around them are written out here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from vaelab.objectives.factorvae import discriminator, permute_dims
 
 TC_BETA, FACTOR_GAMMA = 6.0, 35.0
 
@@ -56,15 +60,6 @@ def btcvae_step(enc, dec, opt, x, n_train: int) -> None:
     opt.step()
 
 
-def discriminator(latent: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = latent
-    for _ in range(6):
-        layers += [nn.Linear(width, 1000), nn.LeakyReLU(0.2)]
-        width = 1000
-    return nn.Sequential(*layers, nn.Linear(width, 2))
-
-
 def factorvae_step(enc, dec, opt, x, disc, disc_opt) -> None:
     """One FactorVAE step (module docstring): the VAE's, then the discriminator's."""
     mu, _, logvar, z, recon = _draw(enc, dec, x)
@@ -78,8 +73,7 @@ def factorvae_step(enc, dec, opt, x, disc, disc_opt) -> None:
     opt.step()
     disc.requires_grad_(True)
     real = z.detach()
-    idx = torch.argsort(torch.rand(real.shape), dim=0)
-    both = disc(torch.cat([real, torch.gather(real, 0, idx)]))
+    both = disc(torch.cat([real, permute_dims(real)]))
     target = torch.cat([torch.zeros(len(real)), torch.ones(len(real))]).long()
     disc_loss = F.cross_entropy(both, target)
     disc_opt.zero_grad()
@@ -92,7 +86,7 @@ def stepper(objective: str, enc, dec, opt, latent: int, n_train: int):
     if objective == "btcvae":
         return lambda x: btcvae_step(enc, dec, opt, x, n_train)
     if objective == "factorvae":
-        disc = discriminator(latent)
+        disc = discriminator(latent, hidden=1000, layers=6)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
         return lambda x: factorvae_step(enc, dec, opt, x, disc, disc_opt)
     raise ValueError(f"unknown minimal objective {objective!r}")

@@ -23,6 +23,7 @@ from typing import Any
 
 from vaelab.config import Config
 from vaelab.objectives import capacity_ramp
+from vaelab.objectives.latent_terms import capacity_at
 
 KL_NEAR_ZERO = 1.0  # nats per image
 EPOCHS_IN_A_ROW = 2  # one low epoch can be a transient (the KL often dips, then rises)
@@ -63,7 +64,7 @@ def kl_target(config: Config, step: int) -> float:
     if ramp is None:
         return float("inf")
     steps, final, _ = ramp
-    return final * min(1.0, step / steps)
+    return float(capacity_at(step, final, steps))
 
 
 def remedy(config: Config) -> str:
